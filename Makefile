@@ -1,0 +1,86 @@
+# Polyframe: every command a developer or CI needs. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+UV_VERSION := 0.13.8
+PYTHON ?= python3
+TOOLS := .tools
+# uv never downloads a Python: it uses the machine's (3.11 or newer).
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON ?= $(shell command -v $(PYTHON))
+export UV_LINK_MODE ?= copy
+
+# A uv already on PATH is used as is; otherwise a pinned one is bootstrapped from PyPI
+# into .tools/ (nothing is installed outside the checkout).
+UV := $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/uv-venv/bin/uv)
+VENV_STAMP := .venv/.synced
+PYTEST := $(UV) run --frozen --no-sync pytest
+
+PORT ?= 8080
+DATA_DIR ?= .data
+WORKERS ?= 1
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(TOOLS)/uv-venv/bin/uv:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Polyframe needs Python 3.11 or newer as $(PYTHON); set PYTHON=python3.11")'
+	@echo "bootstrapping uv $(UV_VERSION) from PyPI into $(TOOLS)/ …"
+	@$(PYTHON) -m venv $(TOOLS)/uv-venv
+	@$(TOOLS)/uv-venv/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV_STAMP): uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml) | $(UV)
+	@echo "installing the workspace from uv.lock …"
+	@$(UV) sync --frozen --all-packages
+	@touch $@
+
+.PHONY: install
+install: $(VENV_STAMP) ## install every package of the workspace into .venv (from uv.lock)
+
+.PHONY: up
+up: $(VENV_STAMP) ## run the whole platform behind Traefik (PORT=8080 DATA_DIR=.data WORKERS=1); Ctrl-C stops it
+	@$(UV) run --frozen --no-sync polyframe-dev up --port $(PORT) --data-dir $(DATA_DIR) --workers $(WORKERS)
+
+.PHONY: routes
+routes: $(VENV_STAMP) ## print the Traefik routes generated from deploy/routes.yaml
+	@$(UV) run --frozen --no-sync polyframe-dev config
+
+.PHONY: test
+test: lint typecheck test-unit test-e2e ## the whole suite: lint, types, unit tests (SQLite and PostgreSQL), e2e through Traefik
+
+.PHONY: test-unit
+test-unit: $(VENV_STAMP) ## in-process tests of every library and service
+	@$(PYTEST) libs services tools
+
+.PHONY: test-e2e
+test-e2e: $(VENV_STAMP) ## start the real platform on free ports and drive it through Traefik (or E2E_BASE_URL)
+	@$(PYTEST) tests/e2e
+
+.PHONY: lint
+lint: $(VENV_STAMP) ## ruff lint and format check
+	@$(UV) run --frozen --no-sync ruff check .
+	@$(UV) run --frozen --no-sync ruff format --check .
+
+.PHONY: fmt
+fmt: $(VENV_STAMP) ## format and auto-fix
+	@$(UV) run --frozen --no-sync ruff format .
+	@$(UV) run --frozen --no-sync ruff check --fix .
+
+.PHONY: typecheck
+typecheck: $(VENV_STAMP) ## mypy (strict) over every package
+	@$(UV) run --frozen --no-sync mypy libs/service-kit/src services/users-fastapi/src tools/polyframe-dev/src
+
+.PHONY: lock
+lock: | $(UV) ## re-resolve uv.lock after changing a pyproject.toml
+	@$(UV) lock
+
+.PHONY: clean
+clean: ## remove the venv, caches and tools (keeps the data folder)
+	rm -rf .venv $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: clean-data
+clean-data: ## delete the local data folder (databases, generated keys and credentials)
+	rm -rf $(DATA_DIR)

@@ -1,0 +1,274 @@
+"""FastAPI/ASGI adapter: request context, problem+json errors, health routes.
+
+The adapter only translates FastAPI's and Starlette's habits into the kit's
+conventions (see :mod:`service_kit.problems`, :mod:`service_kit.health`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service_kit import health
+from service_kit.client import ServiceUnavailableError
+from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from service_kit.problems import (
+    MALFORMED_BODY,
+    PROBLEM_CONTENT_TYPE,
+    FieldError,
+    Problem,
+    ProblemError,
+    internal_error,
+    validation_problem,
+)
+
+access_log = logging.getLogger("service_kit.access")
+error_log = logging.getLogger("service_kit.errors")
+
+#: Route label for requests that matched no route (bounded cardinality).
+UNMATCHED_ROUTE = "__unmatched__"
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_CONTENT_TYPE
+
+
+def problem_response(problem: Problem, request: Request | None = None) -> ProblemResponse:
+    if problem.instance is None and request is not None:
+        problem.instance = request.url.path
+    return ProblemResponse(problem.as_dict(), status_code=problem.status, headers=problem.headers)
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+class RequestContextMiddleware:
+    """Outermost app middleware: request id, body-size limit, access log, last-resort 500.
+
+    Pure ASGI (no ``BaseHTTPMiddleware``) so it adds no task per request and
+    sees exceptions before Starlette's ``ServerErrorMiddleware`` would print them.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int = 1_048_576) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        request_id = accept_request_id(
+            headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1") or None
+        )
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            status = 413
+            await self._send_problem(scope, send, request_id, _too_large(self.max_body_bytes))
+            self._log(scope, status, started)
+            request_id_var.reset(token)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    # FastAPI re-raises HTTPException from body parsing (anything else becomes 400).
+                    raise HTTPException(413, _too_large(self.max_body_bytes).detail)
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except Exception as exc:
+            if response_started:
+                error_log.exception("error after the response started")
+                raise
+            problem = exc.problem if isinstance(exc, ProblemError) else internal_error()
+            if not isinstance(exc, ProblemError):
+                error_log.error(
+                    "unhandled exception",
+                    exc_info=exc,
+                    extra={"method": scope["method"], "path": scope["path"]},
+                )
+            status = problem.status
+            await self._send_problem(scope, send, request_id, problem)
+        finally:
+            self._log(scope, status, started)
+            request_id_var.reset(token)
+
+    @staticmethod
+    async def _send_problem(scope: Scope, send: Send, request_id: str, problem: Problem) -> None:
+        problem.instance = problem.instance or scope["path"]
+        body = json.dumps(problem.as_dict()).encode()
+        response_headers = [
+            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
+            *((k.lower().encode(), v.encode()) for k, v in problem.headers.items()),
+        ]
+        await send(
+            {"type": "http.response.start", "status": problem.status, "headers": response_headers}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def _log(scope: Scope, status: int, started: float) -> None:
+        if scope["path"] in health.HEALTH_PATHS or scope["path"] == "/metrics":
+            return
+        access_log.info(
+            "request",
+            extra={
+                "method": scope["method"],
+                "route": route_template(scope),
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(status=413, detail=f"The request body exceeds {limit} bytes")
+
+
+def _field_errors(exc: RequestValidationError) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for error in exc.errors():
+        location, *path = [str(part) for part in error.get("loc", ("body",))]
+        if error.get("type") == "json_invalid":
+            path = []
+        errors.append(
+            FieldError(
+                field=".".join(path),
+                detail=str(error.get("msg", "invalid value")),
+                location=location,
+                code=str(error.get("type")) if error.get("type") else None,
+            )
+        )
+    return errors
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _field_errors(exc)
+    if any(error.code == "json_invalid" for error in errors):
+        problem = validation_problem(errors, detail="The request body is not valid JSON")
+        problem.type = MALFORMED_BODY
+        problem.title = "Malformed request body"
+    else:
+        problem = validation_problem(errors)
+    return problem_response(problem, request)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem_response(
+        Problem(status=exc.status_code, detail=detail, headers=dict(exc.headers or {})), request
+    )
+
+
+async def _on_problem(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(exc.problem, request)
+
+
+async def _on_unavailable(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, ServiceUnavailableError)
+    error_log.warning("dependency unavailable", extra={"peer": exc.peer, "reason": exc.reason})
+    return problem_response(exc.as_problem().problem, request)
+
+
+def install(app: FastAPI, *, max_body_bytes: int = 1_048_576) -> None:
+    """Give ``app`` the kit's error shape and request context."""
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(ServiceUnavailableError, _on_unavailable)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
+
+
+def add_health_routes(
+    app: FastAPI,
+    service: str,
+    readiness: Callable[[Request], Mapping[str, Callable[[], Awaitable[str | None]]]],
+) -> None:
+    """``/healthz`` and ``/readyz``; ``readiness`` returns the checks for this app."""
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        status, body = health.liveness(service)
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        results = await health.run_async_checks(readiness(request))
+        status, body = health.report(service, results)
+        return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def openapi_problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries documenting problem+json answers."""
+    schema = {
+        "type": "object",
+        "required": ["type", "title", "status", "detail", "instance"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "instance": {"type": ["string", "null"]},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["field", "location", "detail"],
+                    "properties": {
+                        "field": {"type": "string"},
+                        "location": {"type": "string"},
+                        "pointer": {"type": "string"},
+                        "detail": {"type": "string"},
+                        "code": {"type": "string"},
+                    },
+                },
+            },
+        },
+    }
+    return {
+        status: {
+            "description": "Problem details (RFC 9457)",
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": schema}},
+        }
+        for status in statuses
+    }

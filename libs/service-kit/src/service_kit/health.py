@@ -1,0 +1,99 @@
+"""Health endpoints' shared shape.
+
+``/healthz``: the process serves (no dependency is touched).
+``/readyz``: every readiness check passes (database reachable, migrations at
+head, …); otherwise 503 with the failing check named.
+
+Body: ``{"status": "ok"|"fail", "service": name, "checks": {name: {"status", "detail"}}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+HEALTH_PATHS = ("/healthz", "/readyz")
+
+SyncCheck = Callable[[], str | None]
+AsyncCheck = Callable[[], Awaitable[str | None]]
+
+
+class CheckFailedError(Exception):
+    """Raised by a readiness check; its message is shown in the report."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    ok: bool
+    detail: str | None
+    duration_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "status": "ok" if self.ok else "fail",
+            "duration_ms": round(self.duration_ms, 2),
+        }
+        if self.detail:
+            body["detail"] = self.detail
+        return body
+
+
+def report(service: str, results: Mapping[str, CheckResult]) -> tuple[int, dict[str, Any]]:
+    ok = all(result.ok for result in results.values())
+    body = {
+        "status": "ok" if ok else "fail",
+        "service": service,
+        "checks": {name: result.as_dict() for name, result in results.items()},
+    }
+    return (200 if ok else 503), body
+
+
+def liveness(service: str) -> tuple[int, dict[str, Any]]:
+    return report(service, {})
+
+
+def _failure_text(exc: BaseException) -> str:
+    if isinstance(exc, CheckFailedError):
+        return str(exc)
+    # A dependency's own error text may carry hosts or credentials: keep only its kind.
+    return f"{type(exc).__name__}"
+
+
+def run_sync_checks(checks: Mapping[str, SyncCheck]) -> dict[str, CheckResult]:
+    results: dict[str, CheckResult] = {}
+    for name, check in checks.items():
+        started = time.perf_counter()
+        try:
+            detail = check()
+            results[name] = CheckResult(True, detail, (time.perf_counter() - started) * 1000)
+        except Exception as exc:
+            results[name] = CheckResult(
+                False, _failure_text(exc), (time.perf_counter() - started) * 1000
+            )
+    return results
+
+
+async def run_async_checks(
+    checks: Mapping[str, AsyncCheck], timeout_seconds: float = 2.0
+) -> dict[str, CheckResult]:
+    """Run the checks one after another, each bounded so /readyz never hangs."""
+    results: dict[str, CheckResult] = {}
+    for name, check in checks.items():
+        started = time.perf_counter()
+        try:
+            detail = await asyncio.wait_for(check(), timeout_seconds)
+            results[name] = CheckResult(True, detail, (time.perf_counter() - started) * 1000)
+        except TimeoutError:
+            results[name] = CheckResult(
+                False,
+                f"timed out after {timeout_seconds:g}s",
+                (time.perf_counter() - started) * 1000,
+            )
+        except Exception as exc:
+            results[name] = CheckResult(
+                False, _failure_text(exc), (time.perf_counter() - started) * 1000
+            )
+    return results

@@ -1,0 +1,168 @@
+"""RFC 9457 problem details: the one error shape of all three services.
+
+Every error answer is ``application/problem+json`` with ``type``, ``title``,
+``status``, ``detail`` and ``instance``; validation failures add ``errors``,
+a list of field errors that each name the offending field. Framework
+adapters translate their own exceptions into :class:`Problem` and nothing
+else builds error bodies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+#: Problem types are URNs: stable identifiers, not links that must resolve.
+TYPE_PREFIX = "urn:polyframe:problem:"
+
+# Problem types with a meaning of their own; a plain HTTP error is "about:blank".
+VALIDATION = f"{TYPE_PREFIX}validation-error"
+MALFORMED_BODY = f"{TYPE_PREFIX}malformed-body"
+UNAUTHENTICATED = f"{TYPE_PREFIX}unauthenticated"
+FORBIDDEN = f"{TYPE_PREFIX}forbidden"
+NOT_FOUND = f"{TYPE_PREFIX}not-found"
+CONFLICT = f"{TYPE_PREFIX}conflict"
+DEPENDENCY_UNAVAILABLE = f"{TYPE_PREFIX}dependency-unavailable"
+INTERNAL = f"{TYPE_PREFIX}internal-error"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One invalid field: ``field`` is a dotted path (``items.0.quantity``)."""
+
+    field: str
+    detail: str
+    location: str = "body"
+    code: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        pointer = "/" + "/".join(self.field.split(".")) if self.field else ""
+        body: dict[str, Any] = {
+            "field": self.field,
+            "location": self.location,
+            "pointer": f"#{pointer}" if self.location == "body" else None,
+            "detail": self.detail,
+        }
+        if self.code:
+            body["code"] = self.code
+        return {k: v for k, v in body.items() if v is not None}
+
+
+@dataclass(slots=True)
+class Problem:
+    status: int
+    title: str | None = None
+    detail: str | None = None
+    type: str = "about:blank"
+    instance: str | None = None
+    errors: list[FieldError] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title or status_title(self.status),
+            "status": self.status,
+            "detail": self.detail or status_title(self.status),
+            "instance": self.instance,
+        }
+        if self.errors:
+            body["errors"] = [error.as_dict() for error in self.errors]
+        return body
+
+
+class ProblemError(Exception):
+    """Raise from application code to answer with a problem; adapters render it."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str | None = None,
+        *,
+        title: str | None = None,
+        type: str = "about:blank",
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or status_title(status))
+        self.problem = Problem(
+            status=status,
+            title=title,
+            detail=detail,
+            type=type,
+            errors=list(errors or []),
+            headers=dict(headers or {}),
+        )
+
+
+def status_title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def validation_problem(errors: list[FieldError], detail: str | None = None) -> Problem:
+    names = ", ".join(sorted({e.field or e.location for e in errors})) or "the request"
+    return Problem(
+        status=422,
+        title="Validation failed",
+        detail=detail or f"Invalid value for: {names}",
+        type=VALIDATION,
+        errors=errors,
+    )
+
+
+def unauthenticated(detail: str = "Missing or invalid credentials") -> ProblemError:
+    return ProblemError(
+        401,
+        detail,
+        type=UNAUTHENTICATED,
+        headers={"WWW-Authenticate": 'Bearer realm="polyframe"'},
+    )
+
+
+def forbidden(detail: str = "You are not allowed to do this") -> ProblemError:
+    return ProblemError(403, detail, type=FORBIDDEN)
+
+
+def not_found(detail: str = "Not found") -> ProblemError:
+    return ProblemError(404, detail, type=NOT_FOUND)
+
+
+def conflict(detail: str) -> ProblemError:
+    return ProblemError(409, detail, type=CONFLICT)
+
+
+def dependency_unavailable(detail: str, retry_after: int = 2) -> ProblemError:
+    return ProblemError(
+        503,
+        detail,
+        title="Dependency unavailable",
+        type=DEPENDENCY_UNAVAILABLE,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def internal_error() -> Problem:
+    """What a client sees of an unhandled exception: nothing of its internals."""
+    return Problem(
+        status=500,
+        title="Internal Server Error",
+        detail="The server failed to handle this request; quote the request id when reporting it.",
+        type=INTERNAL,
+    )
+
+
+def invalid_field(field: str, detail: str, *, location: str = "body") -> ProblemError:
+    """A 422 naming one field, for checks made after schema validation."""
+    problem = validation_problem([FieldError(field=field, detail=detail, location=location)])
+    return ProblemError(
+        problem.status,
+        problem.detail,
+        title=problem.title,
+        type=problem.type,
+        errors=problem.errors,
+    )

@@ -1,0 +1,160 @@
+"""The settings base every Polyframe service extends.
+
+One settings object per service, each with its own environment prefix
+(``USERS_``, ``ORDERS_``, ``ADMIN_``). Secrets are ``SecretStr`` fields with no
+default: outside ``development`` a missing secret stops the service at start,
+and a well-known placeholder (``changeme``, ``secret`` …) is refused in every
+environment, so a copied example value never reaches production.
+
+A secret may also be given as a file (the usual shape of a mounted Kubernetes
+Secret): for a field ``foo`` the variable ``<PREFIX>FOO_FILE`` names a file
+whose stripped content becomes the value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Values that mean "somebody forgot to set this". Compared case-insensitively.
+PLACEHOLDER_SECRETS: frozenset[str] = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "password",
+        "placeholder",
+        "todo",
+        "xxx",
+        "example",
+        "insecure",
+        "dev",
+        "test",
+        "default",
+    }
+)
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or unacceptable; the message names the variable."""
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every service shares. Subclasses set ``service_name`` and the prefix."""
+
+    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+
+    #: Stable service name, used in logs, metrics, audit events and credentials.
+    service_name: ClassVar[str] = "service"
+
+    environment: Environment = Environment.PRODUCTION
+    log_level: str = "INFO"
+    #: Credentials of the services allowed to call this one: ``{"legacy-flask": "<secret>"}``
+    #: (JSON in the environment).
+    trusted_services: dict[str, SecretStr] = Field(default_factory=dict)
+    #: This service's own credential, presented to the services it calls.
+    service_secret: SecretStr | None = None
+    #: Timeout (seconds) of every call through the service client.
+    client_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    #: Attempts (first try included) for idempotent calls through the service client.
+    client_max_attempts: int = Field(default=3, ge=1, le=10)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        """Fill ``foo`` from the file named by ``<PREFIX>FOO_FILE`` when ``foo`` is unset."""
+        if not isinstance(data, dict):
+            return data
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        for name, field in cls.model_fields.items():
+            if not _is_secret_annotation(field.annotation):
+                continue
+            if data.get(name) not in (None, ""):
+                continue
+            file_var = f"{prefix}{name}_FILE".upper()
+            path = os.environ.get(file_var)
+            if path:
+                try:
+                    text = Path(path).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise SettingsError(
+                        f"{file_var}: cannot read {path!r} ({exc.strerror})"
+                    ) from exc
+                # A map of secrets (trusted_services) is a JSON object in its file.
+                data[name] = json.loads(text) if "dict" in repr(field.annotation) else text
+        return data
+
+    @model_validator(mode="after")
+    def _secrets_are_real(self) -> Self:
+        prefix = str(self.model_config.get("env_prefix", "")).upper()
+        problems: list[str] = []
+        for name, field in type(self).model_fields.items():
+            if not _is_secret_annotation(field.annotation):
+                continue
+            value = getattr(self, name)
+            values: list[tuple[str, SecretStr | None]]
+            if isinstance(value, dict):
+                values = [(f"{name}[{key}]", secret) for key, secret in value.items()]
+            else:
+                values = [(name, value)]
+            for label, secret in values:
+                variable = f"{prefix}{label.upper()}"
+                if secret is None or not secret.get_secret_value():
+                    if field.is_required() or self.environment is Environment.DEVELOPMENT:
+                        continue
+                    if _required_outside_development(field.json_schema_extra):
+                        problems.append(f"{variable} is required outside development")
+                    continue
+                if secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                    problems.append(f"{variable} holds a placeholder value; set a real secret")
+        if problems:
+            raise SettingsError("; ".join(problems))
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment is Environment.DEVELOPMENT
+
+
+def secret_required_outside_development() -> dict[str, Any]:
+    """``json_schema_extra`` marker for a secret a service cannot run without in production."""
+    return {"x-required-outside-development": True}
+
+
+def _required_outside_development(extra: Any) -> bool:
+    return isinstance(extra, dict) and bool(extra.get("x-required-outside-development"))
+
+
+def _is_secret_annotation(annotation: Any) -> bool:
+    text = repr(annotation)
+    return "SecretStr" in text
+
+
+__all__ = [
+    "PLACEHOLDER_SECRETS",
+    "Environment",
+    "ServiceSettings",
+    "SettingsError",
+    "secret_required_outside_development",
+]

@@ -1,0 +1,123 @@
+"""Dependencies shared by the routers, as ``Annotated`` aliases.
+
+Who may call what is decided here, once: a route names the caller it needs
+(``CurrentUser``, ``StaffOrService``, ``ActingStaffService``) and nothing is
+open by omission.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service_kit.credentials import ServiceCaller, authenticate_service, is_basic
+from service_kit.problems import forbidden, unauthenticated
+from service_kit.tokens import AccessClaims, InvalidTokenError
+from users_fastapi.models import Role
+from users_fastapi.security import KeyRing, Passwords
+from users_fastapi.settings import UsersSettings
+
+
+@dataclass(slots=True)
+class AppState:
+    """Everything the lifespan creates; reached through ``request.app.state.users``."""
+
+    settings: UsersSettings
+    sessions: async_sessionmaker[AsyncSession]
+    passwords: Passwords
+    keys: KeyRing
+    migration_heads: frozenset[str]
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.users
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    async with state.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+AuthorizationHeader = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
+ActingForHeader = Annotated[str | None, Header(alias="X-Acting-For", include_in_schema=False)]
+
+
+def _bearer_claims(state: AppState, authorization: str | None) -> AccessClaims:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthenticated("A bearer access token is required")
+    try:
+        return state.keys.verifier.verify(token.strip())
+    except InvalidTokenError as exc:
+        raise unauthenticated(f"Invalid access token: {exc}") from None
+
+
+def get_current_claims(state: StateDep, authorization: AuthorizationHeader = None) -> AccessClaims:
+    return _bearer_claims(state, authorization)
+
+
+CurrentClaims = Annotated[AccessClaims, Depends(get_current_claims)]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A staff user (by token) or a peer service (by credential)."""
+
+    user: AccessClaims | None = None
+    service: ServiceCaller | None = None
+
+
+def get_staff_or_service(
+    state: StateDep,
+    authorization: AuthorizationHeader = None,
+    acting_for: ActingForHeader = None,
+) -> Caller:
+    if is_basic(authorization):
+        return Caller(
+            service=authenticate_service(
+                authorization,
+                acting_for,
+                trusted=state.settings.trusted_services,
+                may_act=state.settings.acting_services,
+            )
+        )
+    claims = _bearer_claims(state, authorization)
+    if claims.role != Role.STAFF:
+        raise forbidden("Only staff and services may read other users")
+    return Caller(user=claims)
+
+
+StaffOrService = Annotated[Caller, Depends(get_staff_or_service)]
+
+
+def get_acting_staff_service(
+    state: StateDep,
+    authorization: AuthorizationHeader = None,
+    acting_for: ActingForHeader = None,
+) -> ServiceCaller:
+    if not is_basic(authorization):
+        if authorization:
+            raise forbidden("Only a service acting for a staff member may do this")
+        raise unauthenticated("A service credential is required")
+    caller = authenticate_service(
+        authorization,
+        acting_for,
+        trusted=state.settings.trusted_services,
+        may_act=state.settings.acting_services,
+    )
+    if caller.acting_for is None:
+        raise forbidden("Name the staff member you act for in X-Acting-For")
+    return caller
+
+
+ActingStaffService = Annotated[ServiceCaller, Depends(get_acting_staff_service)]

@@ -1,0 +1,69 @@
+"""The users service's one settings object (environment prefix ``USERS_``)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import ClassVar
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from service_kit.settings import (
+    ServiceSettings,
+    SettingsError,
+    secret_required_outside_development,
+)
+
+
+class UsersSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="USERS_", extra="ignore", validate_default=True)
+
+    service_name: ClassVar[str] = "users-fastapi"
+
+    #: SQLAlchemy async URL: ``sqlite+aiosqlite:///path`` (default) or
+    #: ``postgresql+asyncpg://user:pass@host/db``.
+    database_url: str = "sqlite+aiosqlite:///./.data/users-fastapi.db"
+    #: Connection pool size per worker process (PostgreSQL).
+    database_pool_size: int = Field(default=5, ge=1, le=100)
+    #: PEM of the RSA key that signs access tokens (or ``USERS_JWT_PRIVATE_KEY_FILE``).
+    #: In development an ephemeral key is generated when none is given.
+    jwt_private_key: SecretStr | None = Field(
+        default=None, json_schema_extra=secret_required_outside_development()
+    )
+    #: Extra public keys (PEM files) still published in the JWKS after a rotation.
+    jwt_previous_public_key_files: list[Path] = Field(default_factory=list)
+    jwt_issuer: str = "polyframe-users"
+    jwt_audience: str = "polyframe"
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
+    #: Argon2id cost; tests lower it, production keeps the library's defaults.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_cost_kib: int = Field(default=65_536, ge=8)
+    #: Services that may act for a staff member (deactivate/reactivate users).
+    acting_services: frozenset[str] = frozenset({"admin-django"})
+    max_body_bytes: int = Field(default=65_536, ge=1_024)
+
+    @cached_property
+    def signing_key(self) -> rsa.RSAPrivateKey:
+        if self.jwt_private_key is None:
+            if not self.is_development:
+                raise SettingsError("USERS_JWT_PRIVATE_KEY is required outside development")
+            return rsa.generate_private_key(public_exponent=65_537, key_size=2048)
+        key = serialization.load_pem_private_key(
+            self.jwt_private_key.get_secret_value().encode(), password=None
+        )
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise SettingsError("USERS_JWT_PRIVATE_KEY must be an RSA private key (PEM)")
+        return key
+
+    @cached_property
+    def previous_public_keys(self) -> list[rsa.RSAPublicKey]:
+        keys: list[rsa.RSAPublicKey] = []
+        for path in self.jwt_previous_public_key_files:
+            key = serialization.load_pem_public_key(path.read_bytes())
+            if not isinstance(key, rsa.RSAPublicKey):
+                raise SettingsError(f"{path}: not an RSA public key")
+            keys.append(key)
+        return keys

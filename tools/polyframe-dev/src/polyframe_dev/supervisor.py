@@ -1,0 +1,156 @@
+"""A small process supervisor: run setup commands, start servers, stream their logs, stop them.
+
+Every child runs in its own session (process group), so a Ctrl-C in the
+terminal reaches only this supervisor, which then stops the children in an
+orderly way: SIGTERM to each group, a grace period for the servers to drain,
+SIGKILL to what is left. No child outlives ``make up``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import httpx
+
+_COLOURS = (36, 33, 35, 32, 34, 31)
+
+
+class StartupError(RuntimeError):
+    """A command failed or a server did not become ready; the message says what to do."""
+
+
+@dataclass(eq=False)
+class Child:
+    name: str
+    popen: subprocess.Popen[bytes]
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    reader: threading.Thread | None = None
+
+
+class Supervisor:
+    def __init__(self, out: TextIO | None = None, colour: bool | None = None) -> None:
+        self.out = out or sys.stdout
+        self.colour = self.out.isatty() if colour is None else colour
+        self.children: list[Child] = []
+        self._lock = threading.Lock()
+        self._width = 14
+        self._colour_of: dict[str, int] = {}
+
+    # -- output ---------------------------------------------------------------------------
+
+    def say(self, name: str, line: str) -> None:
+        label = name.ljust(self._width)
+        if self.colour:
+            code = self._colour_of.setdefault(name, _COLOURS[len(self._colour_of) % len(_COLOURS)])
+            label = f"\033[{code}m{label}\033[0m"
+        with self._lock:
+            self.out.write(f"{label} | {line}\n")
+            self.out.flush()
+
+    def _pump(self, child: Child) -> None:
+        assert child.popen.stdout is not None
+        for raw in iter(child.popen.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            child.tail.append(line)
+            self.say(child.name, line)
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> Child:
+        try:
+            popen = subprocess.Popen(
+                argv,
+                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise StartupError(f"{name}: cannot start {argv[0]!r}: {exc.strerror}") from exc
+        child = Child(name, popen)
+        child.reader = threading.Thread(target=self._pump, args=(child,), daemon=True)
+        child.reader.start()
+        return child
+
+    def run(self, name: str, argv: list[str], env: Mapping[str, str], timeout: float = 300) -> None:
+        """Run a setup command to completion; raise if it fails."""
+        child = self._spawn(name, argv, env)
+        try:
+            code = child.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._signal(child, signal.SIGKILL)
+            raise StartupError(f"{name}: {' '.join(argv[-2:])} took over {timeout:g}s") from None
+        if child.reader:
+            child.reader.join(timeout=5)
+        if code != 0:
+            raise StartupError(
+                f"{name}: {' '.join(argv[2:])} failed with exit code {code}; its output is above"
+            )
+
+    def start(self, name: str, argv: list[str], env: Mapping[str, str]) -> Child:
+        child = self._spawn(name, argv, env)
+        self.children.append(child)
+        return child
+
+    def wait_until(
+        self,
+        child: Child,
+        url: str,
+        *,
+        ok: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200,
+        timeout: float = 60,
+    ) -> float:
+        """Poll ``url`` until ``ok``; return the seconds it took. Fails fast if the child dies."""
+        started = time.monotonic()
+        deadline = started + timeout
+        with httpx.Client(timeout=2) as client:
+            while time.monotonic() < deadline:
+                code = child.popen.poll()
+                if code is not None:
+                    raise StartupError(
+                        f"{child.name} exited with code {code} before it was ready; "
+                        "its last lines are above"
+                    )
+                with contextlib.suppress(httpx.TransportError):
+                    if ok(client.get(url)):
+                        return time.monotonic() - started
+                time.sleep(0.05)
+        raise StartupError(f"{child.name} was not ready at {url} after {timeout:g}s")
+
+    def first_exited(self) -> Child | None:
+        return next((c for c in self.children if c.popen.poll() is not None), None)
+
+    @staticmethod
+    def _signal(child: Child, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.popen.pid, sig)
+
+    def stop_all(self, grace: float = 20) -> None:
+        """SIGTERM every child's process group, wait for them, SIGKILL the rest."""
+        running = [c for c in self.children if c.popen.poll() is None]
+        for child in running:
+            self._signal(child, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in running:
+            try:
+                child.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say("polyframe", f"{child.name} did not stop within {grace:g}s: killing it")
+                self._signal(child, signal.SIGKILL)
+                child.popen.wait()
+        # Workers left behind by a crashed master are still in the child's group.
+        for child in self.children:
+            self._signal(child, signal.SIGKILL)
+            if child.reader:
+                child.reader.join(timeout=2)

@@ -1,0 +1,86 @@
+"""Traefik v3 configuration generated from the routing table.
+
+Static configuration: the public entry point, an internal one for ping and
+metrics, the file provider. Dynamic configuration: one router per routed
+prefix and one service per Polyframe service. Only the routing table's
+prefixes are routed, so ``/metrics``, ``/healthz`` and ``/readyz`` of the
+services are unreachable through the ingress.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from polyframe_dev.routes import Route
+
+
+def static_config(
+    *, host: str, port: int, internal_port: int, dynamic_file: Path
+) -> dict[str, Any]:
+    return {
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "entryPoints": {
+            "web": {
+                "address": f"{host}:{port}",
+                # Clients' X-Forwarded-* are not trusted: Traefik sets its own.
+                "forwardedHeaders": {"insecure": False},
+                "transport": {
+                    "lifeCycle": {"graceTimeOut": "15s", "requestAcceptGraceTimeout": "0s"}
+                },
+            },
+            "internal": {"address": f"127.0.0.1:{internal_port}"},
+        },
+        "ping": {"entryPoint": "internal"},
+        "metrics": {
+            "prometheus": {
+                "entryPoint": "internal",
+                "addRoutersLabels": True,
+                "addServicesLabels": True,
+            }
+        },
+        "providers": {"file": {"filename": str(dynamic_file), "watch": False}},
+        "log": {"level": "INFO", "format": "json"},
+        "accessLog": {"format": "json"},
+    }
+
+
+def dynamic_config(routes: list[Route], backends: dict[str, str]) -> dict[str, Any]:
+    routers: dict[str, Any] = {}
+    services: dict[str, Any] = {}
+    for route in routes:
+        name = f"{route.service}-{route.prefix.strip('/').replace('/', '-')}"
+        routers[name] = {
+            "rule": route.traefik_rule,
+            "service": route.service,
+            "entryPoints": ["web"],
+        }
+        services[route.service] = {
+            "loadBalancer": {"servers": [{"url": backends[route.service]}], "passHostHeader": True}
+        }
+    return {"http": {"routers": routers, "services": services}}
+
+
+def write_configs(
+    folder: Path,
+    routes: list[Route],
+    backends: dict[str, str],
+    *,
+    host: str,
+    port: int,
+    internal_port: int,
+) -> Path:
+    """Write both files into ``folder``; return the static file's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dynamic = folder / "dynamic.yml"
+    static = folder / "traefik.yml"
+    dynamic.write_text(yaml.safe_dump(dynamic_config(routes, backends), sort_keys=True))
+    static.write_text(
+        yaml.safe_dump(
+            static_config(host=host, port=port, internal_port=internal_port, dynamic_file=dynamic),
+            sort_keys=True,
+        )
+    )
+    return static
