@@ -59,10 +59,11 @@ class Supervisor:
 
     def _pump(self, child: Child) -> None:
         assert child.popen.stdout is not None
-        for raw in iter(child.popen.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            child.tail.append(line)
-            self.say(child.name, line)
+        with child.popen.stdout as stream:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                child.tail.append(line)
+                self.say(child.name, line)
 
     # -- processes ------------------------------------------------------------------------
 
