@@ -9,7 +9,7 @@ PYTHON ?= python3
 TOOLS := .tools
 # uv never downloads a Python: it uses the machine's (3.11 or newer).
 export UV_PYTHON_DOWNLOADS := never
-export UV_PYTHON ?= $(shell command -v $(PYTHON))
+export UV_PYTHON ?= $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null)
 export UV_LINK_MODE ?= copy
 
 # A uv already on PATH is used as is; otherwise a pinned one is bootstrapped from PyPI

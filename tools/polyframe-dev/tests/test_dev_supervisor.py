@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from polyframe_dev.supervisor import StartupError, Supervisor
+from polyframe_dev.supervisor import Interrupted, StartupError, Supervisor
 
 
 def _alive(pid: int) -> bool:
@@ -73,3 +74,18 @@ time.sleep(60)
     assert child.popen.poll() is not None
     assert not _alive(grandchild)
     assert "did not stop within" in out.getvalue()
+
+
+def test_ctrl_c_during_start_up_interrupts_the_waits() -> None:
+    stop = threading.Event()
+    sup = Supervisor(out=io.StringIO(), colour=False, stop=stop)
+    child = sup.start("slow", [sys.executable, "-c", "import time; time.sleep(60)"], {})
+    threading.Timer(0.2, stop.set).start()
+    try:
+        with pytest.raises(Interrupted):
+            sup.wait_until(child, "http://127.0.0.1:9/readyz", timeout=60)
+        with pytest.raises(Interrupted):
+            sup.run("setup", [sys.executable, "-c", "import time; time.sleep(60)"], {})
+    finally:
+        sup.stop_all(grace=2)
+    assert child.popen.poll() is not None

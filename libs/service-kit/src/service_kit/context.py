@@ -13,7 +13,7 @@ from contextvars import ContextVar
 REQUEST_ID_HEADER = "X-Request-ID"
 #: Incoming ids are accepted only in this shape, so a client cannot inject
 #: newlines or megabytes into every log line.
-_REQUEST_ID_SHAPE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 request_id_var: ContextVar[str | None] = ContextVar("polyframe_request_id", default=None)
 
@@ -24,7 +24,7 @@ def new_request_id() -> str:
 
 def accept_request_id(value: str | None) -> str:
     """Keep a well-formed incoming ``X-Request-ID``; otherwise make a new one."""
-    if value and _REQUEST_ID_SHAPE.match(value):
+    if value and _REQUEST_ID_SHAPE.fullmatch(value):
         return value
     return new_request_id()
 

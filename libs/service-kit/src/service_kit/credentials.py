@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from service_kit.problems import ProblemError, forbidden, unauthenticated
 
 ACTING_FOR_HEADER = "X-Acting-For"
-_STAFF_NAME = re.compile(r"^[A-Za-z0-9@.+_\-]{1,150}$")
+_STAFF_NAME = re.compile(r"[A-Za-z0-9@.+_\-]{1,150}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +51,22 @@ def authenticate_service(
 ) -> ServiceCaller:
     """Check a Basic credential against the trusted services; raise a problem if wrong."""
     if not is_basic(authorization):
-        raise unauthenticated("A service credential is required")
+        raise unauthenticated("A service credential is required", scheme="Basic")
     assert authorization is not None
     try:
         decoded = base64.b64decode(authorization.split(" ", 1)[1].strip(), validate=True).decode()
         name, _, secret = decoded.partition(":")
     except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
-        raise unauthenticated("Malformed service credential") from None
+        raise unauthenticated("Malformed service credential", scheme="Basic") from None
     expected = trusted.get(name)
     # Compare even for unknown names so timing does not reveal which services exist.
     reference = expected.get_secret_value() if expected is not None else "\0" * 32
     if not hmac.compare_digest(secret.encode(), reference.encode()) or expected is None:
-        raise unauthenticated("Unknown service or wrong service credential")
+        raise unauthenticated("Unknown service or wrong service credential", scheme="Basic")
     if acting_for is None or acting_for == "":
         return ServiceCaller(name=name)
     if name not in may_act:
         raise forbidden(f"Service {name!r} may not act for a staff member")
-    if not _STAFF_NAME.match(acting_for):
+    if not _STAFF_NAME.fullmatch(acting_for):
         raise ProblemError(400, f"{ACTING_FOR_HEADER} must be a staff user name")
     return ServiceCaller(name=name, acting_for=acting_for)

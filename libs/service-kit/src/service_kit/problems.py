@@ -115,12 +115,15 @@ def validation_problem(errors: list[FieldError], detail: str | None = None) -> P
     )
 
 
-def unauthenticated(detail: str = "Missing or invalid credentials") -> ProblemError:
+def unauthenticated(
+    detail: str = "Missing or invalid credentials", *, scheme: str = "Bearer"
+) -> ProblemError:
+    """401 with the challenge of the scheme the route expects (Bearer: users; Basic: services)."""
     return ProblemError(
         401,
         detail,
         type=UNAUTHENTICATED,
-        headers={"WWW-Authenticate": 'Bearer realm="polyframe"'},
+        headers={"WWW-Authenticate": f'{scheme} realm="polyframe"'},
     )
 
 

@@ -55,7 +55,11 @@ class SettingsError(ValueError):
 class ServiceSettings(BaseSettings):
     """Fields every service shares. Subclasses set ``service_name`` and the prefix."""
 
-    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+    # hide_input_in_errors: a validation error must not echo the input, which holds the
+    # other (real) secrets, into the log of a service that fails to start.
+    model_config = SettingsConfigDict(
+        extra="ignore", validate_default=True, hide_input_in_errors=True
+    )
 
     #: Stable service name, used in logs, metrics, audit events and credentials.
     service_name: ClassVar[str] = "service"
@@ -102,7 +106,15 @@ class ServiceSettings(BaseSettings):
                         f"{file_var}: cannot read {path!r} ({exc.strerror})"
                     ) from exc
                 # A map of secrets (trusted_services) is a JSON object in its file.
-                data[name] = json.loads(text) if "dict" in repr(field.annotation) else text
+                if "dict" in repr(field.annotation):
+                    try:
+                        data[name] = json.loads(text)
+                    except ValueError:
+                        raise SettingsError(
+                            f"{file_var}: {path!r} does not hold a JSON object"
+                        ) from None
+                else:
+                    data[name] = text
         return data
 
     @model_validator(mode="after")

@@ -61,6 +61,15 @@ async def user_by_email(session: AsyncSession, email: str) -> User | None:
     return result.scalar_one_or_none()
 
 
+async def user_find(session: AsyncSession, subject: str) -> User | None:
+    """The user a token's ``sub`` names, or ``None`` (also for a malformed subject)."""
+    try:
+        user_id = uuid.UUID(subject)
+    except ValueError:
+        return None
+    return await session.get(User, user_id)
+
+
 async def user_get(session: AsyncSession, user_id: uuid.UUID) -> User:
     user = await session.get(User, user_id)
     if user is None:
@@ -107,7 +116,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, user_id = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created), uuid.UUID(user_id)
+        created_at = datetime.fromisoformat(created)
+        if created_at.tzinfo is None:
+            # Issued cursors always carry a zone; a naive one would fail in the query (500).
+            raise ValueError("naive timestamp")
+        return created_at, uuid.UUID(user_id)
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
         raise invalid_field(
             "cursor", "The cursor is not one this service issued", location="query"

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service_kit.credentials import ServiceCaller, authenticate_service, is_basic
 from service_kit.problems import forbidden, unauthenticated
 from service_kit.tokens import AccessClaims, InvalidTokenError
+from users_fastapi import accounts
 from users_fastapi.models import Role
 from users_fastapi.security import KeyRing, Passwords
 from users_fastapi.settings import UsersSettings
@@ -77,8 +78,9 @@ class Caller:
     service: ServiceCaller | None = None
 
 
-def get_staff_or_service(
+async def get_staff_or_service(
     state: StateDep,
+    session: SessionDep,
     authorization: AuthorizationHeader = None,
     acting_for: ActingForHeader = None,
 ) -> Caller:
@@ -94,6 +96,10 @@ def get_staff_or_service(
     claims = _bearer_claims(state, authorization)
     if claims.role != Role.STAFF:
         raise forbidden("Only staff and services may read other users")
+    # A token outlives a deactivation by up to its TTL: staff powers are re-checked.
+    staff = await accounts.user_find(session, claims.subject)
+    if staff is None or not staff.is_active or staff.role != Role.STAFF:
+        raise forbidden("This staff account is no longer active")
     return Caller(user=claims)
 
 
@@ -108,7 +114,7 @@ def get_acting_staff_service(
     if not is_basic(authorization):
         if authorization:
             raise forbidden("Only a service acting for a staff member may do this")
-        raise unauthenticated("A service credential is required")
+        raise unauthenticated("A service credential is required", scheme="Basic")
     caller = authenticate_service(
         authorization,
         acting_for,

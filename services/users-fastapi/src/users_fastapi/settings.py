@@ -40,7 +40,9 @@ class UsersSettings(ServiceSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
     #: Argon2id cost; tests lower it, production keeps the library's defaults.
     argon2_time_cost: int = Field(default=3, ge=1)
-    argon2_memory_cost_kib: int = Field(default=65_536, ge=8)
+    #: Argon2 needs at least 8 KiB per lane and the hasher uses 4 lanes (the library's
+    #: default parallelism): anything below 32 would only fail later, at the first hash.
+    argon2_memory_cost_kib: int = Field(default=65_536, ge=32)
     #: Services that may act for a staff member (deactivate/reactivate users).
     acting_services: frozenset[str] = frozenset({"admin-django"})
     max_body_bytes: int = Field(default=65_536, ge=1_024)

@@ -23,7 +23,7 @@ from typing import Any
 from polyframe_dev.localsecrets import ensure_local_secrets
 from polyframe_dev.routes import load_routes
 from polyframe_dev.services import SERVICES, Context
-from polyframe_dev.supervisor import StartupError, Supervisor
+from polyframe_dev.supervisor import Interrupted, StartupError, Supervisor
 from polyframe_dev.traefik import dynamic_config, write_configs
 
 DEFAULT_PORTS = {"users-fastapi": 8101, "legacy-flask": 8102, "admin-django": 8103}
@@ -75,8 +75,8 @@ def _resolve_ports(
 
 def up(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    sup = Supervisor(colour=False if args.no_color else None)
     stop = threading.Event()
+    sup = Supervisor(colour=False if args.no_color else None, stop=stop)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if not stop.is_set():
@@ -104,8 +104,6 @@ def up(args: argparse.Namespace) -> int:
         for name in names:
             spec = SERVICES[name]
             for argv in spec.setup(ctx):
-                if stop.is_set():
-                    return 130
                 sup.run(name, argv, spec.env(ctx))
 
         cold_start: dict[str, float] = {}
@@ -143,7 +141,7 @@ def up(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
             )
         if stop.is_set():
-            return 130
+            raise Interrupted
         _announce(
             sup, public, routes, secrets.demo_accounts, cold_start, time.monotonic() - started
         )
@@ -168,6 +166,8 @@ def up(args: argparse.Namespace) -> int:
                 )
                 return 1
         return 0
+    except Interrupted:
+        return 130
     except StartupError as exc:
         sup.say(ME, f"error: {exc}")
         return 1

@@ -29,6 +29,10 @@ class StartupError(RuntimeError):
     """A command failed or a server did not become ready; the message says what to do."""
 
 
+class Interrupted(Exception):  # noqa: N818 - a signal, not an error
+    """Ctrl-C or SIGTERM arrived while starting up."""
+
+
 @dataclass(eq=False)
 class Child:
     name: str
@@ -38,8 +42,15 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, out: TextIO | None = None, colour: bool | None = None) -> None:
+    def __init__(
+        self,
+        out: TextIO | None = None,
+        colour: bool | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.out = out or sys.stdout
+        #: Set by the signal handler; every wait below gives up as soon as it is set.
+        self.stop = stop or threading.Event()
         self.colour = self.out.isatty() if colour is None else colour
         self.children: list[Child] = []
         self._lock = threading.Lock()
@@ -87,11 +98,19 @@ class Supervisor:
     def run(self, name: str, argv: list[str], env: Mapping[str, str], timeout: float = 300) -> None:
         """Run a setup command to completion; raise if it fails."""
         child = self._spawn(name, argv, env)
-        try:
-            code = child.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._signal(child, signal.SIGKILL)
-            raise StartupError(f"{name}: {' '.join(argv[-2:])} took over {timeout:g}s") from None
+        deadline = time.monotonic() + timeout
+        while (code := child.popen.poll()) is None:
+            if self.stop.is_set() or time.monotonic() > deadline:
+                self._signal(child, signal.SIGTERM)
+                try:
+                    child.popen.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self._signal(child, signal.SIGKILL)
+                    child.popen.wait()
+                if self.stop.is_set():
+                    raise Interrupted
+                raise StartupError(f"{name}: {' '.join(argv[2:])} took over {timeout:g}s")
+            time.sleep(0.05)
         if child.reader:
             child.reader.join(timeout=5)
         if code != 0:
@@ -117,6 +136,8 @@ class Supervisor:
         deadline = started + timeout
         with httpx.Client(timeout=2) as client:
             while time.monotonic() < deadline:
+                if self.stop.is_set():
+                    raise Interrupted
                 code = child.popen.poll()
                 if code is not None:
                     raise StartupError(

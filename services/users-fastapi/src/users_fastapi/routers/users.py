@@ -18,7 +18,6 @@ from users_fastapi.deps import (
     StaffOrService,
     StateDep,
 )
-from users_fastapi.models import User
 from users_fastapi.schemas import (
     JsonWebKeySet,
     LoginRequest,
@@ -81,7 +80,7 @@ async def read_jwks(state: StateDep, response: Response) -> JsonWebKeySet:
     summary="Read yourself (the user of the access token)",
 )
 async def read_me(claims: CurrentClaims, session: SessionDep) -> UserPublic:
-    user = await session.get(User, uuid.UUID(claims.subject))
+    user = await accounts.user_find(session, claims.subject)
     if user is None:
         raise unauthenticated("The account of this token no longer exists")
     return UserPublic.model_validate(user)

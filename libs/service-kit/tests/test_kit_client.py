@@ -1,0 +1,412 @@
+"""The service client: retries, idempotency, headers, and failures on real sockets."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from service_kit.client import (
+    AsyncServiceClient,
+    ClientConfig,
+    ServiceClient,
+    ServiceUnavailableError,
+)
+from service_kit.context import request_id_var
+from service_kit.problems import DEPENDENCY_UNAVAILABLE
+
+
+def config(base_url: str = "http://orders.test", **overrides: object) -> ClientConfig:
+    values: dict[str, object] = {
+        "peer": "orders",
+        "base_url": base_url,
+        "caller": "users-fastapi",
+        "secret": "s3cr3t-9f2c",
+        "timeout_seconds": 2.0,
+        "max_attempts": 3,
+        "backoff_base_seconds": 0.001,
+        "backoff_max_seconds": 0.002,
+    }
+    values.update(overrides)
+    return ClientConfig(**values)  # type: ignore[arg-type]
+
+
+class Recorder:
+    """A MockTransport handler answering from a script; records every request."""
+
+    def __init__(self, *answers: int | type[httpx.TransportError]) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, int):
+            return httpx.Response(answer, json={"status": answer})
+        raise answer("scripted failure", request=request)
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+
+MakeClient = Callable[..., tuple[ServiceClient, Recorder]]
+
+
+@pytest.fixture
+def sync_client() -> Iterator[MakeClient]:
+    clients: list[ServiceClient] = []
+
+    def make(
+        *answers: int | type[httpx.TransportError], **overrides: Any
+    ) -> tuple[ServiceClient, Recorder]:
+        recorder = Recorder(*answers)
+        client = ServiceClient(config(**overrides), transport=httpx.MockTransport(recorder))
+        clients.append(client)
+        return client, recorder
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def decode_basic(header: str) -> str:
+    scheme, _, token = header.partition(" ")
+    assert scheme == "Basic"
+    return base64.b64decode(token).decode()
+
+
+# --- synchronous client, deterministic transport ------------------------------------
+
+
+def test_success_on_first_attempt(sync_client: MakeClient) -> None:
+    client, recorder = sync_client(200)
+    response = client.request("GET", "/api/orders/1")
+    assert response.status_code == 200
+    assert response.json() == {"status": 200}
+    assert recorder.calls == 1
+    assert str(recorder.requests[0].url) == "http://orders.test/api/orders/1"
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"])
+def test_idempotent_methods_retried_on_503(sync_client: MakeClient, method: str) -> None:
+    client, recorder = sync_client(503, 503, 200)
+    response = client.request(method, "/x")
+    assert response.status_code == 200
+    assert recorder.calls == 3
+    assert all(request.method == method for request in recorder.requests)
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_get_gives_up_after_max_attempts(sync_client: MakeClient, status: int) -> None:
+    client, recorder = sync_client(status)
+    with pytest.raises(ServiceUnavailableError) as caught:
+        client.request("GET", "/x")
+    assert recorder.calls == 3
+    assert caught.value.peer == "orders"
+    assert caught.value.reason == f"HTTP {status}"
+    assert str(caught.value) == f"orders unavailable: HTTP {status}"
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2, 5])
+def test_max_attempts_respected(sync_client: MakeClient, max_attempts: int) -> None:
+    client, recorder = sync_client(503, max_attempts=max_attempts)
+    with pytest.raises(ServiceUnavailableError):
+        client.request("GET", "/x")
+    assert recorder.calls == max_attempts
+
+
+@pytest.mark.parametrize(
+    "error", [httpx.ConnectError, httpx.ReadTimeout, httpx.RemoteProtocolError]
+)
+def test_get_retried_on_transport_error(
+    sync_client: MakeClient, error: type[httpx.TransportError]
+) -> None:
+    client, recorder = sync_client(error, 200)
+    assert client.request("GET", "/x").status_code == 200
+    assert recorder.calls == 2
+
+
+def test_connection_error_on_every_attempt(sync_client: MakeClient) -> None:
+    client, recorder = sync_client(httpx.ConnectError)
+    with pytest.raises(ServiceUnavailableError) as caught:
+        client.request("GET", "/x")
+    assert recorder.calls == 3
+    assert caught.value.reason == "ConnectError"
+
+
+def test_post_without_idempotency_key_sent_once_on_503(sync_client: MakeClient) -> None:
+    client, recorder = sync_client(503, 200)
+    with pytest.raises(ServiceUnavailableError):
+        client.request("POST", "/api/orders", json={"sku": "a"})
+    assert recorder.calls == 1
+
+
+def test_post_without_idempotency_key_sent_once_on_connection_error(
+    sync_client: MakeClient,
+) -> None:
+    client, recorder = sync_client(httpx.ConnectError, 201)
+    with pytest.raises(ServiceUnavailableError) as caught:
+        client.request("POST", "/api/orders", json={"sku": "a"})
+    assert recorder.calls == 1
+    assert caught.value.reason == "ConnectError"
+
+
+@pytest.mark.parametrize("method", ["PATCH", "post"])
+def test_other_methods_not_retried(sync_client: MakeClient, method: str) -> None:
+    client, recorder = sync_client(httpx.ReadTimeout, 200)
+    with pytest.raises(ServiceUnavailableError):
+        client.request(method, "/x")
+    assert recorder.calls == 1
+
+
+@pytest.mark.parametrize("key_header", ["Idempotency-Key", "idempotency-key"])
+def test_post_with_idempotency_key_retried(sync_client: MakeClient, key_header: str) -> None:
+    client, recorder = sync_client(503, httpx.ConnectError, 201)
+    response = client.request("POST", "/api/orders", json={"sku": "a"}, headers={key_header: "k-1"})
+    assert response.status_code == 201
+    assert recorder.calls == 3
+    assert all(request.headers["idempotency-key"] == "k-1" for request in recorder.requests)
+    assert all(request.content == b'{"sku":"a"}' for request in recorder.requests)
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 409, 422, 429, 500])
+def test_client_errors_and_500_returned_without_retry(sync_client: MakeClient, status: int) -> None:
+    client, recorder = sync_client(status, 200)
+    response = client.request("GET", "/x")
+    assert response.status_code == status
+    assert recorder.calls == 1
+
+
+def test_authorization_carries_caller_and_secret(sync_client: MakeClient) -> None:
+    client, recorder = sync_client(200)
+    client.request("GET", "/x")
+    request = recorder.requests[0]
+    assert decode_basic(request.headers["Authorization"]) == "users-fastapi:s3cr3t-9f2c"
+    assert request.headers["User-Agent"] == "polyframe-users-fastapi"
+
+
+def test_no_authorization_without_secret(sync_client: MakeClient) -> None:
+    client, recorder = sync_client(200, secret=None)
+    client.request("GET", "/x")
+    assert "Authorization" not in recorder.requests[0].headers
+
+
+def test_request_id_propagated_from_context(sync_client: MakeClient) -> None:
+    client, recorder = sync_client(503, 200)
+    token = request_id_var.set("req-abc-123")
+    try:
+        client.request("GET", "/x")
+    finally:
+        request_id_var.reset(token)
+    client.request("GET", "/y")
+    first, retry, outside = recorder.requests
+    assert first.headers["X-Request-ID"] == "req-abc-123"
+    assert retry.headers["X-Request-ID"] == "req-abc-123"
+    assert "X-Request-ID" not in outside.headers
+
+
+def test_acting_for_added(sync_client: MakeClient) -> None:
+    client, recorder = sync_client(200)
+    client.request("DELETE", "/api/users/7", acting_for="alice@example.org")
+    client.request("GET", "/api/users/7")
+    assert recorder.requests[0].headers["X-Acting-For"] == "alice@example.org"
+    assert "X-Acting-For" not in recorder.requests[1].headers
+
+
+def test_caller_headers_and_kwargs_passed(sync_client: MakeClient) -> None:
+    client, recorder = sync_client(200)
+    client.request("GET", "/search", headers={"Accept": "text/csv"}, params={"q": "a b"})
+    request = recorder.requests[0]
+    assert request.headers["Accept"] == "text/csv"
+    assert request.url.params["q"] == "a b"
+
+
+def test_timeout_always_set(sync_client: MakeClient) -> None:
+    client, recorder = sync_client(200, timeout_seconds=2.5)
+    client.request("GET", "/x")
+    timeout = recorder.requests[0].extensions["timeout"]
+    assert timeout == {"connect": 1.0, "read": 2.5, "write": 2.5, "pool": 2.5}
+
+
+def test_short_timeout_bounds_connect_too(sync_client: MakeClient) -> None:
+    client, recorder = sync_client(200, timeout_seconds=0.3)
+    client.request("GET", "/x")
+    assert recorder.requests[0].extensions["timeout"]["connect"] == 0.3
+
+
+def test_unavailable_as_problem() -> None:
+    problem = ServiceUnavailableError("orders", "HTTP 503").as_problem().problem
+    assert problem.status == 503
+    assert problem.type == DEPENDENCY_UNAVAILABLE
+    assert "orders" in (problem.detail or "")
+    assert "HTTP 503" not in (problem.detail or "")
+    assert problem.headers["Retry-After"].isdigit()
+
+
+# --- asynchronous client, deterministic transport -----------------------------------
+
+
+async def async_call(
+    recorder: Recorder, method: str, path: str = "/x", **kwargs: object
+) -> httpx.Response:
+    client = AsyncServiceClient(
+        config(**kwargs.pop("config", {})),  # type: ignore[arg-type]
+        transport=httpx.MockTransport(recorder),
+    )
+    try:
+        return await client.request(method, path, **kwargs)  # type: ignore[arg-type]
+    finally:
+        await client.aclose()
+
+
+async def test_async_get_retried_on_503() -> None:
+    recorder = Recorder(503, 503, 200)
+    response = await async_call(recorder, "GET")
+    assert response.status_code == 200
+    assert recorder.calls == 3
+
+
+async def test_async_get_retried_on_connection_error_then_gives_up() -> None:
+    recorder = Recorder(httpx.ConnectError)
+    with pytest.raises(ServiceUnavailableError) as caught:
+        await async_call(recorder, "GET")
+    assert recorder.calls == 3
+    assert caught.value.reason == "ConnectError"
+
+
+async def test_async_post_without_key_sent_once() -> None:
+    recorder = Recorder(503, 200)
+    with pytest.raises(ServiceUnavailableError):
+        await async_call(recorder, "POST", json={"a": 1})
+    assert recorder.calls == 1
+
+
+async def test_async_post_with_key_retried() -> None:
+    recorder = Recorder(httpx.ConnectError, 201)
+    response = await async_call(recorder, "POST", json={"a": 1}, headers={"Idempotency-Key": "k-2"})
+    assert response.status_code == 201
+    assert recorder.calls == 2
+
+
+@pytest.mark.parametrize("status", [404, 500])
+async def test_async_errors_returned_without_retry(status: int) -> None:
+    recorder = Recorder(status, 200)
+    response = await async_call(recorder, "GET")
+    assert response.status_code == status
+    assert recorder.calls == 1
+
+
+async def test_async_headers() -> None:
+    recorder = Recorder(200)
+    token = request_id_var.set("req-async-1")
+    try:
+        await async_call(recorder, "GET", acting_for="bob")
+    finally:
+        request_id_var.reset(token)
+    request = recorder.requests[0]
+    assert decode_basic(request.headers["Authorization"]) == "users-fastapi:s3cr3t-9f2c"
+    assert request.headers["X-Request-ID"] == "req-async-1"
+    assert request.headers["X-Acting-For"] == "bob"
+
+
+# --- real sockets on 127.0.0.1 ------------------------------------------------------
+
+
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A port bound on 127.0.0.1 but not listening: connecting is refused at once."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+class _SlowHandler(BaseHTTPRequestHandler):
+    release: threading.Event
+    hits: list[str]
+
+    def do_GET(self) -> None:
+        self.hits.append(self.path)
+        # Answer only once the test is over (or after a generous cap).
+        self.release.wait(10)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+        except OSError:
+            pass  # the client gave up long ago
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_server() -> Iterator[tuple[str, list[str]]]:
+    release = threading.Event()
+    hits: list[str] = []
+    handler = type("Handler", (_SlowHandler,), {"release": release, "hits": hits})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_real_refused_connection_is_unavailable(refusing_port: int) -> None:
+    client = ServiceClient(config(f"http://127.0.0.1:{refusing_port}"))
+    try:
+        with pytest.raises(ServiceUnavailableError) as caught:
+            client.request("GET", "/healthz")
+    finally:
+        client.close()
+    assert caught.value.reason == "ConnectError"
+
+
+async def test_async_real_refused_connection_is_unavailable(refusing_port: int) -> None:
+    client = AsyncServiceClient(config(f"http://127.0.0.1:{refusing_port}"))
+    try:
+        with pytest.raises(ServiceUnavailableError) as caught:
+            await client.request("GET", "/healthz")
+    finally:
+        await client.aclose()
+    assert caught.value.reason == "ConnectError"
+
+
+def test_real_slow_server_times_out(slow_server: tuple[str, list[str]]) -> None:
+    base_url, hits = slow_server
+    client = ServiceClient(config(base_url, timeout_seconds=0.2, max_attempts=2))
+    try:
+        with pytest.raises(ServiceUnavailableError) as caught:
+            client.request("GET", "/slow")
+    finally:
+        client.close()
+    assert caught.value.reason == "ReadTimeout"
+    assert hits[0] == "/slow"
+
+
+async def test_async_real_slow_server_times_out(slow_server: tuple[str, list[str]]) -> None:
+    base_url, hits = slow_server
+    client = AsyncServiceClient(config(base_url, timeout_seconds=0.2, max_attempts=1))
+    try:
+        with pytest.raises(ServiceUnavailableError) as caught:
+            await client.request("GET", "/slow")
+    finally:
+        await client.aclose()
+    assert caught.value.reason == "ReadTimeout"
+    assert hits == ["/slow"]

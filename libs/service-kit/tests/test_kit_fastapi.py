@@ -1,0 +1,506 @@
+"""The FastAPI adapter: problem+json for every error, request ids, body limit, health."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from service_kit.client import ServiceUnavailableError
+from service_kit.context import current_request_id
+from service_kit.fastapi import (
+    UNMATCHED_ROUTE,
+    add_health_routes,
+    install,
+    openapi_problem_responses,
+)
+from service_kit.health import CheckFailedError
+from service_kit.logs import configure_logging
+from service_kit.problems import (
+    CONFLICT,
+    DEPENDENCY_UNAVAILABLE,
+    INTERNAL,
+    MALFORMED_BODY,
+    PROBLEM_CONTENT_TYPE,
+    VALIDATION,
+    conflict,
+    invalid_field,
+)
+
+MAX_BODY = 64
+SECRET_TEXT = "db password is hunter2"
+
+Check = Callable[[], Awaitable[str | None]]
+
+
+class Item(BaseModel):
+    name: str = Field(min_length=1)
+    quantity: int = Field(gt=0)
+
+
+def build_app(checks: Mapping[str, Check] | None = None) -> FastAPI:
+    app = FastAPI()
+    install(app, max_body_bytes=MAX_BODY)
+
+    def readiness(request: Request) -> Mapping[str, Check]:
+        return checks or {}
+
+    add_health_routes(app, "demo", readiness)
+
+    @app.post("/items", status_code=201)
+    async def create_item(item: Item) -> dict[str, Any]:
+        return {"name": item.name, "quantity": item.quantity}
+
+    @app.get("/items/{item_id}")
+    async def get_item(item_id: int, limit: int = Query(default=10, le=100)) -> dict[str, int]:
+        if item_id == 0:
+            raise HTTPException(404, "No such item")
+        if item_id == 1:
+            raise HTTPException(418, detail={"structured": "detail"})
+        return {"id": item_id, "limit": limit}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError(SECRET_TEXT)
+
+    @app.get("/boom-sync")
+    def boom_sync() -> None:
+        raise ValueError(SECRET_TEXT)
+
+    @app.get("/conflict")
+    async def conflicting() -> None:
+        raise conflict("Email already taken")
+
+    @app.get("/invalid")
+    async def invalid() -> None:
+        raise invalid_field("start", "must be before end", location="query")
+
+    @app.get("/unavailable")
+    async def unavailable() -> None:
+        raise ServiceUnavailableError("orders", "ConnectError to 10.0.0.7")
+
+    @app.get("/request-id")
+    async def request_id() -> dict[str, str | None]:
+        return {"request_id": current_request_id()}
+
+    @app.get("/stream-breaks")
+    async def stream_breaks() -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"partial"
+            raise RuntimeError(SECRET_TEXT)
+
+        return StreamingResponse(body(), media_type="text/plain")
+
+    @app.put("/raw")
+    async def raw(request: Request) -> dict[str, int]:
+        return {"received": len(await request.body())}
+
+    return app
+
+
+@pytest.fixture
+def log_stream(stream: io.StringIO) -> io.StringIO:
+    """JSON logs of the app under test, into the shared restoring buffer."""
+    configure_logging("demo", stream=stream)
+    return stream
+
+
+def log_entries(buffer: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo.test") as http:
+        yield http
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert {"type", "title", "status", "detail", "instance"} <= set(body)
+    assert response.headers["x-request-id"]
+    return body
+
+
+# --- success path ---------------------------------------------------------------------
+
+
+async def test_success_is_plain_json(client: httpx.AsyncClient) -> None:
+    response = await client.post("/items", json={"name": "a", "quantity": 2})
+    assert response.status_code == 201
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"name": "a", "quantity": 2}
+    assert response.headers["x-request-id"]
+
+
+# --- validation -----------------------------------------------------------------------
+
+
+async def test_validation_error_names_the_field(client: httpx.AsyncClient) -> None:
+    response = await client.post("/items", json={"name": "a", "quantity": 0})
+    body = assert_problem(response, 422)
+    assert body["type"] == VALIDATION
+    assert body["title"] == "Validation failed"
+    assert body["instance"] == "/items"
+    assert "quantity" in body["detail"]
+    (error,) = body["errors"]
+    assert error["field"] == "quantity"
+    assert error["location"] == "body"
+    assert error["pointer"] == "#/quantity"
+    assert error["code"] == "greater_than"
+    assert error["detail"]
+
+
+async def test_several_invalid_fields(client: httpx.AsyncClient) -> None:
+    response = await client.post("/items", json={"name": "", "quantity": "many"})
+    body = assert_problem(response, 422)
+    assert sorted(error["field"] for error in body["errors"]) == ["name", "quantity"]
+    assert body["detail"] == "Invalid value for: name, quantity"
+
+
+async def test_missing_body(client: httpx.AsyncClient) -> None:
+    response = await client.post("/items")
+    body = assert_problem(response, 422)
+    assert body["type"] == VALIDATION
+    assert body["errors"][0]["location"] == "body"
+
+
+async def test_query_and_path_errors_located(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.get("/items/5", params={"limit": 1000}), 422)
+    assert body["errors"] == [
+        {
+            "field": "limit",
+            "location": "query",
+            "detail": body["errors"][0]["detail"],
+            "code": "less_than_equal",
+        }
+    ]
+    body = assert_problem(await client.get("/items/abc"), 422)
+    assert body["errors"][0]["field"] == "item_id"
+    assert body["errors"][0]["location"] == "path"
+    assert "pointer" not in body["errors"][0]
+
+
+async def test_malformed_json(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/items", content=b'{"name": "a",', headers={"Content-Type": "application/json"}
+    )
+    body = assert_problem(response, 422)
+    assert body["type"] == MALFORMED_BODY
+    assert body["title"] == "Malformed request body"
+    assert body["detail"] == "The request body is not valid JSON"
+    (error,) = body["errors"]
+    assert error["field"] == ""
+    assert error["location"] == "body"
+    assert error["code"] == "json_invalid"
+
+
+async def test_invalid_field_from_handler(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.get("/invalid"), 422)
+    assert body["type"] == VALIDATION
+    assert body["errors"] == [
+        {"field": "start", "location": "query", "detail": "must be before end"}
+    ]
+
+
+# --- HTTP errors ----------------------------------------------------------------------
+
+
+async def test_http_exception_becomes_problem(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.get("/items/0"), 404)
+    assert body == {
+        "type": "about:blank",
+        "title": "Not Found",
+        "status": 404,
+        "detail": "No such item",
+        "instance": "/items/0",
+    }
+
+
+async def test_http_exception_with_structured_detail(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.get("/items/1"), 418)
+    assert body["detail"] == "I'm a Teapot"
+    assert "structured" not in json.dumps(body)
+
+
+async def test_unknown_route(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.get("/no/such/route"), 404)
+    assert body["instance"] == "/no/such/route"
+    assert body["title"] == "Not Found"
+
+
+async def test_wrong_method_keeps_allow_header(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/items")
+    assert_problem(response, 405)
+    assert "POST" in response.headers["allow"]
+
+
+async def test_problem_error_status(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.get("/conflict"), 409)
+    assert body["type"] == CONFLICT
+    assert body["detail"] == "Email already taken"
+    assert body["instance"] == "/conflict"
+
+
+async def test_service_unavailable(client: httpx.AsyncClient, log_stream: io.StringIO) -> None:
+    response = await client.get("/unavailable")
+    body = assert_problem(response, 503)
+    assert body["type"] == DEPENDENCY_UNAVAILABLE
+    assert response.headers["retry-after"] == "2"
+    assert "orders" in body["detail"]
+    assert "10.0.0.7" not in response.text
+    (warning,) = [e for e in log_entries(log_stream) if e["logger"] == "service_kit.errors"]
+    assert warning["level"] == "warning"
+    assert warning["peer"] == "orders"
+    assert warning["request_id"] == response.headers["x-request-id"]
+
+
+# --- unhandled exceptions -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "error"), [("/boom", "RuntimeError"), ("/boom-sync", "ValueError")]
+)
+async def test_unhandled_exception_is_opaque_500(
+    client: httpx.AsyncClient, log_stream: io.StringIO, path: str, error: str
+) -> None:
+    response = await client.get(path, headers={"X-Request-ID": "trace-me-1"})
+    body = assert_problem(response, 500)
+    assert body["type"] == INTERNAL
+    assert body["instance"] == path
+    assert SECRET_TEXT not in response.text
+    assert "hunter2" not in response.text
+    assert "Traceback" not in response.text
+    assert error not in response.text
+    assert response.headers["x-request-id"] == "trace-me-1"
+
+    entries = log_entries(log_stream)
+    (logged,) = [e for e in entries if e["logger"] == "service_kit.errors"]
+    assert logged["level"] == "error"
+    assert logged["message"] == "unhandled exception"
+    assert logged["request_id"] == "trace-me-1"
+    assert logged["method"] == "GET"
+    assert logged["path"] == path
+    assert logged["error"]["type"] == error
+    assert SECRET_TEXT in logged["error"]["stack"]  # the details go to the log only
+    (access,) = [e for e in entries if e["logger"] == "service_kit.access"]
+    assert access["status"] == 500
+    assert access["request_id"] == "trace-me-1"
+
+
+async def test_failure_after_response_started_is_logged_and_reraised(
+    client: httpx.AsyncClient, log_stream: io.StringIO
+) -> None:
+    # Once the status line is out, no problem can be sent: the error is logged and the
+    # server (here the test transport) sees it and drops the connection.
+    with pytest.raises(RuntimeError, match="hunter2"):
+        await client.get("/stream-breaks", headers={"X-Request-ID": "rid-stream"})
+    entries = log_entries(log_stream)
+    (logged,) = [e for e in entries if e["logger"] == "service_kit.errors"]
+    assert logged["message"] == "error after the response started"
+    assert logged["request_id"] == "rid-stream"
+    assert logged["error"]["type"] == "RuntimeError"
+    (access,) = [e for e in entries if e["logger"] == "service_kit.access"]
+    assert access["status"] == 200
+
+
+# --- body size limit ------------------------------------------------------------------
+
+
+async def test_body_at_limit_accepted(client: httpx.AsyncClient) -> None:
+    prefix, suffix = b'{"name":"', b'","quantity":1}'
+    content = prefix + b"x" * (MAX_BODY - len(prefix) - len(suffix)) + suffix
+    assert len(content) == MAX_BODY
+    response = await client.post(
+        "/items", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 201
+
+
+async def test_declared_body_too_large(client: httpx.AsyncClient, log_stream: io.StringIO) -> None:
+    content = json.dumps({"name": "x" * 200, "quantity": 1}).encode()
+    response = await client.post(
+        "/items", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.request.headers["content-length"] == str(len(content))
+    body = assert_problem(response, 413)
+    assert body["detail"] == f"The request body exceeds {MAX_BODY} bytes"
+    assert body["instance"] == "/items"
+    assert int(response.headers["content-length"]) == len(response.content)
+    (access,) = [e for e in log_entries(log_stream) if e["logger"] == "service_kit.access"]
+    assert access["status"] == 413
+
+
+async def chunks(total: int, size: int = 16) -> AsyncIterator[bytes]:
+    sent = 0
+    while sent < total:
+        yield b"x" * min(size, total - sent)
+        sent += size
+
+
+@pytest.mark.parametrize("path", ["/items", "/raw"])
+async def test_streamed_body_too_large(client: httpx.AsyncClient, path: str) -> None:
+    method = "POST" if path == "/items" else "PUT"
+    response = await client.request(
+        method, path, content=chunks(MAX_BODY * 4), headers={"Content-Type": "application/json"}
+    )
+    assert "content-length" not in response.request.headers
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    body = assert_problem(response, 413)
+    assert body["detail"] == f"The request body exceeds {MAX_BODY} bytes"
+
+
+async def test_streamed_body_within_limit(client: httpx.AsyncClient) -> None:
+    response = await client.put("/raw", content=chunks(MAX_BODY))
+    assert response.status_code == 200
+    assert response.json() == {"received": MAX_BODY}
+
+
+# --- request ids ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("incoming", ["abc-123", "a.b:c_d", "0" * 128])
+async def test_well_formed_request_id_echoed(client: httpx.AsyncClient, incoming: str) -> None:
+    response = await client.get("/request-id", headers={"X-Request-ID": incoming})
+    assert response.headers["x-request-id"] == incoming
+    assert response.json() == {"request_id": incoming}
+    assert current_request_id() is None  # the context is reset after the request
+
+
+@pytest.mark.parametrize(
+    "incoming", ["evil\ninjected", "evil\n", "x" * 200, "a b", "<script>", "é"]
+)
+async def test_malformed_request_id_replaced(client: httpx.AsyncClient, incoming: str) -> None:
+    response = await client.get(
+        "/request-id", headers=[(b"X-Request-ID", incoming.encode("utf-8"))]
+    )
+    replaced = response.headers["x-request-id"]
+    assert replaced != incoming
+    assert len(replaced) == 32
+    assert response.json() == {"request_id": replaced}
+
+
+async def test_request_id_generated_when_absent(client: httpx.AsyncClient) -> None:
+    first = (await client.get("/request-id")).headers["x-request-id"]
+    second = (await client.get("/request-id")).headers["x-request-id"]
+    assert first != second
+    assert len(first) == 32
+
+
+async def test_request_id_on_problem_answers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/no/such/route", headers={"X-Request-ID": "rid-404"})
+    assert response.headers["x-request-id"] == "rid-404"
+    assert response.headers.get_list("x-request-id") == ["rid-404"]
+
+
+# --- access log -----------------------------------------------------------------------
+
+
+async def test_access_log_uses_route_template(
+    client: httpx.AsyncClient, log_stream: io.StringIO
+) -> None:
+    await client.get("/items/42", headers={"X-Request-ID": "rid-1"})
+    await client.get("/no/such/route")
+    await client.get("/healthz")
+    await client.get("/readyz")
+    access = [e for e in log_entries(log_stream) if e["logger"] == "service_kit.access"]
+    assert [(e["method"], e["route"], e["status"]) for e in access] == [
+        ("GET", "/items/{item_id}", 200),
+        ("GET", UNMATCHED_ROUTE, 404),
+    ]
+    assert access[0]["request_id"] == "rid-1"
+    assert access[0]["duration_ms"] >= 0
+
+
+# --- health ---------------------------------------------------------------------------
+
+
+async def test_healthz() -> None:
+    async def failing() -> str | None:
+        raise CheckFailedError("down")
+
+    app = build_app({"db": failing})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://demo.test"
+    ) as http:
+        response = await http.get("/healthz")
+    # Liveness never runs the readiness checks.
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "service": "demo", "checks": {}}
+
+
+async def test_readyz_ok() -> None:
+    async def db() -> str | None:
+        return "sqlite"
+
+    app = build_app({"db": db})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://demo.test"
+    ) as http:
+        response = await http.get("/readyz")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"]["db"]["detail"] == "sqlite"
+
+
+async def test_readyz_names_the_failing_check() -> None:
+    async def db() -> str | None:
+        return None
+
+    async def migrations() -> str | None:
+        raise CheckFailedError("database at revision none, code expects abc")
+
+    async def cache() -> str | None:
+        raise ConnectionError("redis://:hunter2@cache:6379 refused")
+
+    app = build_app({"db": db, "migrations": migrations, "cache": cache})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://demo.test"
+    ) as http:
+        response = await http.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert body["status"] == "fail"
+    assert body["service"] == "demo"
+    assert body["checks"]["db"]["status"] == "ok"
+    assert body["checks"]["migrations"]["status"] == "fail"
+    assert body["checks"]["migrations"]["detail"] == "database at revision none, code expects abc"
+    assert body["checks"]["cache"]["detail"] == "ConnectionError"
+    assert "hunter2" not in response.text
+
+
+# --- OpenAPI helper -------------------------------------------------------------------
+
+
+def test_openapi_problem_responses() -> None:
+    responses = openapi_problem_responses(404, 422)
+    assert set(responses) == {404, 422}
+    schema = responses[422]["content"][PROBLEM_CONTENT_TYPE]["schema"]
+    assert schema["required"] == ["type", "title", "status", "detail", "instance"]
+    assert "errors" in schema["properties"]
+
+
+def test_openapi_document_builds_with_problem_responses() -> None:
+    app = FastAPI()
+    install(app)
+
+    @app.get("/x", responses=openapi_problem_responses(404))
+    async def handler() -> dict[str, str]:
+        return {}
+
+    document = app.openapi()
+    assert PROBLEM_CONTENT_TYPE in document["paths"]["/x"]["get"]["responses"]["404"]["content"]

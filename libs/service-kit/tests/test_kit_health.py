@@ -1,0 +1,124 @@
+"""Health report shape and the check runners."""
+
+from __future__ import annotations
+
+import asyncio
+
+from service_kit.health import (
+    HEALTH_PATHS,
+    CheckFailedError,
+    CheckResult,
+    liveness,
+    report,
+    run_async_checks,
+    run_sync_checks,
+)
+
+
+def test_liveness() -> None:
+    assert liveness("users") == (200, {"status": "ok", "service": "users", "checks": {}})
+
+
+def test_report_ok() -> None:
+    status, body = report("users", {"db": CheckResult(True, "postgres 16", 1.2345)})
+    assert status == 200
+    assert body == {
+        "status": "ok",
+        "service": "users",
+        "checks": {"db": {"status": "ok", "duration_ms": 1.23, "detail": "postgres 16"}},
+    }
+
+
+def test_report_one_failure_fails_all() -> None:
+    status, body = report(
+        "users",
+        {"db": CheckResult(True, None, 1.0), "migrations": CheckResult(False, "behind", 2.0)},
+    )
+    assert status == 503
+    assert body["status"] == "fail"
+    assert body["checks"]["db"] == {"status": "ok", "duration_ms": 1.0}
+    assert body["checks"]["migrations"] == {
+        "status": "fail",
+        "duration_ms": 2.0,
+        "detail": "behind",
+    }
+
+
+def test_health_paths() -> None:
+    assert set(HEALTH_PATHS) == {"/healthz", "/readyz"}
+
+
+def test_sync_checks() -> None:
+    def ok() -> str:
+        return "fine"
+
+    def failed() -> str:
+        raise CheckFailedError("database at revision none")
+
+    def crashed() -> str:
+        raise ConnectionError("could not connect to postgres://admin:hunter2@db:5432")
+
+    results = run_sync_checks({"ok": ok, "failed": failed, "crashed": crashed})
+    assert list(results) == ["ok", "failed", "crashed"]
+    assert results["ok"].ok
+    assert results["ok"].detail == "fine"
+    assert not results["failed"].ok
+    assert results["failed"].detail == "database at revision none"
+    assert not results["crashed"].ok
+    assert results["crashed"].detail == "ConnectionError"
+    assert all(result.duration_ms >= 0 for result in results.values())
+
+
+async def test_async_checks_pass_and_fail() -> None:
+    async def ok() -> str | None:
+        return None
+
+    async def failed() -> str | None:
+        raise CheckFailedError("migrations behind")
+
+    results = await run_async_checks({"ok": ok, "failed": failed})
+    assert results["ok"].ok
+    assert results["ok"].detail is None
+    assert not results["failed"].ok
+    assert results["failed"].detail == "migrations behind"
+
+
+async def test_async_check_timeout() -> None:
+    cancelled = asyncio.Event()
+
+    async def hangs() -> str | None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+        return None  # pragma: no cover
+
+    async def after() -> str | None:
+        return "ran"
+
+    results = await run_async_checks({"hangs": hangs, "after": after}, timeout_seconds=0.05)
+    assert not results["hangs"].ok
+    assert results["hangs"].detail == "timed out after 0.05s"
+    assert "timed out" in (results["hangs"].detail or "")
+    assert cancelled.is_set()  # the hung check was cancelled, not left running
+    # A hung check does not stop the others.
+    assert results["after"].ok
+    assert results["after"].detail == "ran"
+
+
+async def test_async_check_exception_text_not_leaked() -> None:
+    async def crashed() -> str | None:
+        raise OSError("connect to 10.0.0.7:5432 as admin:hunter2 failed")
+
+    class DriverError(Exception):
+        pass
+
+    async def driver() -> str | None:
+        raise DriverError("password authentication failed for user postgres")
+
+    results = await run_async_checks({"crashed": crashed, "driver": driver})
+    assert results["crashed"].detail == "OSError"
+    assert results["driver"].detail == "DriverError"
+    _, body = report("users", results)
+    assert "hunter2" not in str(body)
+    assert "password" not in str(body)

@@ -1,0 +1,281 @@
+"""Fixtures of the users service's in-process tests.
+
+Every test that asks for ``database_url`` (directly or through ``settings`` or
+``api``) runs twice: on a fresh SQLite file and on PostgreSQL. The
+PostgreSQL database is created and migrated once per session; each test
+leaves it empty again. Migrations always go through ``users_fastapi.cli.migrate``,
+the path production uses.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import psycopg
+import pytest
+from asgi_lifespan import LifespanManager
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
+
+from service_kit.credentials import basic_credential
+from service_kit.problems import PROBLEM_CONTENT_TYPE, TYPE_PREFIX
+from service_kit.testing import fresh_postgres_database
+from users_fastapi import accounts
+from users_fastapi.cli import migrate
+from users_fastapi.deps import AppState
+from users_fastapi.main import create_app
+from users_fastapi.models import Role
+from users_fastapi.settings import UsersSettings
+
+PASSWORD = "correct horse battery staple"
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def generate_private_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65_537, key_size=2048)
+
+
+def private_pem(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def make_settings(
+    database_url: str, signing_key_pem: str, trusted: dict[str, str] | None = None
+) -> UsersSettings:
+    return UsersSettings(
+        environment="test",
+        database_url=database_url,
+        jwt_private_key=signing_key_pem,
+        trusted_services=trusted or {},
+        argon2_time_cost=1,
+        argon2_memory_cost_kib=32,
+    )
+
+
+def run_migrations(settings: UsersSettings) -> None:
+    """``cli.migrate`` in its own thread: alembic's env.py calls ``asyncio.run``, which
+    must neither meet a running loop nor reset the event loop pytest-asyncio set up."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            migrate(settings)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="users-migrate")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def asyncpg_url(url: str) -> str:
+    assert url.startswith("postgresql://"), url
+    return "postgresql+asyncpg://" + url.removeprefix("postgresql://")
+
+
+@pytest.fixture(autouse=True)
+def _no_users_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from the fixtures only, never from the developer's shell."""
+    for name in list(os.environ):
+        if name.upper().startswith("USERS_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> rsa.RSAPrivateKey:
+    return generate_private_key()
+
+
+@pytest.fixture(scope="session")
+def signing_key_pem(signing_key: rsa.RSAPrivateKey) -> str:
+    return private_pem(signing_key)
+
+
+@pytest.fixture(scope="session")
+def service_secrets() -> dict[str, str]:
+    return {"admin-django": secrets.token_urlsafe(24), "legacy-flask": secrets.token_urlsafe(24)}
+
+
+@pytest.fixture(scope="session")
+def postgres_url(signing_key_pem: str) -> Iterator[str]:
+    """A fresh database for the whole session, migrated once (``postgresql://``, no driver)."""
+    with fresh_postgres_database("users_test") as url:
+        run_migrations(make_settings(asyncpg_url(url), signing_key_pem))
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, signing_key_pem: str
+) -> Iterator[str]:
+    """A migrated, empty database: a new SQLite file, or the session's PostgreSQL database."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path / "users.db")
+        run_migrations(make_settings(url, signing_key_pem))
+        yield url
+        return
+    plain: str = request.getfixturevalue("postgres_url")
+    yield asyncpg_url(plain)
+    with psycopg.connect(plain, autocommit=True, connect_timeout=3) as connection:
+        connection.execute("DELETE FROM users")
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database nobody migrated: a new SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "unmigrated.db")
+        return
+    with fresh_postgres_database("users_unmigrated") as url:
+        yield asyncpg_url(url)
+
+
+@pytest.fixture
+def settings(
+    database_url: str, signing_key_pem: str, service_secrets: dict[str, str]
+) -> UsersSettings:
+    return make_settings(database_url, signing_key_pem, service_secrets)
+
+
+@asynccontextmanager
+async def running(settings: UsersSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app with its lifespan run, and a client that talks to it in-process."""
+    app = create_app(settings)
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
+        ) as client,
+    ):
+        yield app, client
+
+
+@pytest.fixture
+async def api(settings: UsersSettings, service_secrets: dict[str, str]) -> AsyncIterator[Api]:
+    async with running(settings) as (app, client):
+        yield Api(app=app, client=client, service_secrets=service_secrets)
+
+
+@pytest.fixture
+async def unmigrated_api(
+    empty_database_url: str, signing_key_pem: str, service_secrets: dict[str, str]
+) -> AsyncIterator[Api]:
+    """The app started on a database that nobody migrated."""
+    settings = make_settings(empty_database_url, signing_key_pem, service_secrets)
+    async with running(settings) as (app, client):
+        yield Api(app=app, client=client, service_secrets=service_secrets)
+
+
+@dataclass
+class Api:
+    """The running app plus the moves most tests make."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    service_secrets: dict[str, str]
+    _counter: int = field(default=0)
+
+    #: The password every helper-made account has.
+    password: ClassVar[str] = PASSWORD
+
+    @property
+    def state(self) -> AppState:
+        state: AppState = self.app.state.users
+        return state
+
+    def unique_email(self, stem: str = "user") -> str:
+        self._counter += 1
+        return f"{stem}{self._counter}@example.com"
+
+    async def register(
+        self, email: str | None = None, *, password: str = PASSWORD, full_name: str = "Ada Lovelace"
+    ) -> dict[str, Any]:
+        response = await self.client.post(
+            "/api/users/register",
+            json={
+                "email": email or self.unique_email(),
+                "password": password,
+                "full_name": full_name,
+            },
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def create_staff(self, email: str | None = None, *, password: str = PASSWORD) -> str:
+        """A staff account, made the only way there is: directly, not over HTTP."""
+        async with self.state.sessions() as session:
+            user = await accounts.user_register(
+                session,
+                self.state.passwords,
+                email=email or self.unique_email("staff"),
+                password=password,
+                full_name="Grace Hopper",
+                role=Role.STAFF,
+            )
+            return user.email
+
+    async def login(self, email: str, password: str = PASSWORD) -> str:
+        response = await self.client.post(
+            "/api/users/login", json={"email": email, "password": password}
+        )
+        assert response.status_code == 200, response.text
+        token: str = response.json()["access_token"]
+        return token
+
+    async def member_token(self) -> str:
+        return await self.login((await self.register())["email"])
+
+    async def staff_token(self) -> str:
+        return await self.login(await self.create_staff())
+
+    @staticmethod
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def service(
+        self, name: str, *, secret: str | None = None, acting_for: str | None = None
+    ) -> dict[str, str]:
+        headers = {"Authorization": basic_credential(name, secret or self.service_secrets[name])}
+        if acting_for is not None:
+            headers["X-Acting-For"] = acting_for
+        return headers
+
+    @staticmethod
+    def problem(response: httpx.Response, status: int, kind: str | None = None) -> dict[str, Any]:
+        """Assert ``response`` is an RFC 9457 problem with ``status``; return its body."""
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+        assert response.headers.get("x-request-id")
+        body: dict[str, Any] = response.json()
+        assert {"type", "title", "status", "detail", "instance"} <= body.keys(), body
+        assert body["status"] == status
+        assert body["title"]
+        assert body["detail"]
+        assert body["instance"] == response.request.url.path
+        if kind is not None:
+            assert body["type"] == f"{TYPE_PREFIX}{kind}", body
+        return body
+
+    @staticmethod
+    def error_fields(body: dict[str, Any]) -> set[str]:
+        return {error["field"] for error in body["errors"]}

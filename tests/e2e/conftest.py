@@ -1,0 +1,446 @@
+"""End-to-end fixtures: the real platform, driven through its ingress only.
+
+Two modes:
+
+* ``E2E_BASE_URL`` set: the platform already runs somewhere (a cluster); the
+  suite starts nothing and every test registers its own account.
+* otherwise: the suite starts the local platform exactly as ``make up`` does
+  (``polyframe-dev up``) on free ports and a throw-away data folder, waits for
+  its ready file, and at the end stops it with SIGINT and checks that it
+  exited cleanly and left no process behind.
+
+Test modules cannot import this file (``--import-mode=importlib``), so the
+shared helpers are handed out as fixtures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+USERS = "/api/users"
+READY_TIMEOUT = 90.0
+STOP_TIMEOUT = 30.0
+LOG_TAIL_LINES = 60
+PROBLEM_FIELDS = ("type", "title", "status", "detail", "instance")
+
+_PLATFORM_KEY = pytest.StashKey["LocalPlatform | None"]()
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name, or None if unreadable."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may itself contain spaces or ')'.
+    return text.rsplit(") ", 1)[1].split()
+
+
+def _start_time(pid: int) -> str | None:
+    """Kernel start time of ``pid`` (field 22), to tell a process from a reused pid."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields else None
+
+
+def is_alive(pid: int, start_time: str | None = None) -> bool:
+    """True if ``pid`` runs (a zombie is dead) and, if given, is the same process as before."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else: /proc still tells whether it is the same one
+    fields = _proc_stat(pid)
+    if fields is None:
+        return not Path("/proc").is_dir()  # no procfs: kill(0) is all we know
+    if fields[0] in ("Z", "X"):
+        return False
+    return start_time is None or fields[19] == start_time
+
+
+def _processes_mentioning(needle: str) -> list[tuple[int, str]]:
+    """Processes whose command line or environment mentions ``needle`` (Linux; else [])."""
+    found: list[tuple[int, str]] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        # The folder itself or a path below it, not a sibling that shares its name as prefix.
+        if any(
+            f"{needle}{end}".encode() in blob for end in ("/", "\0") for blob in (cmdline, environ)
+        ):
+            pid = int(entry.name)
+            if is_alive(pid):
+                found.append((pid, cmdline.replace(b"\0", b" ").decode(errors="replace")))
+    return found
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class LocalPlatform:
+    """One ``polyframe-dev up`` process of this test run, started like ``make up``."""
+
+    folder: Path
+    port: int = 0
+    #: Defaults to ``folder/data``; two runs may share one to test what a restart keeps.
+    data_dir: Path | None = None
+    ready_file: Path = field(init=False)
+    log_file: Path = field(init=False)
+    popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    ready: dict[str, Any] | None = field(default=None, init=False)
+    start_times: dict[int, str | None] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.data_dir is None:
+            self.data_dir = self.folder / "data"
+        self.ready_file = self.folder / "ready.json"
+        self.log_file = self.folder / "polyframe-dev.log"
+
+    @property
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "polyframe_dev.cli",
+            "up",
+            "--port",
+            str(self.port),
+            "--free-ports",
+            "--data-dir",
+            str(self.data_dir),
+            "--ready-file",
+            str(self.ready_file),
+            "--no-color",
+        ]
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return _tail(self.log_file, lines)
+
+    def log(self) -> str:
+        return self.log_file.read_text(encoding="utf-8", errors="replace")
+
+    def start(self) -> None:
+        assert self.popen is None, "already started"
+        self.ready_file.unlink(missing_ok=True)
+        env = dict(os.environ)
+        # The ingress must listen on 127.0.0.1 whatever the developer's shell says.
+        env.pop("POLYFRAME_HOST", None)
+        env["POLYFRAME_ROOT"] = str(REPO_ROOT)
+        env["PYTHONUNBUFFERED"] = "1"
+        with self.log_file.open("ab") as log:
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+        assert self.popen is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.popen.poll()
+            if code is not None:
+                pytest.fail(
+                    f"polyframe-dev up exited with code {code} before it was ready; "
+                    f"log tail:\n{self.log_tail()}",
+                    pytrace=False,
+                )
+            if self.ready_file.exists():
+                # Written atomically (temporary file + rename): complete once it exists.
+                self.ready = json.loads(self.ready_file.read_text())
+                self.start_times = {pid: _start_time(pid) for pid in self.ready["pids"].values()}
+                return self.ready
+            time.sleep(0.1)
+        pytest.fail(
+            f"polyframe-dev up was not ready after {timeout:g}s; log tail:\n{self.log_tail()}",
+            pytrace=False,
+        )
+
+    def wait_exit(self, timeout: float) -> int | None:
+        assert self.popen is not None
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = STOP_TIMEOUT, signum: int = signal.SIGINT) -> int:
+        """Ctrl-C (or ``signum``) the process; return its exit code. Kills it if it hangs."""
+        assert self.popen is not None
+        if self.popen.poll() is None:
+            self.popen.send_signal(signum)
+        code = self.wait_exit(timeout)
+        if code is None:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+            self._reap_orphans()
+            pytest.fail(
+                f"polyframe-dev up did not stop within {timeout:g}s of "
+                f"{signal.Signals(signum).name}; "
+                f"log tail:\n{self.log_tail()}",
+                pytrace=False,
+            )
+        return code
+
+    def orphans(self) -> list[str]:
+        """Processes of this platform still running after it stopped."""
+        left = []
+        if self.ready is not None:
+            for name, pid in self.ready["pids"].items():
+                if is_alive(pid, self.start_times.get(pid)):
+                    left.append(f"{name} (pid {pid})")
+        # Catches what the pids map cannot name, e.g. server workers.
+        for pid, cmdline in _processes_mentioning(str(self.data_dir)):
+            entry = f"pid {pid}: {cmdline[:200]}"
+            if not any(f"(pid {pid})" in item for item in left):
+                left.append(entry)
+        return left
+
+    def _reap_orphans(self) -> None:
+        """After a failed stop: end the platform's own children, checked to be the same ones."""
+        if self.ready is None:
+            return
+        for pid in self.ready["pids"].values():
+            if is_alive(pid, self.start_times.get(pid)):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)  # each child leads its own process group
+
+    def stop_and_check(self, signum: int = signal.SIGINT) -> None:
+        """Stop cleanly: exit code 0 and no process left behind."""
+        code = self.stop(signum=signum)
+        assert code == 0, (
+            f"polyframe-dev up exited with code {code} after {signal.Signals(signum).name}; "
+            f"log tail:\n{self.log_tail()}"
+        )
+        deadline = time.monotonic() + 5
+        left = self.orphans()
+        while left and time.monotonic() < deadline:  # let the kernel finish reaping
+            time.sleep(0.1)
+            left = self.orphans()
+        if left:
+            self._reap_orphans()
+        assert not left, (
+            f"processes outlived polyframe-dev up: {left}\nlog tail:\n{self.log_tail()}"
+        )
+
+    def kill_if_running(self) -> None:
+        """Last-resort cleanup for a test that failed half-way."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+            if self.wait_exit(STOP_TIMEOUT) is None:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+            self._reap_orphans()
+
+
+# -- the platform under test -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Platform:
+    base_url: str
+    #: The ready file of the local platform; None when testing E2E_BASE_URL.
+    ready: dict[str, Any] | None = None
+    local: LocalPlatform | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.ready is not None
+
+
+def _base_url_from_env() -> str | None:
+    value = os.environ.get("E2E_BASE_URL", "").strip()
+    return value.rstrip("/") or None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """On a failure, show the end of the local platform's log next to the test's output."""
+    report: pytest.TestReport = yield
+    local = item.config.stash.get(_PLATFORM_KEY, None)
+    if report.failed and local is not None:
+        report.sections.append(("polyframe-dev log (tail)", local.log_tail()))
+    return report
+
+
+@pytest.fixture(scope="session")
+def platform(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    """E2E_BASE_URL as is, or the local platform started like ``make up`` and stopped cleanly."""
+    base_url = _base_url_from_env()
+    if base_url is not None:
+        yield Platform(base_url=base_url)
+        return
+    local = LocalPlatform(tmp_path_factory.mktemp("platform"))
+    local.start()
+    try:
+        ready = local.wait_ready()
+        ingress = ready["ingress"]
+        assert ingress.startswith("http://127.0.0.1:"), f"ingress is not local: {ingress}"
+    except BaseException:
+        local.kill_if_running()
+        raise
+    request.config.stash[_PLATFORM_KEY] = local
+    try:
+        yield Platform(base_url=ingress, ready=ready, local=local)
+    finally:
+        request.config.stash[_PLATFORM_KEY] = None
+        local.stop_and_check()
+
+
+@pytest.fixture(scope="session")
+def local_ready(platform: Platform) -> dict[str, Any]:
+    if platform.ready is None:
+        pytest.skip("E2E_BASE_URL is set: only the local platform has a ready file to inspect")
+    return platform.ready
+
+
+@pytest.fixture
+def client(platform: Platform) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=platform.base_url, timeout=15, follow_redirects=False) as c:
+        yield c
+
+
+@dataclass(frozen=True)
+class Account:
+    email: str
+    password: str
+    full_name: str
+    user: dict[str, Any]
+
+
+def random_email() -> str:
+    return f"e2e-{uuid.uuid4().hex}@example.com"
+
+
+def register_account(client: httpx.Client) -> Account:
+    email, password, full_name = random_email(), f"pw-{uuid.uuid4().hex}", "E2E Tester"
+    response = client.post(
+        f"{USERS}/register", json={"email": email, "password": password, "full_name": full_name}
+    )
+    assert response.status_code == 201, response.text
+    return Account(email, password, full_name, response.json())
+
+
+def login(client: httpx.Client, email: str, password: str) -> str:
+    response = client.post(f"{USERS}/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+@pytest.fixture
+def account(client: httpx.Client) -> Account:
+    """A freshly registered member of its own (random e-mail)."""
+    return register_account(client)
+
+
+@pytest.fixture
+def token(client: httpx.Client, account: Account) -> str:
+    return login(client, account.email, account.password)
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """``response`` is an RFC 9457 problem with ``status``; return its body."""
+    assert response.status_code == status, (response.status_code, response.text)
+    content_type = response.headers.get("content-type", "")
+    assert content_type.split(";")[0].strip() == "application/problem+json", content_type
+    body: dict[str, Any] = response.json()
+    missing = [name for name in PROBLEM_FIELDS if name not in body]
+    assert not missing, f"problem lacks {missing}: {body}"
+    assert body["status"] == status
+    for name in ("type", "title", "detail"):
+        assert isinstance(body[name], str), body
+        assert body[name].strip(), body
+    assert body["instance"] == response.request.url.path
+    return body
+
+
+@pytest.fixture(scope="session")
+def problem() -> Callable[[httpx.Response, int], dict[str, Any]]:
+    """``problem(response, status)``: assert an RFC 9457 answer and return its body."""
+    return assert_problem
+
+
+@pytest.fixture(scope="session")
+def register() -> Callable[[httpx.Client], Account]:
+    """``register(client)``: a new account with a random e-mail."""
+    return register_account
+
+
+@pytest.fixture(scope="session")
+def new_email() -> Callable[[], str]:
+    """``new_email()``: an address no other test uses."""
+    return random_email
+
+
+@pytest.fixture(scope="session")
+def log_in() -> Callable[[httpx.Client, str, str], str]:
+    """``log_in(client, email, password)``: the access token."""
+    return login
+
+
+@pytest.fixture
+def start_platform(tmp_path: Path) -> Iterator[Callable[..., LocalPlatform]]:
+    """Start extra local platforms (each stopped at the end of the test, whatever happens)."""
+    if _base_url_from_env() is not None:
+        pytest.skip("E2E_BASE_URL is set: this test starts local platforms")
+    started: list[LocalPlatform] = []
+
+    def start(name: str, *, data_dir: Path | None = None, port: int = 0) -> LocalPlatform:
+        local = LocalPlatform(tmp_path / name, port=port, data_dir=data_dir)
+        started.append(local)
+        local.start()
+        return local
+
+    yield start
+    for local in started:
+        local.kill_if_running()
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that something listens on for the duration of the test."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield int(sock.getsockname()[1])
