@@ -71,7 +71,7 @@ fmt: $(VENV_STAMP) ## format and auto-fix
 
 .PHONY: typecheck
 typecheck: $(VENV_STAMP) ## mypy (strict) over every package
-	@$(UV) run --frozen --no-sync mypy libs/service-kit/src services/users-fastapi/src tools/polyframe-dev/src
+	@ADMIN_ENVIRONMENT=development $(UV) run --frozen --no-sync mypy $(wildcard libs/*/src services/*/src tools/*/src)
 
 .PHONY: lock
 lock: | $(UV) ## re-resolve uv.lock after changing a pyproject.toml

@@ -39,7 +39,10 @@ STOP_TIMEOUT = 30.0
 LOG_TAIL_LINES = 60
 PROBLEM_FIELDS = ("type", "title", "status", "detail", "instance")
 
-_PLATFORM_KEY = pytest.StashKey["LocalPlatform | None"]()
+#: Local platforms running right now: a failing test shows the end of their logs.
+_PLATFORMS_KEY = pytest.StashKey[list["LocalPlatform"]]()
+#: Measurements reported at the end of the run (never asserted): name -> lines.
+_MEASUREMENTS_KEY = pytest.StashKey[dict[str, str]]()
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -120,8 +123,11 @@ class LocalPlatform:
     ready_file: Path = field(init=False)
     log_file: Path = field(init=False)
     popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    #: The ready file as first written; ``read_ready()`` has the current pids.
     ready: dict[str, Any] | None = field(default=None, init=False)
+    #: Every server pid the ready file ever named (restarts add some), with its start time.
     start_times: dict[int, str | None] = field(default_factory=dict, init=False)
+    names: dict[int, str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -184,14 +190,48 @@ class LocalPlatform:
                 )
             if self.ready_file.exists():
                 # Written atomically (temporary file + rename): complete once it exists.
-                self.ready = json.loads(self.ready_file.read_text())
-                self.start_times = {pid: _start_time(pid) for pid in self.ready["pids"].values()}
+                self.ready = self.read_ready()
                 return self.ready
             time.sleep(0.1)
         pytest.fail(
             f"polyframe-dev up was not ready after {timeout:g}s; log tail:\n{self.log_tail()}",
             pytrace=False,
         )
+
+    def read_ready(self) -> dict[str, Any]:
+        """The ready file now (``up`` rewrites it when it restarts a server); notes new pids."""
+        # Written atomically (temporary file + rename): complete once it exists.
+        ready: dict[str, Any] = json.loads(self.ready_file.read_text())
+        for name, pid in ready["pids"].items():
+            if pid not in self.start_times:
+                self.start_times[pid] = _start_time(pid)
+                self.names[pid] = name
+        return ready
+
+    def running(self, pid: int) -> bool:
+        """True while ``pid``, a server this platform started, runs (a zombie does not)."""
+        return is_alive(pid, self.start_times.get(pid))
+
+    def service_pid(self, name: str) -> int:
+        """The running pid of server ``name``, checked to be this platform's own process.
+
+        Each server leads its own process group (and session), so signalling the
+        group reaches the server and its workers and nothing else.
+        """
+        pid = int(self.read_ready()["pids"][name])
+        assert self.running(pid), f"{name} (pid {pid}) is not running"
+        assert os.getpgid(pid) == pid, f"{name} (pid {pid}) does not lead its process group"
+        assert pid in {p for p, _ in _processes_mentioning(str(self.data_dir))}, (
+            f"pid {pid} does not belong to the platform in {self.data_dir}"
+        )
+        return pid
+
+    def resume_all(self) -> None:
+        """SIGCONT every server group: a process a failed test left frozen cannot drain."""
+        for pid in self.start_times:
+            if is_alive(pid, self.start_times[pid]):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGCONT)
 
     def wait_exit(self, timeout: float) -> int | None:
         assert self.popen is not None
@@ -200,11 +240,18 @@ class LocalPlatform:
         except subprocess.TimeoutExpired:
             return None
 
-    def stop(self, timeout: float = STOP_TIMEOUT, signum: int = signal.SIGINT) -> int:
-        """Ctrl-C (or ``signum``) the process; return its exit code. Kills it if it hangs."""
+    def stop(
+        self, timeout: float = STOP_TIMEOUT, signum: int = signal.SIGINT, times: int = 1
+    ) -> int:
+        """Ctrl-C (or ``signum``) the process, ``times`` times in a row; return its exit code.
+
+        Kills it if it hangs.
+        """
         assert self.popen is not None
+        self.resume_all()
         if self.popen.poll() is None:
-            self.popen.send_signal(signum)
+            for _ in range(times):
+                self.popen.send_signal(signum)
         code = self.wait_exit(timeout)
         if code is None:
             self.popen.kill()
@@ -212,7 +259,7 @@ class LocalPlatform:
             self._reap_orphans()
             pytest.fail(
                 f"polyframe-dev up did not stop within {timeout:g}s of "
-                f"{signal.Signals(signum).name}; "
+                f"{signal.Signals(signum).name} (sent {times} time(s)); "
                 f"log tail:\n{self.log_tail()}",
                 pytrace=False,
             )
@@ -221,10 +268,9 @@ class LocalPlatform:
     def orphans(self) -> list[str]:
         """Processes of this platform still running after it stopped."""
         left = []
-        if self.ready is not None:
-            for name, pid in self.ready["pids"].items():
-                if is_alive(pid, self.start_times.get(pid)):
-                    left.append(f"{name} (pid {pid})")
+        for pid, start_time in self.start_times.items():
+            if is_alive(pid, start_time):
+                left.append(f"{self.names[pid]} (pid {pid})")
         # Catches what the pids map cannot name, e.g. server workers.
         for pid, cmdline in _processes_mentioning(str(self.data_dir)):
             entry = f"pid {pid}: {cmdline[:200]}"
@@ -234,18 +280,21 @@ class LocalPlatform:
 
     def _reap_orphans(self) -> None:
         """After a failed stop: end the platform's own children, checked to be the same ones."""
-        if self.ready is None:
-            return
-        for pid in self.ready["pids"].values():
-            if is_alive(pid, self.start_times.get(pid)):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            self.read_ready()  # pids of servers restarted since the last look
+        for pid, start_time in self.start_times.items():
+            if is_alive(pid, start_time):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)  # each child leads its own process group
 
-    def stop_and_check(self, signum: int = signal.SIGINT) -> None:
+    def stop_and_check(self, signum: int = signal.SIGINT, times: int = 1) -> None:
         """Stop cleanly: exit code 0 and no process left behind."""
-        code = self.stop(signum=signum)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            self.read_ready()  # know the pids of restarted servers too
+        code = self.stop(signum=signum, times=times)
         assert code == 0, (
-            f"polyframe-dev up exited with code {code} after {signal.Signals(signum).name}; "
+            f"polyframe-dev up exited with code {code} after {signal.Signals(signum).name} "
+            f"(sent {times} time(s)); "
             f"log tail:\n{self.log_tail()}"
         )
         deadline = time.monotonic() + 5
@@ -262,6 +311,7 @@ class LocalPlatform:
     def kill_if_running(self) -> None:
         """Last-resort cleanup for a test that failed half-way."""
         if self.popen is not None and self.popen.poll() is None:
+            self.resume_all()
             self.popen.send_signal(signal.SIGINT)
             if self.wait_exit(STOP_TIMEOUT) is None:
                 self.popen.kill()
@@ -293,12 +343,62 @@ def _base_url_from_env() -> str | None:
 def pytest_runtest_makereport(
     item: pytest.Item,
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """On a failure, show the end of the local platform's log next to the test's output."""
+    """On a failure, show the end of the local platforms' logs next to the test's output."""
     report: pytest.TestReport = yield
-    local = item.config.stash.get(_PLATFORM_KEY, None)
-    if report.failed and local is not None:
-        report.sections.append(("polyframe-dev log (tail)", local.log_tail()))
+    if report.failed:
+        for local in item.config.stash.get(_PLATFORMS_KEY, []):
+            report.sections.append((f"polyframe-dev log (tail) {local.folder}", local.log_tail()))
     return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Print what tests measured (reported, never asserted)."""
+    measurements = config.stash.get(_MEASUREMENTS_KEY, {})
+    if measurements:
+        terminalreporter.section("e2e measurements")
+        for name, text in measurements.items():
+            terminalreporter.write_line(f"{name}: {text}")
+
+
+@pytest.fixture(scope="session")
+def report_measurement(pytestconfig: pytest.Config) -> Callable[[str, str], None]:
+    """``report_measurement(name, text)``: shown in the terminal summary, not asserted."""
+
+    def report(name: str, text: str) -> None:
+        pytestconfig.stash.setdefault(_MEASUREMENTS_KEY, {})[name] = text
+
+    return report
+
+
+def _watch(config: pytest.Config, local: LocalPlatform) -> None:
+    config.stash.setdefault(_PLATFORMS_KEY, []).append(local)
+
+
+def _unwatch(config: pytest.Config, local: LocalPlatform) -> None:
+    watched = config.stash.get(_PLATFORMS_KEY, [])
+    if local in watched:
+        watched.remove(local)
+
+
+def _start_local_platform(config: pytest.Config, folder: Path) -> Platform:
+    """Start a platform like ``make up`` and wait until it is ready (cleaned up on failure)."""
+    local = LocalPlatform(folder)
+    local.start()
+    try:
+        ready = local.wait_ready()
+        ingress = ready["ingress"]
+        assert ingress.startswith("http://127.0.0.1:"), f"ingress is not local: {ingress}"
+    except BaseException:
+        local.kill_if_running()
+        raise
+    _watch(config, local)
+    return Platform(base_url=ingress, ready=ready, local=local)
+
+
+def _stop_local_platform(config: pytest.Config, platform: Platform) -> None:
+    assert platform.local is not None
+    _unwatch(config, platform.local)
+    platform.local.stop_and_check()
 
 
 @pytest.fixture(scope="session")
@@ -310,21 +410,29 @@ def platform(
     if base_url is not None:
         yield Platform(base_url=base_url)
         return
-    local = LocalPlatform(tmp_path_factory.mktemp("platform"))
-    local.start()
+    started = _start_local_platform(request.config, tmp_path_factory.mktemp("platform"))
     try:
-        ready = local.wait_ready()
-        ingress = ready["ingress"]
-        assert ingress.startswith("http://127.0.0.1:"), f"ingress is not local: {ingress}"
-    except BaseException:
-        local.kill_if_running()
-        raise
-    request.config.stash[_PLATFORM_KEY] = local
-    try:
-        yield Platform(base_url=ingress, ready=ready, local=local)
+        yield started
     finally:
-        request.config.stash[_PLATFORM_KEY] = None
-        local.stop_and_check()
+        _stop_local_platform(request.config, started)
+
+
+@pytest.fixture(scope="module")
+def isolated_platform(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    """A local platform of the requesting module alone, for tests that break parts of it.
+
+    Stopped (and checked to stop cleanly) at the end of the module, so the
+    session's ``platform`` never sees what these tests did to their own.
+    """
+    if _base_url_from_env() is not None:
+        pytest.skip("E2E_BASE_URL is set: this test stops and starts the platform's processes")
+    started = _start_local_platform(request.config, tmp_path_factory.mktemp("isolated"))
+    try:
+        yield started
+    finally:
+        _stop_local_platform(request.config, started)
 
 
 @pytest.fixture(scope="session")
@@ -420,7 +528,9 @@ def log_in() -> Callable[[httpx.Client, str, str], str]:
 
 
 @pytest.fixture
-def start_platform(tmp_path: Path) -> Iterator[Callable[..., LocalPlatform]]:
+def start_platform(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., LocalPlatform]]:
     """Start extra local platforms (each stopped at the end of the test, whatever happens)."""
     if _base_url_from_env() is not None:
         pytest.skip("E2E_BASE_URL is set: this test starts local platforms")
@@ -429,11 +539,13 @@ def start_platform(tmp_path: Path) -> Iterator[Callable[..., LocalPlatform]]:
     def start(name: str, *, data_dir: Path | None = None, port: int = 0) -> LocalPlatform:
         local = LocalPlatform(tmp_path / name, port=port, data_dir=data_dir)
         started.append(local)
+        _watch(request.config, local)
         local.start()
         return local
 
     yield start
     for local in started:
+        _unwatch(request.config, local)
         local.kill_if_running()
 
 

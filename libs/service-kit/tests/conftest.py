@@ -33,3 +33,31 @@ def stream() -> Iterator[io.StringIO]:
             logger.setLevel(level)
             logger.propagate = propagate
             logger.disabled = disabled
+
+
+@pytest.fixture
+def logging_snapshot() -> Iterator[None]:
+    """Put back every existing logger, for tests that run ``logging.config.dictConfig``.
+
+    ``dictConfig`` reaches beyond the loggers it names: it replaces the root handlers,
+    re-enables every other existing logger and resets children of the configured ones.
+    """
+    manager = logging.Logger.manager
+    loggers = [logging.getLogger()] + [
+        logger for logger in manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    saved = [
+        (logger, list(logger.handlers), logger.level, logger.propagate, logger.disabled)
+        for logger in loggers
+    ]
+    try:
+        yield
+    finally:
+        for logger, handlers, level, propagate, disabled in saved:
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            for handler in handlers:
+                logger.addHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+            logger.disabled = disabled

@@ -19,7 +19,6 @@ from service_kit.fastapi import (
     UNMATCHED_ROUTE,
     add_health_routes,
     install,
-    openapi_problem_responses,
 )
 from service_kit.health import CheckFailedError
 from service_kit.logs import configure_logging
@@ -32,6 +31,7 @@ from service_kit.problems import (
     VALIDATION,
     conflict,
     invalid_field,
+    openapi_problem_responses,
 )
 
 MAX_BODY = 64

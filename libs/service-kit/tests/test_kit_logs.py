@@ -5,11 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import logging.config
+import sys
 from datetime import datetime
 from typing import Any
 
+import pytest
+
 from service_kit.context import request_id_var
-from service_kit.logs import configure_logging
+from service_kit.logs import JsonFormatter, configure_logging, gunicorn_logconfig
 
 
 def lines(buffer: io.StringIO) -> list[dict[str, Any]]:
@@ -168,3 +172,85 @@ def test_quiet_loggers_raised_to_warning(stream: io.StringIO) -> None:
 def test_quiet_loggers_follow_a_stricter_root(stream: io.StringIO) -> None:
     configure_logging("demo", level="ERROR", stream=stream)
     assert logging.getLogger("httpx").level == logging.ERROR
+
+
+# --- gunicorn's logconfig_dict --------------------------------------------------------
+
+
+@pytest.mark.usefixtures("logging_snapshot")
+def test_gunicorn_logconfig_error_lines_are_json(capsys: pytest.CaptureFixture[str]) -> None:
+    config = gunicorn_logconfig("legacy-flask", "INFO")
+    assert config["handlers"]["stdout"]["stream"] is sys.stdout  # here: pytest's capture
+    logging.config.dictConfig(config)
+    error_log = logging.getLogger("gunicorn.error")
+    error_log.info("Booting worker with pid: %s", 42)
+    error_log.debug("hidden at INFO")
+    error_log.error("Worker timeout", extra={"pid": 42})
+    logging.getLogger("service_kit.access").info("request", extra={"status": 200})
+    out, err = capsys.readouterr()
+    assert err == ""
+    entries = [json.loads(line) for line in out.splitlines()]
+    assert [(e["logger"], e["level"], e["message"]) for e in entries] == [
+        ("gunicorn.error", "info", "Booting worker with pid: 42"),
+        ("gunicorn.error", "error", "Worker timeout"),
+        ("service_kit.access", "info", "request"),
+    ]
+    assert {entry["service"] for entry in entries} == {"legacy-flask"}
+    assert entries[1]["pid"] == 42
+    assert entries[2]["status"] == 200
+
+
+@pytest.mark.usefixtures("logging_snapshot")
+def test_gunicorn_logconfig_silences_access(capsys: pytest.CaptureFixture[str]) -> None:
+    logging.config.dictConfig(gunicorn_logconfig("legacy-flask"))
+    access_log = logging.getLogger("gunicorn.access")
+    access_log.info('127.0.0.1 - - "GET /api/orders HTTP/1.1" 200 12')
+    access_log.error("even errors")
+    assert capsys.readouterr() == ("", "")
+    assert not access_log.isEnabledFor(logging.ERROR)
+    assert not access_log.propagate
+    assert access_log.handlers == []
+
+
+@pytest.mark.usefixtures("logging_snapshot")
+def test_gunicorn_logconfig_level(capsys: pytest.CaptureFixture[str]) -> None:
+    logging.config.dictConfig(gunicorn_logconfig("legacy-flask", "DEBUG"))
+    logging.getLogger("gunicorn.error").debug("arbiter detail")
+    logging.getLogger("legacy_flask").debug("app detail")
+    entries = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["logger"], e["level"]) for e in entries] == [
+        ("gunicorn.error", "debug"),
+        ("legacy_flask", "debug"),
+    ]
+
+
+@pytest.mark.usefixtures("logging_snapshot")
+def test_gunicorn_logconfig_replaces_root_handlers(capsys: pytest.CaptureFixture[str]) -> None:
+    other = io.StringIO()
+    logging.getLogger().addHandler(logging.StreamHandler(other))
+    logging.config.dictConfig(gunicorn_logconfig("legacy-flask"))
+    root_handlers = logging.getLogger().handlers
+    assert len(root_handlers) == 1
+    assert isinstance(root_handlers[0].formatter, JsonFormatter)
+    logging.getLogger("x").warning("once")
+    assert other.getvalue() == ""
+    assert json.loads(capsys.readouterr().out)["message"] == "once"
+
+
+@pytest.mark.usefixtures("logging_snapshot")
+def test_gunicorn_logger_applies_the_config(capsys: pytest.CaptureFixture[str]) -> None:
+    """Through gunicorn's own Logger, which first adds plain handlers of its own."""
+    glogging = pytest.importorskip("gunicorn.glogging")
+    gconfig = pytest.importorskip("gunicorn.config")
+    cfg = gconfig.Config()
+    cfg.set("logconfig_dict", gunicorn_logconfig("legacy-flask"))
+    cfg.set("accesslog", "-")
+    logger = glogging.Logger(cfg)
+    logger.info("Listening at: http://127.0.0.1:8000")
+    logging.getLogger("gunicorn.access").info('"GET / HTTP/1.1" 200')
+    out, err = capsys.readouterr()
+    assert err == ""
+    (entry,) = [json.loads(line) for line in out.splitlines()]
+    assert entry["service"] == "legacy-flask"
+    assert entry["logger"] == "gunicorn.error"
+    assert entry["message"] == "Listening at: http://127.0.0.1:8000"

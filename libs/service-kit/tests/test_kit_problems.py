@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import httpx
+import jsonschema  # type: ignore[import-untyped]
 import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel
 
+from service_kit.fastapi import install as install_fastapi
 from service_kit.problems import (
     CONFLICT,
     DEPENDENCY_UNAVAILABLE,
@@ -13,6 +19,7 @@ from service_kit.problems import (
     INTERNAL,
     NOT_FOUND,
     PROBLEM_CONTENT_TYPE,
+    PROBLEM_SCHEMA,
     TYPE_PREFIX,
     UNAUTHENTICATED,
     VALIDATION,
@@ -25,6 +32,7 @@ from service_kit.problems import (
     internal_error,
     invalid_field,
     not_found,
+    openapi_problem_responses,
     status_title,
     unauthenticated,
     validation_problem,
@@ -200,3 +208,89 @@ def test_types_are_urns() -> None:
     for problem_type in (VALIDATION, CONFLICT, INTERNAL, NOT_FOUND):
         assert problem_type.startswith(TYPE_PREFIX)
         assert TYPE_PREFIX == "urn:polyframe:problem:"
+
+
+# --- PROBLEM_SCHEMA and the OpenAPI helper --------------------------------------------
+
+
+def test_problem_schema_is_a_valid_json_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(PROBLEM_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        Problem(status=404),
+        internal_error(),
+        conflict("dup").problem,
+        unauthenticated().problem,
+        dependency_unavailable("down").problem,
+        invalid_field("start", "before end", location="query").problem,
+        validation_problem(
+            [
+                FieldError(field="items.0.quantity", detail="too small", code="greater_than"),
+                FieldError(field="", detail="not JSON", code="json_invalid"),
+            ]
+        ),
+    ],
+)
+def test_problem_bodies_match_the_schema(problem: Problem) -> None:
+    body = json.loads(json.dumps(problem.as_dict()))
+    jsonschema.validate(body, PROBLEM_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda body: body.pop("detail"), id="missing-detail"),
+        pytest.param(lambda body: body.pop("instance"), id="missing-instance"),
+        pytest.param(lambda body: body.update(status="422"), id="status-as-string"),
+        pytest.param(lambda body: body.update(errors=[{"field": "x"}]), id="incomplete-error"),
+        pytest.param(lambda body: body["errors"][0].update(pointer=None), id="null-pointer"),
+    ],
+)
+def test_schema_rejects_malformed_bodies(mutate: Any) -> None:
+    body = invalid_field("name", "required").problem.as_dict()
+    body["instance"] = "/x"
+    mutate(body)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(body, PROBLEM_SCHEMA)
+
+
+def test_openapi_problem_responses() -> None:
+    responses = openapi_problem_responses(404, 422, 503)
+    assert list(responses) == [404, 422, 503]
+    assert responses[404]["description"] == "Not Found (RFC 9457 problem details)"
+    for entry in responses.values():
+        assert entry["content"] == {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_SCHEMA}}
+    assert openapi_problem_responses() == {}
+
+
+class _Item(BaseModel):
+    quantity: int
+
+
+async def test_fastapi_adapter_bodies_match_the_schema() -> None:
+    app = FastAPI()
+    install_fastapi(app)
+
+    @app.post("/items")
+    async def create(item: _Item) -> dict[str, int]:
+        return {"quantity": item.quantity}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret")
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo.test") as http:
+        responses = [
+            await http.post("/items", json={"quantity": "many"}),
+            await http.post("/items", content=b"{", headers={"Content-Type": "application/json"}),
+            await http.get("/nowhere"),
+            await http.get("/boom"),
+        ]
+    assert [response.status_code for response in responses] == [422, 422, 404, 500]
+    for response in responses:
+        assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+        jsonschema.validate(response.json(), PROBLEM_SCHEMA)

@@ -25,6 +25,7 @@ import httpx
 from service_kit.context import REQUEST_ID_HEADER, current_request_id
 from service_kit.credentials import ACTING_FOR_HEADER, basic_credential
 from service_kit.problems import ProblemError, dependency_unavailable
+from service_kit.tracecontext import TRACEPARENT_HEADER, outgoing_traceparent
 
 log = logging.getLogger("service_kit.client")
 
@@ -91,6 +92,9 @@ def _headers(
     request_id = current_request_id()
     if request_id:
         merged[REQUEST_ID_HEADER] = request_id
+    traceparent = outgoing_traceparent()
+    if traceparent:
+        merged[TRACEPARENT_HEADER] = traceparent
     if acting_for:
         merged[ACTING_FOR_HEADER] = acting_for
     merged.update(headers or {})

@@ -10,7 +10,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,14 +21,15 @@ from service_kit import health
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
 from service_kit.problems import (
-    MALFORMED_BODY,
     PROBLEM_CONTENT_TYPE,
     FieldError,
     Problem,
     ProblemError,
     internal_error,
+    malformed_body,
     validation_problem,
 )
+from service_kit.tracecontext import accept_trace_id, trace_id_var
 
 access_log = logging.getLogger("service_kit.access")
 error_log = logging.getLogger("service_kit.errors")
@@ -74,6 +74,9 @@ class RequestContextMiddleware:
             headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1") or None
         )
         token = request_id_var.set(request_id)
+        trace_token = trace_id_var.set(
+            accept_trace_id(headers.get(b"traceparent", b"").decode("latin-1") or None)
+        )
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -83,6 +86,7 @@ class RequestContextMiddleware:
             status = 413
             await self._send_problem(scope, send, request_id, _too_large(self.max_body_bytes))
             self._log(scope, status, started)
+            trace_id_var.reset(trace_token)
             request_id_var.reset(token)
             return
 
@@ -126,6 +130,7 @@ class RequestContextMiddleware:
             await self._send_problem(scope, send, request_id, problem)
         finally:
             self._log(scope, status, started)
+            trace_id_var.reset(trace_token)
             request_id_var.reset(token)
 
     @staticmethod
@@ -183,9 +188,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> ProblemRespo
     assert isinstance(exc, RequestValidationError)
     errors = _field_errors(exc)
     if any(error.code == "json_invalid" for error in errors):
-        problem = validation_problem(errors, detail="The request body is not valid JSON")
-        problem.type = MALFORMED_BODY
-        problem.title = "Malformed request body"
+        problem = malformed_body(errors)
     else:
         problem = validation_problem(errors)
     return problem_response(problem, request)
@@ -236,39 +239,3 @@ def add_health_routes(
         results = await health.run_async_checks(readiness(request))
         status, body = health.report(service, results)
         return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
-
-
-def openapi_problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` entries documenting problem+json answers."""
-    schema = {
-        "type": "object",
-        "required": ["type", "title", "status", "detail", "instance"],
-        "properties": {
-            "type": {"type": "string"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-            "instance": {"type": ["string", "null"]},
-            "errors": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["field", "location", "detail"],
-                    "properties": {
-                        "field": {"type": "string"},
-                        "location": {"type": "string"},
-                        "pointer": {"type": "string"},
-                        "detail": {"type": "string"},
-                        "code": {"type": "string"},
-                    },
-                },
-            },
-        },
-    }
-    return {
-        status: {
-            "description": "Problem details (RFC 9457)",
-            "content": {PROBLEM_CONTENT_TYPE: {"schema": schema}},
-        }
-        for status in statuses
-    }

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from service_kit.context import current_request_id
+from service_kit.tracecontext import current_trace_id
 
 #: Attributes every ``LogRecord`` has; anything else was passed with ``extra=``.
 _STANDARD_ATTRS = frozenset(
@@ -48,6 +49,9 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or current_request_id()
         if request_id:
             entry["request_id"] = request_id
+        trace_id = current_trace_id()
+        if trace_id:
+            entry["trace_id"] = trace_id
         for key, value in record.__dict__.items():
             if (
                 key not in _STANDARD_ATTRS
@@ -82,3 +86,20 @@ def configure_logging(service: str, level: str = "INFO", stream: TextIO | None =
         logging.getLogger(name).disabled = True
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def gunicorn_logconfig(service: str, level: str = "INFO") -> dict[str, Any]:
+    """``logconfig_dict`` for gunicorn: its master and workers log JSON lines too."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter, "service": service}},
+        "handlers": {
+            "stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": sys.stdout}
+        },
+        "root": {"level": level, "handlers": ["stdout"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+        },
+    }

@@ -96,6 +96,13 @@ class ProblemError(Exception):
             headers=dict(headers or {}),
         )
 
+    @classmethod
+    def of(cls, problem: Problem) -> ProblemError:
+        """Raise an already built problem."""
+        error = cls(problem.status, problem.detail)
+        error.problem = problem
+        return error
+
 
 def status_title(status: int) -> str:
     try:
@@ -159,13 +166,72 @@ def internal_error() -> Problem:
     )
 
 
+def malformed_body(errors: list[FieldError] | None = None) -> Problem:
+    """422 for a body that is not JSON at all (as opposed to JSON with invalid fields)."""
+    problem = validation_problem(
+        errors or [FieldError(field="", detail="The body is not valid JSON", code="json_invalid")],
+        detail="The request body is not valid JSON",
+    )
+    problem.type = MALFORMED_BODY
+    problem.title = "Malformed request body"
+    return problem
+
+
+def unsupported_media_type(received: str | None) -> Problem:
+    """415 for a body that is not ``application/json``."""
+    return Problem(
+        status=415, detail=f"Send the body as application/json, not {received or 'none'}"
+    )
+
+
+#: Headers of a framework's own error response that its problem+json replacement keeps:
+#: the ones its status is meaningless without (RFC 9110 sections 15.5.6, 11.6.1, 10.2.3).
+KEPT_ERROR_HEADERS = frozenset({"allow", "www-authenticate", "retry-after"})
+
+
 def invalid_field(field: str, detail: str, *, location: str = "body") -> ProblemError:
     """A 422 naming one field, for checks made after schema validation."""
-    problem = validation_problem([FieldError(field=field, detail=detail, location=location)])
-    return ProblemError(
-        problem.status,
-        problem.detail,
-        title=problem.title,
-        type=problem.type,
-        errors=problem.errors,
+    return ProblemError.of(
+        validation_problem([FieldError(field=field, detail=detail, location=location)])
     )
+
+
+#: JSON Schema of a problem body, for the services' OpenAPI documents.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        # anyOf rather than a list of types: the same in JSON Schema and OpenAPI 3.1, and
+        # flask-openapi3's Schema model refuses a list of types.
+        "instance": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "location", "detail"],
+                "properties": {
+                    "field": {"type": "string"},
+                    "location": {"type": "string"},
+                    "pointer": {"type": "string"},
+                    "detail": {"type": "string"},
+                    "code": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def openapi_problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem+json answers."""
+    return {
+        status: {
+            "description": f"{status_title(status)} (RFC 9457 problem details)",
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }

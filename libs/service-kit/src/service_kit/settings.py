@@ -72,9 +72,9 @@ class ServiceSettings(BaseSettings):
     #: This service's own credential, presented to the services it calls.
     service_secret: SecretStr | None = None
     #: Timeout (seconds) of every call through the service client.
-    client_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    client_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     #: Attempts (first try included) for idempotent calls through the service client.
-    client_max_attempts: int = Field(default=3, ge=1, le=10)
+    client_max_attempts: int = Field(default=2, ge=1, le=10)
 
     @field_validator("log_level")
     @classmethod

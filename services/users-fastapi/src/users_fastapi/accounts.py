@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
-from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service_kit.problems import conflict, invalid_field, not_found
-from users_fastapi.models import Role, User, normalize_email
+from service_kit.outbox import Actor, outbox_values
+from service_kit.problems import conflict, not_found
+from service_kit.sqla import keyset_page, split_page
+from users_fastapi.models import OutboxEvent, Role, User, normalize_email
 from users_fastapi.security import Passwords
+
+
+def _audit(session: AsyncSession, user: User, action: str, actor: Actor, **payload: object) -> None:
+    """Queue an audit event in this transaction (delivered later by the outbox dispatcher)."""
+    session.add(
+        OutboxEvent(
+            **outbox_values(
+                action=action,
+                subject_type="user",
+                subject_id=str(user.id),
+                actor=actor,
+                payload={"email": user.email, **payload},
+            )
+        )
+    )
 
 
 async def user_register(
@@ -25,8 +38,10 @@ async def user_register(
     password: str,
     full_name: str,
     role: Role = Role.MEMBER,
+    actor: Actor | None = None,
 ) -> User:
     user = User(
+        id=uuid.uuid4(),
         email=email,
         email_normalized=normalize_email(email),
         full_name=full_name,
@@ -34,6 +49,8 @@ async def user_register(
         role=role.value,
     )
     session.add(user)
+    # Self-registration unless someone else (a seed, a service) registers the account.
+    _audit(session, user, "user.registered", actor or Actor("user", str(user.id)), role=role.value)
     try:
         await session.commit()
     except IntegrityError:
@@ -81,47 +98,19 @@ async def user_list(
     session: AsyncSession, *, limit: int, cursor: str | None, email: str | None
 ) -> tuple[list[User], str | None]:
     """Keyset pagination over (created_at, id): stable under concurrent inserts."""
-    query = select(User).order_by(User.created_at, User.id).limit(limit + 1)
+    query = select(User)
     if email:
         query = query.where(User.email_normalized == normalize_email(email))
-    if cursor:
-        after_created, after_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                User.created_at > after_created,
-                and_(User.created_at == after_created, User.id > after_id),
-            )
-        )
-    users = list((await session.execute(query)).scalars())
-    if len(users) <= limit:
-        return users, None
-    last = users[limit - 1]
-    return users[:limit], encode_cursor(last.created_at, last.id)
+    query = keyset_page(query, User.created_at, User.id, limit=limit, cursor=cursor)
+    return split_page(list((await session.execute(query)).scalars()), limit)
 
 
-async def user_set_active(session: AsyncSession, user_id: uuid.UUID, *, active: bool) -> User:
+async def user_set_active(
+    session: AsyncSession, user_id: uuid.UUID, *, active: bool, actor: Actor
+) -> User:
     user = await user_get(session, user_id)
     if user.is_active != active:
         user.is_active = active
+        _audit(session, user, "user.reactivated" if active else "user.deactivated", actor)
         await session.commit()
     return user
-
-
-def encode_cursor(created_at: datetime, user_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(user_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created, user_id = json.loads(base64.urlsafe_b64decode(padded))
-        created_at = datetime.fromisoformat(created)
-        if created_at.tzinfo is None:
-            # Issued cursors always carry a zone; a naive one would fail in the query (500).
-            raise ValueError("naive timestamp")
-        return created_at, uuid.UUID(user_id)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
-        raise invalid_field(
-            "cursor", "The cursor is not one this service issued", location="query"
-        ) from None

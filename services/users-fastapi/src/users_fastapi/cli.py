@@ -13,12 +13,17 @@ from pathlib import Path
 
 from alembic import command
 
+from service_kit.client import ClientConfig, ServiceClient
+from service_kit.logs import configure_logging
 from service_kit.migrations import alembic_config
+from service_kit.outbox import Actor, serve_dispatcher
 from users_fastapi import accounts
 from users_fastapi.db import MIGRATIONS, create_engine, session_factory
-from users_fastapi.models import Role
+from users_fastapi.models import OutboxEvent, Role
 from users_fastapi.security import Passwords
 from users_fastapi.settings import UsersSettings
+
+SEED_ACTOR = Actor("service", "users-fastapi", acting_for="demo-seed")
 
 
 def migrate(settings: UsersSettings) -> None:
@@ -44,6 +49,7 @@ async def seed(settings: UsersSettings, accounts_file: Path) -> list[str]:
                     password=account["password"],
                     full_name=account["full_name"],
                     role=Role(account.get("role", "member")),
+                    actor=SEED_ACTOR,
                 )
                 created.append(account["email"])
     finally:
@@ -59,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply database migrations up to head")
+    sub.add_parser(
+        "dispatch-outbox",
+        help="deliver queued audit events to admin-django until SIGTERM (its own process)",
+    )
     seed_parser = sub.add_parser("seed", help="create demo accounts that do not exist yet")
     seed_parser.add_argument(
         "--accounts-file",
@@ -71,6 +81,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         migrate(settings)
         print("users-fastapi: migrations at head", file=sys.stderr)
+    elif args.command == "dispatch-outbox":
+        configure_logging(settings.service_name, settings.log_level)
+        return serve_dispatcher(
+            producer=settings.service_name,
+            database_url=settings.database_url,
+            table=OutboxEvent.__table__,  # type: ignore[arg-type]
+            client=ServiceClient(
+                ClientConfig(
+                    peer="admin-django",
+                    base_url=settings.admin_url,
+                    caller=settings.service_name,
+                    secret=settings.service_secret.get_secret_value()
+                    if settings.service_secret
+                    else None,
+                    timeout_seconds=settings.client_timeout_seconds,
+                    max_attempts=settings.client_max_attempts,
+                )
+            ),
+        )
     elif args.command == "seed":
         created = asyncio.run(seed(settings, args.accounts_file))
         print(f"users-fastapi: {len(created)} demo account(s) created", file=sys.stderr)

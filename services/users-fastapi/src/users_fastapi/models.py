@@ -9,6 +9,7 @@ from enum import StrEnum
 from sqlalchemy import Index, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service_kit.outbox import OutboxMixin
 from service_kit.sqla import UTCDateTime
 from users_fastapi.db import Base
 
@@ -40,3 +41,9 @@ class User(Base):
 
 def normalize_email(email: str) -> str:
     return email.strip().lower()
+
+
+class OutboxEvent(OutboxMixin, Base):
+    """Audit events, written in the same transaction as the change they describe."""
+
+    __tablename__ = "outbox"

@@ -46,6 +46,8 @@ class UsersSettings(ServiceSettings):
     #: Services that may act for a staff member (deactivate/reactivate users).
     acting_services: frozenset[str] = frozenset({"admin-django"})
     max_body_bytes: int = Field(default=65_536, ge=1_024)
+    #: Where the outbox dispatcher delivers audit events (admin-django).
+    admin_url: str = "http://127.0.0.1:8103"
 
     @cached_property
     def signing_key(self) -> rsa.RSAPrivateKey:

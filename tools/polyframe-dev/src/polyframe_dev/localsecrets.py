@@ -38,6 +38,15 @@ class LocalSecrets:
     def demo_accounts(self) -> Path:
         return self.folder / "demo-accounts.json"
 
+    @property
+    def demo_staff(self) -> Path:
+        """Support staff of admin-django (Django accounts, not users-service accounts)."""
+        return self.folder / "demo-staff.json"
+
+    @property
+    def django_secret_key(self) -> Path:
+        return self.folder / "admin-django-secret-key"
+
 
 def _write_private(path: Path, content: bytes) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -73,6 +82,22 @@ def ensure_local_secrets(data_dir: Path) -> LocalSecrets:
         if not path.exists() or path.read_bytes() != content:
             path.unlink(missing_ok=True)
             _write_private(path, content)
+    if not local.django_secret_key.exists():
+        _write_private(local.django_secret_key, secrets.token_urlsafe(50).encode())
+    if not local.demo_staff.exists():
+        staff = [
+            {
+                "username": "ada.acting",
+                "group": "support-acting",
+                "password": secrets.token_urlsafe(12),
+            },
+            {
+                "username": "rita.readonly",
+                "group": "support-readonly",
+                "password": secrets.token_urlsafe(12),
+            },
+        ]
+        _write_private(local.demo_staff, json.dumps(staff, indent=2).encode())
     if not local.demo_accounts.exists():
         accounts = [
             {

@@ -7,10 +7,13 @@ the server command line.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from polyframe_dev.localsecrets import LocalSecrets
 
@@ -34,6 +37,12 @@ class ServiceSpec:
     setup: Callable[[Context], list[list[str]]]
     #: The production server's command line.
     serve: Callable[[Context], list[str]]
+    #: Demo data created through the public API once everything is up; idempotent.
+    seed: Callable[[Context, str], str] | None = None
+    #: Background processes of the service (no port), e.g. its outbox dispatcher.
+    workers: Callable[[Context], dict[str, list[str]]] | None = None
+    #: Where a person starts: API docs, or the console.
+    docs: str = ""
 
 
 def _users_env(ctx: Context) -> dict[str, str]:
@@ -43,6 +52,7 @@ def _users_env(ctx: Context) -> dict[str, str]:
         "USERS_JWT_PRIVATE_KEY_FILE": str(ctx.secrets.jwt_signing_key),
         "USERS_SERVICE_SECRET_FILE": str(ctx.secrets.service_secret("users-fastapi")),
         "USERS_TRUSTED_SERVICES_FILE": str(ctx.secrets.trusted_services("users-fastapi")),
+        "USERS_ADMIN_URL": ctx.url("admin-django"),
     }
 
 
@@ -77,6 +87,111 @@ def _users_setup(ctx: Context) -> list[list[str]]:
     return [[*cli, "migrate"], [*cli, "seed", "--accounts-file", str(ctx.secrets.demo_accounts)]]
 
 
+def _orders_env(ctx: Context) -> dict[str, str]:
+    return {
+        "ORDERS_ENVIRONMENT": "development",
+        "ORDERS_DATABASE_URL": f"sqlite:///{ctx.data_dir / 'legacy-flask.db'}",
+        "ORDERS_USERS_URL": ctx.url("users-fastapi"),
+        "ORDERS_SERVICE_SECRET_FILE": str(ctx.secrets.service_secret("legacy-flask")),
+        "ORDERS_TRUSTED_SERVICES_FILE": str(ctx.secrets.trusted_services("legacy-flask")),
+        "ORDERS_BIND": f"127.0.0.1:{ctx.ports['legacy-flask']}",
+        "ORDERS_WORKERS": str(ctx.workers),
+        "ORDERS_ADMIN_URL": ctx.url("admin-django"),
+    }
+
+
+def _orders_setup(ctx: Context) -> list[list[str]]:
+    return [[sys.executable, "-m", "legacy_flask.cli", "migrate"]]
+
+
+def _orders_serve(ctx: Context) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-c", "python:legacy_flask.gunicorn_conf"]
+
+
+def _orders_seed(ctx: Context, ingress: str) -> str:
+    """A few demo orders per demo member, through the ingress, with fixed idempotency keys."""
+    accounts = json.loads(ctx.secrets.demo_accounts.read_text())
+    created = 0
+    with httpx.Client(base_url=ingress, timeout=10) as client:
+        for account in (a for a in accounts if a["role"] == "member"):
+            login = client.post(
+                "/api/users/login",
+                json={"email": account["email"], "password": account["password"]},
+            )
+            login.raise_for_status()
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            for number, (sku, quantity, price) in enumerate(DEMO_ORDERS, start=1):
+                response = client.post(
+                    "/api/orders",
+                    json={
+                        "currency": "EUR",
+                        "items": [{"sku": sku, "quantity": quantity, "unit_price_cents": price}],
+                    },
+                    headers={**headers, "Idempotency-Key": f"demo-order-{number}"},
+                )
+                response.raise_for_status()
+                created += "idempotent-replayed" not in response.headers
+    return f"{created} demo order(s) created"
+
+
+DEMO_ORDERS = [("BOOK-42", 1, 2_990), ("MUG-7", 2, 1_250)]
+
+
+def _users_workers(ctx: Context) -> dict[str, list[str]]:
+    return {"users-outbox": [sys.executable, "-m", "users_fastapi.cli", "dispatch-outbox"]}
+
+
+def _orders_workers(ctx: Context) -> dict[str, list[str]]:
+    return {"orders-outbox": [sys.executable, "-m", "legacy_flask.cli", "dispatch-outbox"]}
+
+
+def _admin_env(ctx: Context) -> dict[str, str]:
+    return {
+        "ADMIN_ENVIRONMENT": "development",
+        "ADMIN_DATABASE_URL": f"sqlite:///{ctx.data_dir / 'admin-django.db'}",
+        "ADMIN_SECRET_KEY_FILE": str(ctx.secrets.django_secret_key),
+        "ADMIN_SERVICE_SECRET_FILE": str(ctx.secrets.service_secret("admin-django")),
+        "ADMIN_TRUSTED_SERVICES_FILE": str(ctx.secrets.trusted_services("admin-django")),
+        "ADMIN_USERS_URL": ctx.url("users-fastapi"),
+        "ADMIN_ORDERS_URL": ctx.url("legacy-flask"),
+        "ADMIN_STATIC_ROOT": str(ctx.data_dir / "admin-static"),
+        "ADMIN_BIND": f"127.0.0.1:{ctx.ports['admin-django']}",
+        "ADMIN_WORKERS": str(ctx.workers),
+    }
+
+
+def _admin_setup(ctx: Context) -> list[list[str]]:
+    manage = [sys.executable, "-m", "admin_django.manage"]
+    return [
+        [*manage, "migrate", "--no-input", "-v", "0"],
+        [*manage, "collectstatic", "--no-input", "-v", "0"],
+        [*manage, "seed_staff", "--accounts-file", str(ctx.secrets.demo_staff)],
+    ]
+
+
+def _admin_serve(ctx: Context) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-c", "python:admin_django.gunicorn_conf"]
+
+
 SERVICES: dict[str, ServiceSpec] = {
-    "users-fastapi": ServiceSpec("users-fastapi", _users_env, _users_setup, _users_serve),
+    "users-fastapi": ServiceSpec(
+        "users-fastapi",
+        _users_env,
+        _users_setup,
+        _users_serve,
+        workers=_users_workers,
+        docs="/api/users/docs",
+    ),
+    "legacy-flask": ServiceSpec(
+        "legacy-flask",
+        _orders_env,
+        _orders_setup,
+        _orders_serve,
+        seed=_orders_seed,
+        workers=_orders_workers,
+        docs="/api/orders/docs",
+    ),
+    "admin-django": ServiceSpec(
+        "admin-django", _admin_env, _admin_setup, _admin_serve, docs="/admin/"
+    ),
 }

@@ -37,6 +37,11 @@ class Interrupted(Exception):  # noqa: N818 - a signal, not an error
 class Child:
     name: str
     popen: subprocess.Popen[bytes]
+    argv: list[str]
+    env: Mapping[str, str]
+    started_at: float = field(default_factory=time.monotonic)
+    #: Restarts in a row that died young (see ``Supervisor.restart``).
+    crashes: int = 0
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     reader: threading.Thread | None = None
 
@@ -53,7 +58,7 @@ class Supervisor:
         self.stop = stop or threading.Event()
         self.colour = self.out.isatty() if colour is None else colour
         self.children: list[Child] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._width = 14
         self._colour_of: dict[str, int] = {}
 
@@ -90,7 +95,7 @@ class Supervisor:
             )
         except OSError as exc:
             raise StartupError(f"{name}: cannot start {argv[0]!r}: {exc.strerror}") from exc
-        child = Child(name, popen)
+        child = Child(name, popen, argv, env)
         child.reader = threading.Thread(target=self._pump, args=(child,), daemon=True)
         child.reader.start()
         return child
@@ -131,24 +136,62 @@ class Supervisor:
         ok: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200,
         timeout: float = 60,
     ) -> float:
-        """Poll ``url`` until ``ok``; return the seconds it took. Fails fast if the child dies."""
-        started = time.monotonic()
-        deadline = started + timeout
+        """Poll ``url`` until ``ok``; return the seconds since the child was spawned."""
+        return self.wait_all({child: url}, ok=ok, timeout=timeout)[child.name]
+
+    def wait_all(
+        self,
+        urls: Mapping[Child, str],
+        *,
+        ok: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200,
+        timeout: float = 60,
+    ) -> dict[str, float]:
+        """Poll every child's URL in turn until each answers ``ok``.
+
+        Returns, per child, the seconds from its spawn to its first good answer
+        (its cold start). Fails fast if a child dies, and gives up on Ctrl-C.
+        """
+        pending = dict(urls)
+        ready: dict[str, float] = {}
+        deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2) as client:
-            while time.monotonic() < deadline:
+            while pending:
                 if self.stop.is_set():
                     raise Interrupted
-                code = child.popen.poll()
-                if code is not None:
-                    raise StartupError(
-                        f"{child.name} exited with code {code} before it was ready; "
-                        "its last lines are above"
-                    )
-                with contextlib.suppress(httpx.TransportError):
-                    if ok(client.get(url)):
-                        return time.monotonic() - started
-                time.sleep(0.05)
-        raise StartupError(f"{child.name} was not ready at {url} after {timeout:g}s")
+                if time.monotonic() > deadline:
+                    names = ", ".join(f"{c.name} at {u}" for c, u in pending.items())
+                    raise StartupError(f"not ready after {timeout:g}s: {names}")
+                for child, url in list(pending.items()):
+                    code = child.popen.poll()
+                    if code is not None:
+                        raise StartupError(
+                            f"{child.name} exited with code {code} before it was ready; "
+                            "its last lines are above"
+                        )
+                    with contextlib.suppress(httpx.TransportError):
+                        if ok(client.get(url)):
+                            ready[child.name] = time.monotonic() - child.started_at
+                            del pending[child]
+                time.sleep(0.02)
+        return ready
+
+    def restart(self, child: Child, *, max_crashes: int = 5, stable_after: float = 30) -> Child:
+        """Start a server that exited again, like a cluster restarts a crashed container.
+
+        Waits 0.5, 1, 2, 4 … s between crashes in a row; a process that ran for
+        ``stable_after`` seconds resets the count. Gives up after ``max_crashes``.
+        """
+        crashes = 0 if time.monotonic() - child.started_at >= stable_after else child.crashes + 1
+        if crashes >= max_crashes:
+            raise StartupError(f"{child.name} keeps crashing ({crashes} times in a row); giving up")
+        delay = 0.5 * 2 ** max(0, crashes - 1) if crashes else 0.0
+        if self.stop.wait(delay):
+            raise Interrupted
+        self.say("polyframe", f"restarting {child.name} (exit code {child.popen.returncode})")
+        replacement = self._spawn(child.name, child.argv, child.env)
+        replacement.crashes = crashes
+        self.children[self.children.index(child)] = replacement
+        return replacement
 
     def first_exited(self) -> Child | None:
         return next((c for c in self.children if c.popen.poll() is not None), None)

@@ -8,8 +8,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from service_kit.fastapi import openapi_problem_responses
-from service_kit.problems import unauthenticated
+from service_kit.outbox import Actor
+from service_kit.pagination import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
+from service_kit.problems import openapi_problem_responses, unauthenticated
 from users_fastapi import accounts
 from users_fastapi.deps import (
     ActingStaffService,
@@ -30,7 +31,6 @@ from users_fastapi.schemas import (
 log = logging.getLogger("users_fastapi.users")
 
 PREFIX = "/api/users"
-MAX_PAGE_SIZE = 100
 
 router = APIRouter(prefix=PREFIX, tags=["users"], responses=openapi_problem_responses(422))
 
@@ -94,8 +94,8 @@ async def read_me(claims: CurrentClaims, session: SessionDep) -> UserPublic:
 async def list_users(
     _caller: StaffOrService,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
     email: Annotated[str | None, Query(max_length=320)] = None,
 ) -> UserPage:
     users, next_cursor = await accounts.user_list(session, limit=limit, cursor=cursor, email=email)
@@ -119,7 +119,12 @@ async def read_user(user_id: uuid.UUID, _caller: StaffOrService, session: Sessio
 async def deactivate_user(
     user_id: uuid.UUID, caller: ActingStaffService, session: SessionDep
 ) -> UserPublic:
-    user = await accounts.user_set_active(session, user_id, active=False)
+    user = await accounts.user_set_active(
+        session,
+        user_id,
+        active=False,
+        actor=Actor("service", caller.name, acting_for=caller.acting_for),
+    )
     log.info(
         "user deactivated",
         extra={"user_id": str(user_id), "by_service": caller.name, "acting_for": caller.acting_for},
@@ -135,7 +140,12 @@ async def deactivate_user(
 async def reactivate_user(
     user_id: uuid.UUID, caller: ActingStaffService, session: SessionDep
 ) -> UserPublic:
-    user = await accounts.user_set_active(session, user_id, active=True)
+    user = await accounts.user_set_active(
+        session,
+        user_id,
+        active=True,
+        actor=Actor("service", caller.name, acting_for=caller.acting_for),
+    )
     log.info(
         "user reactivated",
         extra={"user_id": str(user_id), "by_service": caller.name, "acting_for": caller.acting_for},

@@ -1,0 +1,195 @@
+"""Django adapter: request context, problem+json for the API routes, health views.
+
+Django's own pages (the admin) keep their HTML; every path under ``/api/``
+answers errors as ``application/problem+json`` whatever raised them: a view's
+:class:`ProblemError`, an unmatched URL, a disallowed method, a body that is
+too large, or an unhandled exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from pydantic import BaseModel, ValidationError
+
+from service_kit import health
+from service_kit.client import ServiceUnavailableError
+from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from service_kit.problems import (
+    KEPT_ERROR_HEADERS,
+    PROBLEM_CONTENT_TYPE,
+    FieldError,
+    Problem,
+    ProblemError,
+    internal_error,
+    malformed_body,
+    unsupported_media_type,
+    validation_problem,
+)
+from service_kit.tracecontext import TRACEPARENT_HEADER, accept_trace_id, trace_id_var
+
+access_log = logging.getLogger("service_kit.access")
+error_log = logging.getLogger("service_kit.errors")
+
+UNMATCHED_ROUTE = "__unmatched__"
+API_PREFIX = "/api/"
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def route_template(request: HttpRequest) -> str:
+    """The matched URL pattern in the style every service uses: ``/api/audit/events/{id}``."""
+    match = getattr(request, "resolver_match", None)
+    if match is None or match.route is None:
+        return UNMATCHED_ROUTE
+    return "/" + _CONVERTER.sub(r"{\1}", match.route.lstrip("^").rstrip("$"))
+
+
+def problem_response(problem: Problem, request: HttpRequest | None = None) -> HttpResponse:
+    if problem.instance is None and request is not None:
+        problem.instance = request.path
+    response = HttpResponse(
+        json.dumps(problem.as_dict()), status=problem.status, content_type=PROBLEM_CONTENT_TYPE
+    )
+    for name, value in problem.headers.items():
+        response[name] = value
+    return response
+
+
+def json_body(request: HttpRequest, model: type[ModelT]) -> ModelT:
+    """The request body validated by ``model``: 415, 422 malformed-body or 422 naming fields."""
+    if request.content_type != "application/json":
+        raise ProblemError.of(unsupported_media_type(request.content_type))
+    try:
+        data = json.loads(request.body)
+    except ValueError:
+        raise ProblemError.of(malformed_body()) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, location="body") from None
+
+
+def validation_error(exc: ValidationError, *, location: str) -> ProblemError:
+    problem = validation_problem(
+        [
+            FieldError(
+                field=".".join(str(part) for part in error["loc"]),
+                detail=error["msg"],
+                location=location,
+                code=error["type"],
+            )
+            for error in exc.errors(include_url=False)
+        ]
+    )
+    return ProblemError.of(problem)
+
+
+class RequestContextMiddleware:
+    """First middleware: request and trace ids, access log, problem+json under ``/api/``."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request_token = request_id_var.set(request_id)
+        trace_token = trace_id_var.set(accept_trace_id(request.headers.get(TRACEPARENT_HEADER)))
+        try:
+            response = self.get_response(request)
+            if request.path.startswith(API_PREFIX) and response.status_code >= 400:
+                response = self._as_problem(request, response)
+            response[REQUEST_ID_HEADER] = request_id
+            if request.path not in health.HEALTH_PATHS and request.path != "/metrics":
+                access_log.info(
+                    "request",
+                    extra={
+                        "method": request.method,
+                        "route": route_template(request),
+                        "status": response.status_code,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    },
+                )
+            return response
+        finally:
+            trace_id_var.reset(trace_token)
+            request_id_var.reset(request_token)
+
+    @staticmethod
+    def _as_problem(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE):
+            return response
+        problem = Problem(status=response.status_code)
+        for name, value in response.items():
+            if name.lower() in KEPT_ERROR_HEADERS:
+                problem.headers[name] = value
+        return problem_response(problem, request)
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        if not request.path.startswith(API_PREFIX):
+            return None  # Django's own handling (the admin's HTML pages)
+        if isinstance(exc, ProblemError):
+            return problem_response(exc.problem, request)
+        if isinstance(exc, ServiceUnavailableError):
+            error_log.warning(
+                "dependency unavailable", extra={"peer": exc.peer, "reason": exc.reason}
+            )
+            return problem_response(exc.as_problem().problem, request)
+        if isinstance(exc, RequestDataTooBig):
+            return problem_response(
+                Problem(status=413, detail="The request body is too large"), request
+            )
+        if isinstance(exc, Http404):
+            return problem_response(Problem(status=404), request)
+        if isinstance(exc, PermissionDenied):
+            return problem_response(Problem(status=403), request)
+        error_log.error(
+            "unhandled exception",
+            exc_info=exc,
+            extra={"method": request.method, "path": request.path},
+        )
+        return problem_response(internal_error(), request)
+
+
+def _migrations_applied() -> str:
+    connection = connections[DEFAULT_DB_ALIAS]
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if plan:
+        raise health.CheckFailedError(f"{len(plan)} migration(s) not applied: run the migrations")
+    return "all applied"
+
+
+def healthz(_request: HttpRequest) -> HttpResponse:
+    status, body = health.liveness(_service_name())
+    return JsonResponse(body, status=status)
+
+
+def readyz(_request: HttpRequest) -> HttpResponse:
+    status, body = health.report(
+        _service_name(), health.run_sync_checks({"database": _migrations_applied})
+    )
+    response = JsonResponse(body, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _service_name() -> str:
+    from django.conf import settings
+
+    name: str = getattr(settings, "POLYFRAME_SERVICE_NAME", "django")
+    return name
+
+
+def json_response(body: Any, status: int = 200) -> HttpResponse:
+    return JsonResponse(body, status=status, safe=False)

@@ -1,0 +1,189 @@
+"""Flask/WSGI adapter: request context, problem+json errors, health routes.
+
+Like the FastAPI adapter it only translates Flask's and Werkzeug's habits
+(HTML error pages, ``BadRequest`` for broken JSON, 413 from
+``MAX_CONTENT_LENGTH``) into the kit's conventions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flask import Flask, Response, g, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from service_kit import health
+from service_kit.client import ServiceUnavailableError
+from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from service_kit.problems import (
+    KEPT_ERROR_HEADERS,
+    PROBLEM_CONTENT_TYPE,
+    FieldError,
+    Problem,
+    ProblemError,
+    internal_error,
+    malformed_body,
+    unsupported_media_type,
+    validation_problem,
+)
+from service_kit.tracecontext import TRACEPARENT_HEADER, accept_trace_id, trace_id_var
+
+access_log = logging.getLogger("service_kit.access")
+error_log = logging.getLogger("service_kit.errors")
+
+UNMATCHED_ROUTE = "__unmatched__"
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def route_template() -> str:
+    """The matched rule in the OpenAPI style every service uses: ``/api/orders/{order_id}``."""
+    rule = request.url_rule
+    if rule is None:
+        return UNMATCHED_ROUTE
+    return _CONVERTER.sub(r"{\1}", rule.rule)
+
+
+def problem_response(problem: Problem) -> Response:
+    if problem.instance is None:
+        problem.instance = request.path
+    response = Response(
+        json.dumps(problem.as_dict()), status=problem.status, content_type=PROBLEM_CONTENT_TYPE
+    )
+    for name, value in problem.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _location_of(model_title: str) -> str:
+    """flask-openapi3 validates each part with its own model; our models' names say which part."""
+    for suffix, location in (("Query", "query"), ("Path", "path"), ("Headers", "header")):
+        if model_title.endswith(suffix):
+            return location
+    return "body"
+
+
+def validation_error_response(exc: ValidationError) -> Response:
+    """flask-openapi3 ``validation_error_callback``: pydantic errors as a 422 problem."""
+    location = _location_of(exc.title)
+    errors = [
+        FieldError(
+            field=".".join(str(part) for part in error["loc"]),
+            detail=error["msg"],
+            location=location,
+            code=error["type"],
+        )
+        for error in exc.errors(include_url=False)
+    ]
+    return problem_response(validation_problem(errors))
+
+
+def _before_request() -> Response | None:
+    g.kit_started = time.perf_counter()
+    g.kit_request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
+    g.kit_context_token = request_id_var.set(g.kit_request_id)
+    g.kit_trace_token = trace_id_var.set(accept_trace_id(request.headers.get(TRACEPARENT_HEADER)))
+    if request.method in _BODY_METHODS and request.content_length:
+        if not request.is_json:
+            return problem_response(unsupported_media_type(request.mimetype))
+        try:
+            json.loads(request.get_data(cache=True))
+        except ValueError:
+            return problem_response(malformed_body())
+    return None
+
+
+def _after_request(response: Response) -> Response:
+    request_id = g.get("kit_request_id")
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    if request.path not in health.HEALTH_PATHS and request.path != "/metrics":
+        started = g.get("kit_started", time.perf_counter())
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "route": route_template(),
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+    return response
+
+
+def _teardown_request(_exc: BaseException | None) -> None:
+    trace_token = g.pop("kit_trace_token", None)
+    if trace_token is not None:
+        trace_id_var.reset(trace_token)
+    token = g.pop("kit_context_token", None)
+    if token is not None:
+        request_id_var.reset(token)
+
+
+def _on_http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    detail = exc.description if status != 413 else "The request body is too large"
+    problem = Problem(status=status, detail=detail)
+    for name, value in exc.get_headers():
+        if name.lower() in KEPT_ERROR_HEADERS:
+            problem.headers[name] = value
+    return problem_response(problem)
+
+
+def _on_problem(exc: ProblemError) -> Response:
+    return problem_response(exc.problem)
+
+
+def _on_unavailable(exc: ServiceUnavailableError) -> Response:
+    error_log.warning("dependency unavailable", extra={"peer": exc.peer, "reason": exc.reason})
+    return problem_response(exc.as_problem().problem)
+
+
+def _on_unhandled(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):  # registered for Exception, so check subclasses first
+        return _on_http_error(exc)
+    error_log.error(
+        "unhandled exception",
+        exc_info=exc,
+        extra={"method": request.method, "path": request.path},
+    )
+    return problem_response(internal_error())
+
+
+def install(app: Flask, *, max_body_bytes: int = 1_048_576) -> None:
+    """Give ``app`` the kit's error shape, request ids, body limits and access log."""
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    # Werkzeug answers HTML by default and Flask would re-raise in debug/testing modes;
+    # the handlers below answer every error as problem+json instead.
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    app.config["TRAP_BAD_REQUEST_ERRORS"] = False
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+    app.teardown_request(_teardown_request)
+    app.register_error_handler(HTTPException, _on_http_error)
+    app.register_error_handler(ProblemError, _on_problem)
+    app.register_error_handler(ServiceUnavailableError, _on_unavailable)
+    app.register_error_handler(Exception, _on_unhandled)
+
+
+def add_health_routes(
+    app: Flask, service: str, readiness: Callable[[], Mapping[str, health.SyncCheck]]
+) -> None:
+    """``/healthz`` and ``/readyz``; ``readiness`` returns the checks for this app."""
+
+    def healthz() -> tuple[dict[str, Any], int]:
+        status, body = health.liveness(service)
+        return body, status
+
+    def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
+        status, body = health.report(service, health.run_sync_checks(readiness()))
+        return body, status, {"Cache-Control": "no-store"}
+
+    app.add_url_rule("/healthz", "kit_healthz", healthz)
+    app.add_url_rule("/readyz", "kit_readyz", readyz)

@@ -1,0 +1,39 @@
+"""The audit trail: one row per change anywhere in the platform."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class ActorType(models.TextChoices):
+    USER = "user"
+    STAFF = "staff"
+    SERVICE = "service"
+
+
+class AuditEvent(models.Model):
+    #: Chosen by the producer; unique, so a redelivered event is recorded once.
+    event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    occurred_at = models.DateTimeField(db_index=True)
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    #: The producing service (``users-fastapi``, ``legacy-flask``, ``admin-django``).
+    service = models.CharField(max_length=50, db_index=True)
+    actor_type = models.CharField(max_length=20, choices=ActorType.choices)
+    actor_id = models.CharField(max_length=150, db_index=True)
+    #: For a service actor: the staff member it acted for.
+    acting_for = models.CharField(max_length=150, blank=True, default="", db_index=True)
+    action = models.CharField(max_length=100, db_index=True)
+    subject_type = models.CharField(max_length=50)
+    subject_id = models.CharField(max_length=100)
+    trace_id = models.CharField(max_length=32, blank=True, default="", db_index=True)
+    payload = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ("occurred_at", "id")
+        indexes = (models.Index(fields=("subject_type", "subject_id", "occurred_at")),)
+
+    def __str__(self) -> str:
+        subject = f"{self.subject_type}:{self.subject_id}"
+        return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.service} {self.action} {subject}"
