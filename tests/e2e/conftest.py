@@ -32,6 +32,8 @@ from typing import Any
 import httpx
 import pytest
 
+from service_kit.credentials import ACTING_FOR_HEADER, basic_credential
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 USERS = "/api/users"
 READY_TIMEOUT = 90.0
@@ -226,6 +228,55 @@ class LocalPlatform:
         )
         return pid
 
+    @contextlib.contextmanager
+    def frozen(self, name: str) -> Iterator[int]:
+        """SIGSTOP server ``name``'s process group (it hangs, like a stuck peer); SIGCONT after."""
+        pid = self.service_pid(name)
+        os.killpg(pid, signal.SIGSTOP)
+        try:
+            yield pid
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGCONT)
+
+    def kill(self, name: str, timeout: float = 10) -> int:
+        """SIGKILL server ``name``'s process group and wait until it is gone; return its pid."""
+        pid = self.service_pid(name)
+        os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while self.running(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not self.running(pid), f"{name} (pid {pid}) survived SIGKILL"
+        return pid
+
+    def wait_restarted(self, name: str, old_pid: int, timeout: float = 60) -> int:
+        """The pid of ``name`` once the supervisor has started a new one in place of ``old_pid``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = int(self.read_ready()["pids"][name])
+            if pid != old_pid:
+                return pid
+            time.sleep(0.1)
+        pytest.fail(f"{name} was not restarted within {timeout:g}s", pytrace=False)
+
+    def wait_service_ready(self, name: str, timeout: float = 60) -> None:
+        """Poll service ``name``'s own ``/readyz`` (not through the ingress) until it is 200."""
+        url = f"{self.read_ready()['services'][name]}/readyz"
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        with httpx.Client(timeout=2) as direct:
+            while time.monotonic() < deadline:
+                try:
+                    response = direct.get(url)
+                except httpx.TransportError as exc:
+                    last = repr(exc)
+                else:
+                    if response.status_code == 200:
+                        return
+                    last = f"HTTP {response.status_code}"
+                time.sleep(0.2)
+        pytest.fail(f"{url} not 200 within {timeout:g}s (last: {last})", pytrace=False)
+
     def resume_all(self) -> None:
         """SIGCONT every server group: a process a failed test left frozen cannot drain."""
         for pid in self.start_times:
@@ -417,14 +468,15 @@ def platform(
         _stop_local_platform(request.config, started)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def isolated_platform(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
-    """A local platform of the requesting module alone, for tests that break parts of it.
+    """A second local platform, for tests that break parts of it (freeze or kill a server).
 
-    Stopped (and checked to stop cleanly) at the end of the module, so the
-    session's ``platform`` never sees what these tests did to their own.
+    Each such test leaves it whole again (a frozen server resumed, a killed one
+    restarted by the supervisor), so they share it; it is stopped (and checked to stop
+    cleanly) at the end of the run, and the session's ``platform`` never sees any of it.
     """
     if _base_url_from_env() is not None:
         pytest.skip("E2E_BASE_URL is set: this test stops and starts the platform's processes")
@@ -525,6 +577,65 @@ def new_email() -> Callable[[], str]:
 def log_in() -> Callable[[httpx.Client, str, str], str]:
     """``log_in(client, email, password)``: the access token."""
     return login
+
+
+def _secret_env(service: str) -> str:
+    """``admin-django`` -> ``E2E_ADMIN_DJANGO_SECRET``: a service's credential in cluster mode."""
+    return f"E2E_{service.upper().replace('-', '_')}_SECRET"
+
+
+def _staff_env(group: str) -> str:
+    """``support-acting`` -> ``E2E_STAFF_SUPPORT_ACTING`` (``username:password``)."""
+    return f"E2E_STAFF_{group.upper().replace('-', '_')}"
+
+
+@pytest.fixture(scope="session")
+def service_headers(platform: Platform) -> Callable[..., dict[str, str]]:
+    """``service_headers(name, acting_for=None, of=None)``: headers authenticating as ``name``.
+
+    Locally the credential is the one ``make up`` generated (for the platform ``of``,
+    by default the session's); against E2E_BASE_URL it
+    comes from ``E2E_<NAME>_SECRET`` (the test skips, naming the variable, without it).
+    """
+
+    def headers(
+        name: str, acting_for: str | None = None, *, of: Platform | None = None
+    ) -> dict[str, str]:
+        ready = (of or platform).ready
+        if ready is not None:
+            path = Path(ready["data_dir"]) / "secrets" / f"service-{name}.secret"
+            secret = path.read_text().strip()
+        else:
+            secret = os.environ.get(_secret_env(name), "").strip()
+            if not secret:
+                pytest.skip(f"E2E_BASE_URL is set but {_secret_env(name)} is not")
+        result = {"Authorization": basic_credential(name, secret)}
+        if acting_for:
+            result[ACTING_FOR_HEADER] = acting_for
+        return result
+
+    return headers
+
+
+@pytest.fixture(scope="session")
+def staff_account(platform: Platform) -> Callable[[str], tuple[str, str]]:
+    """``staff_account(group)``: (username, password) of a support staff member of ``group``.
+
+    Locally the demo staff ``make up`` created; against E2E_BASE_URL
+    ``E2E_STAFF_<GROUP>=username:password`` (the test skips, naming the variable, without it).
+    """
+
+    def account(group: str) -> tuple[str, str]:
+        if platform.ready is not None:
+            staff = json.loads(Path(platform.ready["demo_staff_file"]).read_text())
+            found = next(entry for entry in staff if entry["group"] == group)
+            return found["username"], found["password"]
+        username, _, password = os.environ.get(_staff_env(group), "").partition(":")
+        if not (username and password):
+            pytest.skip(f"E2E_BASE_URL is set but {_staff_env(group)} (username:password) is not")
+        return username, password
+
+    return account
 
 
 @pytest.fixture

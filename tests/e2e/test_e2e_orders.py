@@ -2,15 +2,13 @@
 
 Every order belongs to an account registered by the test itself, so the
 tests hold with E2E_BASE_URL too, except those that need the local platform:
-the demo data, the users service frozen or killed (on a platform of this
-module alone), and a double Ctrl-C of ``polyframe-dev up``.
+the demo data, the users service frozen or killed (on the second local
+platform kept for such tests), and a double Ctrl-C of ``polyframe-dev up``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import signal
 import statistics
@@ -24,7 +22,6 @@ import httpx
 import pytest
 
 from polyframe_dev.services import DEMO_ORDERS
-from service_kit.credentials import ACTING_FOR_HEADER, basic_credential
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +29,6 @@ ORDERS = "/api/orders"
 USERS = "/api/users"
 IDEMPOTENCY_KEY_REUSED = "urn:polyframe:problem:idempotency-key-reused"
 ADMIN_SERVICE = "admin-django"
-ADMIN_SECRET_ENV = "E2E_ADMIN_SERVICE_SECRET"
 STAFF_NAME = "e2e-staff"
 #: Bounds, not performance assertions: the orders service answers a users-service
 #: outage within its client's budget (2 attempts x 2 s); well inside these.
@@ -252,22 +248,9 @@ def test_idempotency_key_replays_the_first_answer(
 
 
 @pytest.fixture
-def admin_service(platform: Any) -> dict[str, str]:
+def admin_service(service_headers: Any) -> dict[str, str]:
     """Headers of admin-django acting for a staff member (its service credential)."""
-    if platform.ready is not None:
-        path = Path(platform.ready["data_dir"]) / "secrets" / f"service-{ADMIN_SERVICE}.secret"
-        secret = path.read_text().strip()
-    else:
-        secret = os.environ.get(ADMIN_SECRET_ENV, "").strip()
-        if not secret:
-            pytest.skip(
-                f"E2E_BASE_URL is set but {ADMIN_SECRET_ENV} is not: the admin-django service "
-                "secret is needed to deactivate a user"
-            )
-    return {
-        "Authorization": basic_credential(ADMIN_SERVICE, secret),
-        ACTING_FOR_HEADER: STAFF_NAME,
-    }
+    return service_headers(ADMIN_SERVICE, acting_for=STAFF_NAME)
 
 
 def test_a_deactivated_user_cannot_order(
@@ -358,40 +341,9 @@ def test_two_sigints_at_once_stop_up_cleanly(start_platform: Any) -> None:
     assert re.search(r"^polyframe +\| stopped$", log, re.MULTILINE), local.log_tail()
 
 
-# -- the users service frozen, then killed (a platform of this module alone) -------------------
-# Last in the module: they need their own platform (``isolated_platform``), which is
-# stopped at the end of the module.
+# -- the users service frozen, then killed (on ``isolated_platform``, left whole again) -------
 
 USERS_SERVICE = "users-fastapi"
-
-
-def _wait_ready_directly(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last: str = "no answer"
-    with httpx.Client(timeout=2) as direct:
-        while time.monotonic() < deadline:
-            try:
-                response = direct.get(f"{url}/readyz")
-            except httpx.TransportError as exc:
-                last = repr(exc)
-            else:
-                if response.status_code == 200:
-                    return
-                last = f"HTTP {response.status_code}"
-            time.sleep(0.2)
-    pytest.fail(f"{url}/readyz not 200 within {timeout:g}s (last: {last})", pytrace=False)
-
-
-@contextlib.contextmanager
-def _frozen(local: Any, name: str) -> Iterator[int]:
-    """SIGSTOP the server's process group; SIGCONT it on the way out, whatever happened."""
-    pid = local.service_pid(name)
-    os.killpg(pid, signal.SIGSTOP)
-    try:
-        yield pid
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGCONT)
 
 
 @pytest.fixture
@@ -411,12 +363,12 @@ def test_a_slow_users_service_is_a_bounded_503_and_no_order(
     # "is this user active?" call needs the users service.
     warm_up = _created(_create(client, token))
 
-    with _frozen(platform.local, USERS_SERVICE):
+    with platform.local.frozen(USERS_SERVICE):
         # The httpx timeout is the bound: no answer within it fails the test.
         response = _create(client, token)
         _assert_unavailable(problem, response)
 
-    _wait_ready_directly(platform.ready["services"][USERS_SERVICE], RESUME_TIMEOUT)
+    platform.local.wait_service_ready(USERS_SERVICE, RESUME_TIMEOUT)
     assert _ids(_list_all(client, _bearer(token))) == [warm_up["id"]]
     # And the platform works again.
     _created(_create(client, token))
@@ -431,12 +383,7 @@ def test_a_killed_users_service_is_a_503_then_restarted(
     token = log_in(client, account.email, account.password)  # before the kill
     warm_up = _created(_create(client, token))
 
-    pid = local.service_pid(USERS_SERVICE)
-    os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while local.running(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not local.running(pid), f"{USERS_SERVICE} (pid {pid}) survived SIGKILL"
+    pid = local.kill(USERS_SERVICE)
 
     # Refused connections: the answer comes at once (the supervisor restarts the
     # server in the meantime, but it needs a while to listen again).
@@ -444,25 +391,11 @@ def test_a_killed_users_service_is_a_503_then_restarted(
     _assert_unavailable(problem, response)
     assert _ids(_list_all(client, _bearer(token))) == [warm_up["id"]]
 
-    new_pid = _wait_for_new_pid(local, USERS_SERVICE, pid, RESTART_TIMEOUT)
-    _wait_ready_directly(platform.ready["services"][USERS_SERVICE], RESTART_TIMEOUT)
+    new_pid = local.wait_restarted(USERS_SERVICE, pid, RESTART_TIMEOUT)
+    local.wait_service_ready(USERS_SERVICE, RESTART_TIMEOUT)
     assert local.service_pid(USERS_SERVICE) == new_pid
     assert f"restarting {USERS_SERVICE}" in local.log()
 
     assert _me(client, token)["id"] == account.user["id"]  # same signing key after the restart
     again = _created(_create(client, token))
     assert _ids(_list_all(client, _bearer(token))) == [warm_up["id"], again["id"]]
-
-
-def _wait_for_new_pid(local: Any, name: str, old: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError):  # mid-rewrite is impossible; be safe
-            pid = int(local.read_ready()["pids"][name])
-            if pid != old:
-                return pid
-        time.sleep(0.1)
-    pytest.fail(
-        f"the ready file still names pid {old} for {name} {timeout:g}s after it was killed",
-        pytrace=False,
-    )
