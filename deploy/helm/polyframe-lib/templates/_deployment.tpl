@@ -1,0 +1,135 @@
+{{/*
+A Deployment of the service.
+  component "web":    the production server (the image's entry point), one worker process
+                      per container, scaled with replicas; probes on /healthz and /readyz.
+  component "outbox": the audit-outbox dispatcher (`outbox.command`), one per release.
+Usage: include "polyframe-lib.deployment" (dict "ctx" $ "component" "web")
+*/}}
+{{- define "polyframe-lib.deployment" -}}
+{{- $ctx := .ctx -}}
+{{- $web := eq .component "web" -}}
+{{- $spec := ternary $ctx.Values $ctx.Values.outbox $web -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "polyframe-lib.fullname" $ctx }}{{ if not $web }}-{{ .component }}{{ end }}
+  labels:
+    {{- include "polyframe-lib.labels" . | nindent 4 }}
+spec:
+  {{- if not (and $web $ctx.Values.autoscaling.enabled) }}
+  replicas: {{ $spec.replicaCount }}
+  {{- end }}
+  revisionHistoryLimit: 3
+  selector:
+    matchLabels:
+      {{- include "polyframe-lib.selectorLabels" . | nindent 6 }}
+  strategy:
+    {{- if $web }}
+    type: RollingUpdate
+    rollingUpdate:
+      maxUnavailable: 0
+      maxSurge: 1
+    {{- else }}
+    # One dispatcher at a time is the normal state; a rollout stops the old one first.
+    type: Recreate
+    {{- end }}
+  template:
+    metadata:
+      labels:
+        {{- include "polyframe-lib.labels" . | nindent 8 }}
+        {{- with $ctx.Values.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with $ctx.Values.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    spec:
+      serviceAccountName: {{ include "polyframe-lib.serviceAccountName" $ctx }}
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      securityContext:
+        {{- include "polyframe-lib.podSecurityContext" $ctx | nindent 8 }}
+      # Longer than the preStop pause plus the server's own drain of in-flight requests.
+      terminationGracePeriodSeconds: {{ $spec.terminationGracePeriodSeconds }}
+      {{- with $ctx.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- range $name, $_ := . }}
+        - name: {{ $name }}
+        {{- end }}
+      {{- end }}
+      containers:
+        - name: {{ .component }}
+          image: {{ include "polyframe-lib.image" $ctx }}
+          imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+          {{- if not $web }}
+          command:
+            {{- toYaml $ctx.Values.outbox.command | nindent 12 }}
+          {{- end }}
+          env:
+            {{- include "polyframe-lib.env" $ctx | nindent 12 }}
+          {{- if $web }}
+          ports:
+            - name: http
+              containerPort: {{ $ctx.Values.server.port }}
+              protocol: TCP
+          {{- include "polyframe-lib.probes" $ctx | nindent 10 }}
+          lifecycle:
+            preStop:
+              # Keep serving while the endpoints controller and the ingress drop this pod;
+              # then SIGTERM starts the server's graceful drain.
+              exec:
+                command: ["sleep", "{{ $ctx.Values.server.preStopSleepSeconds }}"]
+          {{- end }}
+          resources:
+            {{- toYaml $spec.resources | nindent 12 }}
+          securityContext:
+            {{- include "polyframe-lib.containerSecurityContext" $ctx | nindent 12 }}
+          volumeMounts:
+            {{- include "polyframe-lib.volumeMounts" $ctx | nindent 12 }}
+      volumes:
+        {{- include "polyframe-lib.volumes" $ctx | nindent 8 }}
+      {{- with $ctx.Values.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $ctx.Values.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- if $web }}
+      {{- with $ctx.Values.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- end }}
+{{- end -}}
+
+{{/*
+Probes of the web container: started when /healthz answers, alive while it does, ready while
+/readyz does (database reachable, migrations at head). The Host header is the pod's own
+address, which every service accepts (admin-django's ALLOWED_HOSTS includes the pod IP).
+*/}}
+{{- define "polyframe-lib.probes" -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  periodSeconds: {{ .Values.probes.startup.periodSeconds }}
+  timeoutSeconds: {{ .Values.probes.startup.timeoutSeconds }}
+  failureThreshold: {{ .Values.probes.startup.failureThreshold }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
+  timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
+  failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: http
+  periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
+  timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
+  failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
+{{- end -}}

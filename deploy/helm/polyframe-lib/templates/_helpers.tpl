@@ -1,0 +1,122 @@
+{{/*
+Names and labels, as in `helm create` and Helm's chart best practices.
+Every template takes the calling chart's root context (`.`) unless it says otherwise.
+*/}}
+
+{{/* The chart's name, or nameOverride. */}}
+{{- define "polyframe-lib.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release-qualified name of the chart's objects, or fullnameOverride. */}}
+{{- define "polyframe-lib.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The full name another chart of the same release gets for its objects (its Service, its
+Secret), by the same rule as polyframe-lib.fullname.
+Usage: include "polyframe-lib.peerFullname" (dict "ctx" $ "peer" "admin-django")
+*/}}
+{{- define "polyframe-lib.peerFullname" -}}
+{{- if contains .peer .ctx.Release.Name -}}
+{{- .ctx.Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .ctx.Release.Name .peer | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* name-version, for the helm.sh/chart label. */}}
+{{- define "polyframe-lib.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Selector labels: only labels that never change for the life of the objects.
+Usage: include "polyframe-lib.selectorLabels" (dict "ctx" $ "component" "web")
+*/}}
+{{- define "polyframe-lib.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "polyframe-lib.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/*
+All labels of an object: the selector labels and the informational ones.
+Usage: include "polyframe-lib.labels" (dict "ctx" $ "component" "web")
+*/}}
+{{- define "polyframe-lib.labels" -}}
+helm.sh/chart: {{ include "polyframe-lib.chart" .ctx }}
+{{ include "polyframe-lib.selectorLabels" . }}
+app.kubernetes.io/part-of: polyframe
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- end -}}
+
+{{/* The ServiceAccount of the long-running pods. */}}
+{{- define "polyframe-lib.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "polyframe-lib.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The container image: repository:tag, or repository@digest when a digest is given.
+The tag defaults to the chart's appVersion; `latest` is refused (also by the schema).
+*/}}
+{{- define "polyframe-lib.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion | toString -}}
+{{- if eq $tag "latest" -}}
+{{- fail "image.tag: `latest` is not a version; name one (or a digest)" -}}
+{{- end -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret of the chart's own generated keys, or the one the values name. */}}
+{{- define "polyframe-lib.secretName" -}}
+{{- if .Values.secrets.existingSecret -}}
+{{- tpl .Values.secrets.existingSecret . -}}
+{{- else -}}
+{{- include "polyframe-lib.fullname" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding this service's credential and the credentials it trusts. */}}
+{{- define "polyframe-lib.credentialsSecretName" -}}
+{{- if .Values.credentials.existingSecret -}}
+{{- tpl .Values.credentials.existingSecret . -}}
+{{- else -}}
+{{- include "polyframe-lib.fullname" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the database URL: always given (an external database, or the umbrella chart's). */}}
+{{- define "polyframe-lib.databaseSecretName" -}}
+{{- $name := required "database.existingSecret: name the Secret that holds this service's database URL (key database.existingSecretKey)" .Values.database.existingSecret -}}
+{{- tpl $name . -}}
+{{- end -}}
+
+{{/*
+Hook annotations for objects a pre-install hook needs (Secrets, the hook Jobs' ServiceAccount):
+they must exist before the migration Jobs run, which is before Helm creates ordinary objects.
+*/}}
+{{- define "polyframe-lib.prerequisiteHook" -}}
+helm.sh/hook: pre-install,pre-upgrade
+helm.sh/hook-weight: "-20"
+helm.sh/hook-delete-policy: before-hook-creation
+{{- end -}}

@@ -1,0 +1,24 @@
+{{/* NOTES.txt of a service chart. */}}
+{{- define "polyframe-lib.notes" -}}
+{{- $fullname := include "polyframe-lib.fullname" . -}}
+{{ .Chart.Name }} {{ .Chart.AppVersion }} is released as {{ .Release.Name }} in namespace {{ .Release.Namespace }}.
+
+Web pods: {{ if .Values.autoscaling.enabled }}{{ .Values.autoscaling.minReplicas }}-{{ .Values.autoscaling.maxReplicas }} (autoscaled){{ else }}{{ .Values.replicaCount }}{{ end }}, one server process each, behind Service {{ $fullname }}:{{ .Values.service.port }}.
+{{- if .Values.migrations.enabled }}
+Migrations ran in Job {{ $fullname }}-migrate before the pods started:
+  kubectl --namespace {{ .Release.Namespace }} logs job/{{ $fullname }}-migrate
+{{- end }}
+
+Readiness, from your machine:
+  kubectl --namespace {{ .Release.Namespace }} port-forward service/{{ $fullname }} 8000:{{ .Values.service.port }} &
+  curl -s localhost:8000/readyz
+or in the cluster:
+  helm test {{ .Release.Name }} --namespace {{ .Release.Namespace }}
+
+{{- $generated := include (printf "%s.generatedSecrets" .Chart.Name) . | fromYaml }}
+{{- if $generated }}
+Generated Secret {{ $fullname }} ({{ keys $generated | sortAlpha | join ", " }}): created once, kept across
+upgrades and left in place by `helm uninstall` (delete it by hand to rotate).
+{{- end }}
+Database URL: Secret {{ include "polyframe-lib.databaseSecretName" . }}, key {{ .Values.database.existingSecretKey }}.
+{{- end -}}
