@@ -22,6 +22,15 @@ PORT ?= 8080
 DATA_DIR ?= .data
 WORKERS ?= 1
 
+# Kubernetes on kind (docs/kubernetes.md): needs docker, kind, kubectl, helm and skaffold.
+KIND_CLUSTER := polyframe
+KIND_CONTEXT := kind-$(KIND_CLUSTER)
+KIND_NAMESPACE := polyframe
+KIND_INGRESS_URL := http://localhost:8080
+TRAEFIK_CHART_VERSION := 37.3.0
+KIND_BUILD_FILE := $(DATA_DIR)/kind/skaffold-build.json
+KIND_TOOLS := docker kind kubectl helm skaffold
+
 .PHONY: help
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,7 +58,7 @@ routes: $(VENV_STAMP) ## print the Traefik routes generated from deploy/routes.y
 	@$(UV) run --frozen --no-sync polyframe-dev config
 
 .PHONY: test
-test: lint typecheck test-unit test-e2e ## the whole suite: lint, types, unit tests (SQLite and PostgreSQL), e2e through Traefik
+test: lint typecheck test-unit test-deploy test-e2e ## the whole suite: lint, types, unit tests (SQLite and PostgreSQL), deploy checks, e2e through Traefik
 
 .PHONY: test-unit
 test-unit: $(VENV_STAMP) ## in-process tests of every library and service
@@ -58,6 +67,43 @@ test-unit: $(VENV_STAMP) ## in-process tests of every library and service
 .PHONY: test-e2e
 test-e2e: $(VENV_STAMP) ## start the real platform on free ports and drive it through Traefik (or E2E_BASE_URL)
 	@$(PYTEST) tests/e2e
+
+.PHONY: test-deploy
+test-deploy: $(VENV_STAMP) ## Kubernetes delivery without a cluster: hadolint, Helm v4 render and strict lint, schemas, policies, skaffold and kind
+	@$(PYTEST) tests/deploy
+
+.PHONY: kind-up
+kind-up: ## create the kind cluster, install Traefik (Helm), build and deploy the platform (skaffold, kind profile)
+	@for tool in $(KIND_TOOLS); do command -v $$tool >/dev/null || { echo "kind-up needs $$tool on PATH (see docs/kubernetes.md)"; exit 1; }; done
+	@kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || kind create cluster --config deploy/kind/cluster.yaml --wait 180s
+	@helm repo add traefik https://traefik.github.io/charts --force-update >/dev/null
+	@helm upgrade --install traefik traefik/traefik --version $(TRAEFIK_CHART_VERSION) \
+		--kube-context $(KIND_CONTEXT) --namespace traefik --create-namespace \
+		--values deploy/kind/traefik-values.yaml --wait --timeout 5m
+	@mkdir -p $(dir $(KIND_BUILD_FILE))
+	@env -u E2E_BASE_URL skaffold build --profile kind --kube-context $(KIND_CONTEXT) --file-output $(KIND_BUILD_FILE)
+	@env -u E2E_BASE_URL skaffold deploy --profile kind --kube-context $(KIND_CONTEXT) \
+		--build-artifacts $(KIND_BUILD_FILE) --load-images=true --status-check=true
+	@echo "Polyframe is up on kind at $(KIND_INGRESS_URL)"
+
+.PHONY: kind-e2e
+kind-e2e: kind-up $(VENV_STAMP) ## tests/e2e against kind: from the host (E2E_BASE_URL), in the cluster (skaffold verify), helm test
+	@secret() { kubectl --context $(KIND_CONTEXT) --namespace $(KIND_NAMESPACE) get secret "$$1" \
+		-o jsonpath="{.data.$$2}" | base64 --decode; }; \
+	export E2E_USERS_FASTAPI_SECRET="$$(secret polyframe-credentials users-fastapi)" \
+		E2E_LEGACY_FLASK_SECRET="$$(secret polyframe-credentials legacy-flask)" \
+		E2E_ADMIN_DJANGO_SECRET="$$(secret polyframe-credentials admin-django)" \
+		E2E_STAFF_SUPPORT_ACTING="$$(secret polyframe-admin-django-demo-staff support-acting)" \
+		E2E_STAFF_SUPPORT_READONLY="$$(secret polyframe-admin-django-demo-staff support-readonly)"; \
+	E2E_BASE_URL=$(KIND_INGRESS_URL) $(PYTEST) tests/e2e; \
+	env -u E2E_BASE_URL skaffold verify --profile kind --kube-context $(KIND_CONTEXT) \
+		--build-artifacts $(KIND_BUILD_FILE)
+	@helm test polyframe --kube-context $(KIND_CONTEXT) --namespace $(KIND_NAMESPACE) --logs
+
+.PHONY: kind-down
+kind-down: ## delete the kind cluster (and everything in it)
+	@command -v kind >/dev/null || { echo "kind-down needs kind on PATH"; exit 1; }
+	@kind delete cluster --name $(KIND_CLUSTER)
 
 .PHONY: lint
 lint: $(VENV_STAMP) ## ruff lint and format check

@@ -1,0 +1,258 @@
+"""PrometheusRules and dashboard ConfigMaps come from observability/, file for file, not copies.
+
+How the umbrella chart reads files outside itself: Helm only sees files inside a chart, but its
+loader follows symbolic links (the Helm v4 engine logs "found symbolic link in path. Contents of
+linked file included"). deploy/helm/polyframe/files/prometheus-rules and files/grafana-dashboards
+are symlinks to observability/prometheus/rules and observability/grafana/dashboards; the
+templates read them with .Files.Glob, so a new file there is a new object, with no edit to the
+chart. `helm package` follows the links and ships the files inside the archive.
+
+The tests cover every file present in those folders when they run (one case per file), check
+that the rendered objects are exactly the files (no more, no fewer), and prove the mechanism
+itself on a copy of the charts with fixture files, whatever observability/ holds today.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "deploy" / "helm" / "polyframe"
+RULES_DIR = REPO_ROOT / "observability" / "prometheus" / "rules"
+DASHBOARDS_DIR = REPO_ROOT / "observability" / "grafana" / "dashboards"
+LINKS = {
+    CHART / "files" / "prometheus-rules": Path("../../../../observability/prometheus/rules"),
+    CHART / "files" / "grafana-dashboards": Path("../../../../observability/grafana/dashboards"),
+}
+RULE_FILES = sorted(RULES_DIR.glob("*.yaml"))
+DASHBOARD_FILES = sorted(DASHBOARDS_DIR.glob("*.json"))
+SOURCE = "polyframe.dev/source"
+
+
+def _by_source(rendered: Any, kind: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for manifest in rendered.of_kind(kind):
+        if SOURCE in manifest.annotations:
+            found[manifest.annotations[SOURCE]] = manifest.obj
+    return found
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root))
+
+
+# -- the repository's own files -----------------------------------------------------------------
+
+
+def test_the_chart_links_to_observability_instead_of_copying() -> None:
+    """Either observability/ has no such folder yet, or the chart links to it (never a copy)."""
+    for link, target in LINKS.items():
+        folder = (link.parent / target).resolve()
+        if link.is_symlink():
+            assert Path(link.readlink()) == target, link
+            assert link.resolve() == folder, f"{link} does not resolve to {folder}"
+        else:
+            assert not link.exists(), f"{link} is a copy: make it a symlink to {target}"
+            assert not folder.exists(), (
+                f"{_relative(folder, REPO_ROOT)} exists: link it into the chart with "
+                f"`ln -s {target} {_relative(link, REPO_ROOT)}`"
+            )
+
+
+@pytest.mark.parametrize(
+    "path", RULE_FILES or [None], ids=lambda p: p.name if p else "no-rule-file-yet"
+)
+def test_each_rule_file_is_a_prometheus_rule(render_case: Any, path: Path | None) -> None:
+    rendered = _by_source(render_case("polyframe", "all-on"), "PrometheusRule")
+    if path is None:
+        assert rendered == {}, "PrometheusRules rendered without a rule file in observability/"
+        return
+    source = _relative(path, REPO_ROOT)
+    assert source in rendered, f"{source} is not rendered as a PrometheusRule"
+    assert rendered[source]["spec"]["groups"] == yaml.safe_load(path.read_text())["groups"]
+
+
+@pytest.mark.parametrize(
+    "path", DASHBOARD_FILES or [None], ids=lambda p: p.name if p else "no-dashboard-yet"
+)
+def test_each_dashboard_is_a_configmap(render_case: Any, path: Path | None) -> None:
+    rendered = _by_source(render_case("polyframe", "all-on"), "ConfigMap")
+    if path is None:
+        assert rendered == {}, "dashboard ConfigMaps rendered without a dashboard in observability/"
+        return
+    source = _relative(path, REPO_ROOT)
+    assert source in rendered, f"{source} is not rendered as a ConfigMap"
+    configmap = rendered[source]
+    assert configmap["data"] == {path.name: path.read_text()}
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    json.loads(configmap["data"][path.name])
+
+
+def test_rendered_rules_and_dashboards_are_exactly_the_files(render_case: Any) -> None:
+    rendered = render_case("polyframe", "all-on")
+    assert set(_by_source(rendered, "PrometheusRule")) == {
+        _relative(p, REPO_ROOT) for p in RULE_FILES
+    }
+    assert set(_by_source(rendered, "ConfigMap")) == {
+        _relative(p, REPO_ROOT) for p in DASHBOARD_FILES
+    }
+
+
+def test_switched_off_by_default(render_case: Any) -> None:
+    rendered = render_case("polyframe", "default")
+    assert not rendered.of_kind("PrometheusRule")
+    assert not _by_source(rendered, "ConfigMap")
+
+
+# -- the mechanism, on a copy with fixture files ------------------------------------------------
+
+FIXTURE_RULES = {
+    "polyframe-alerts.yaml": """\
+# Alerts of the platform (fixture).
+groups:
+  - name: polyframe.availability
+    rules:
+      - alert: ServiceDown
+        expr: up{job=~"polyframe-.*"} == 0
+        for: 2m
+        labels:
+          severity: critical
+        annotations:
+          summary: "{{ $labels.job }} is down"
+          description: 'No scrape of {{ $labels.instance }} for {{ $value | humanizeDuration }}.'
+""",
+    "Recording_Rules.yaml": """\
+groups:
+  - name: polyframe.recording
+    interval: 30s
+    rules:
+      - record: service:http_server_requests:rate5m
+        expr: sum by (service) (rate(http_server_request_duration_seconds_count[5m]))
+""",
+}
+FIXTURE_DASHBOARD = {
+    "title": "Framework comparison — p99 < 250 ms & errors",
+    "templating": {"list": [{"name": "namespace", "query": "label_values(up, namespace)"}]},
+    "panels": [
+        {"targets": [{"expr": "histogram_quantile(0.99, sum by (le) (rate(x[$__rate_interval])))"}]}
+    ],
+    "description": "{{ not a helm template }}",
+}
+
+
+@pytest.fixture(scope="module")
+def charts_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """deploy/ copied with its symlinks, next to an observability/ of fixture files."""
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(REPO_ROOT / "deploy" / "helm", root / "deploy" / "helm", symlinks=True)
+    shutil.copy(REPO_ROOT / "deploy" / "routes.yaml", root / "deploy" / "routes.yaml")
+    rules = root / "observability" / "prometheus" / "rules"
+    dashboards = root / "observability" / "grafana" / "dashboards"
+    rules.mkdir(parents=True)
+    dashboards.mkdir(parents=True)
+    for name, text in FIXTURE_RULES.items():
+        (rules / name).write_text(text)
+    (rules / "README.md").write_text("not a rule file\n")
+    (dashboards / "comparison.json").write_text(
+        json.dumps(FIXTURE_DASHBOARD, ensure_ascii=False, indent=2) + "\n"
+    )
+    chart = root / "deploy" / "helm" / "polyframe"
+    for link, target in LINKS.items():
+        copied = chart / "files" / link.name
+        if not copied.is_symlink():
+            copied.symlink_to(target)
+    return root
+
+
+def test_linked_rule_files_render_unchanged(charts_copy: Path) -> None:
+    from_chart = _render_copy(charts_copy)
+    rules = _by_source(from_chart, "PrometheusRule")
+    assert set(rules) == {f"observability/prometheus/rules/{name}" for name in FIXTURE_RULES}
+    for name, text in FIXTURE_RULES.items():
+        assert (
+            rules[f"observability/prometheus/rules/{name}"]["spec"]["groups"]
+            == yaml.safe_load(text)["groups"]
+        )
+    names = {m.name for m in from_chart.of_kind("PrometheusRule")}
+    assert names == {"polyframe-polyframe-alerts", "polyframe-recording-rules"}
+
+
+def test_linked_dashboards_render_byte_for_byte(charts_copy: Path) -> None:
+    dashboards = _by_source(_render_copy(charts_copy), "ConfigMap")
+    path = charts_copy / "observability" / "grafana" / "dashboards" / "comparison.json"
+    assert dashboards == {
+        "observability/grafana/dashboards/comparison.json": dashboards[
+            "observability/grafana/dashboards/comparison.json"
+        ]
+    }
+    configmap = dashboards["observability/grafana/dashboards/comparison.json"]
+    assert configmap["data"] == {"comparison.json": path.read_text()}
+    assert configmap["metadata"]["annotations"]["grafana_folder"] == "Polyframe"
+
+
+def test_a_new_file_is_picked_up_without_editing_the_chart(charts_copy: Path) -> None:
+    extra = charts_copy / "observability" / "prometheus" / "rules" / "extra.yaml"
+    extra.write_text(
+        "groups:\n  - name: extra\n    rules:\n      - record: a:b:c\n        expr: vector(1)\n"
+    )
+    try:
+        rules = _by_source(_render_copy(charts_copy), "PrometheusRule")
+        assert "observability/prometheus/rules/extra.yaml" in rules
+    finally:
+        extra.unlink()
+
+
+def test_a_file_that_is_not_a_rule_file_fails_the_render(charts_copy: Path) -> None:
+    import helm_python
+
+    broken = charts_copy / "observability" / "prometheus" / "rules" / "broken.yaml"
+    broken.write_text("rules: []\n")
+    try:
+        with pytest.raises(
+            helm_python.HelmRenderError, match=r"broken\.yaml has no `groups:` list"
+        ):
+            _render_copy(charts_copy)
+    finally:
+        broken.unlink()
+
+
+def _render_copy(root: Path) -> Any:
+    import helm_python
+
+    from_chart = helm_python.Chart.load(root / "deploy" / "helm" / "polyframe")
+    try:
+        raw = from_chart.render(
+            {"prometheusRule": {"enabled": True}, "grafanaDashboards": {"enabled": True}},
+            name="polyframe",
+            namespace="polyframe-under-test",
+        )
+    finally:
+        from_chart.close()
+
+    class _Rendered:
+        def __init__(self, objects: list[dict[str, Any]]) -> None:
+            self.objects = objects
+
+        def of_kind(self, kind: str) -> list[Any]:
+            return [_Manifest(o) for o in self.objects if o["kind"] == kind]
+
+    class _Manifest:
+        def __init__(self, obj: dict[str, Any]) -> None:
+            self.obj = obj
+            self.name = obj["metadata"]["name"]
+            self.annotations = obj["metadata"].get("annotations") or {}
+
+    objects = [
+        doc
+        for template, text in raw.items()
+        if not template.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+    return _Rendered(objects)

@@ -1,0 +1,551 @@
+"""Policies over the rendered objects of every chart and values file.
+
+Pod Security Standard "restricted", probes, resources, graceful termination, ServiceAccounts,
+selectors, named ports, backends, image tags, namespaces, ServiceMonitors and hooks.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HELM_DIR = REPO_ROOT / "deploy" / "helm"
+#: Volume types the restricted Pod Security Standard allows.
+RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+    "projected", "secret",
+}  # fmt: skip
+#: Long-running containers without HTTP probes, and why. Anything else needs all three.
+NO_HTTP_SERVER = {
+    # The audit-outbox dispatchers (`<service> dispatch-outbox`) serve no HTTP at all: no
+    # /healthz to probe. A crash restarts the container; see the report for what they need.
+    "outbox": "the outbox dispatcher has no HTTP server",
+}
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Does a LabelSelector (matchLabels and matchExpressions) select these labels?"""
+    if not selector:
+        return True
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and labels.get(key) in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+# -- Pod Security Standard "restricted" --------------------------------------------------------
+
+
+def check_every_pod_is_restricted(rendered: Any) -> None:
+    pods = rendered.pods()
+    assert pods, f"{rendered}: no pod"
+    for manifest, spec, _labels in pods:
+        where = str(manifest)
+        pod_context = spec.get("securityContext") or {}
+        assert pod_context.get("runAsNonRoot") is True, where
+        assert (pod_context.get("runAsUser") or 0) > 0, where
+        assert (pod_context.get("seccompProfile") or {}).get("type") == "RuntimeDefault", where
+        for host in ("hostNetwork", "hostPID", "hostIPC", "hostUsers"):
+            assert not spec.get(host), f"{where}: {host}"
+        for volume in spec.get("volumes") or []:
+            kinds = set(volume) - {"name"}
+            assert kinds <= RESTRICTED_VOLUMES, f"{where}: volume {volume['name']} is {kinds}"
+        for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
+            at = f"{where} container {container['name']}"
+            context = container.get("securityContext") or {}
+            assert context.get("allowPrivilegeEscalation") is False, at
+            assert context.get("privileged") is not True, at
+            assert context.get("readOnlyRootFilesystem") is True, at
+            assert context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True, at
+            assert context.get("runAsUser", pod_context.get("runAsUser")) not in (None, 0), at
+            capabilities = context.get("capabilities") or {}
+            assert "ALL" in (capabilities.get("drop") or []), at
+            assert set(capabilities.get("add") or []) <= {"NET_BIND_SERVICE"}, at
+            seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile")) or {}
+            assert seccomp.get("type") in ("RuntimeDefault", "Localhost"), at
+            for port in container.get("ports") or []:
+                assert "hostPort" not in port, at
+
+
+def check_every_container_has_requests_and_limits(rendered: Any) -> None:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "m": 1e-3, "": 1}
+
+    def quantity(value: Any) -> float:
+        match = re.fullmatch(r"([0-9.]+)(Ki|Mi|Gi|m|)", str(value))
+        assert match, value
+        return float(match.group(1)) * units[match.group(2)]
+
+    for manifest, spec, _labels in rendered.pods():
+        for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
+            at = f"{manifest} container {container['name']}"
+            resources = container.get("resources") or {}
+            for resource in ("cpu", "memory"):
+                request = (resources.get("requests") or {}).get(resource)
+                limit = (resources.get("limits") or {}).get(resource)
+                assert request is not None, f"{at}: no {resource} request"
+                assert limit is not None, f"{at}: no {resource} limit"
+                assert quantity(request) <= quantity(limit), f"{at}: {resource} request > limit"
+
+
+# -- probes and termination --------------------------------------------------------------------
+
+
+def check_every_long_running_container_has_probes(rendered: Any) -> None:
+    exempt_seen = set()
+    for manifest, spec, labels in rendered.pods():
+        if manifest.kind not in ("Deployment", "StatefulSet"):
+            continue
+        component = labels.get("app.kubernetes.io/component", "")
+        for container in spec["containers"]:
+            at = f"{manifest} container {container['name']}"
+            if component in NO_HTTP_SERVER:
+                assert not container.get("ports"), f"{at}: exempt from probes, yet has ports"
+                exempt_seen.add(component)
+                continue
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert probe in container, f"{at}: no {probe}"
+            if "ports" in container and any(p["name"] == "http" for p in container["ports"]):
+                assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+                assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+                assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert exempt_seen <= set(NO_HTTP_SERVER)
+
+
+def _drain_seconds(chart: str, values: dict[str, Any]) -> int:
+    """How long the service's server drains after SIGTERM (its own configuration)."""
+    if chart == "users-fastapi":
+        return int(values.get("server", {}).get("gracefulShutdownSeconds", 15))
+    module = {"legacy-flask": "legacy_flask", "admin-django": "admin_django"}[chart]
+    import importlib
+
+    return int(importlib.import_module(f"{module}.gunicorn_conf").graceful_timeout)
+
+
+def check_web_pods_terminate_gracefully(rendered: Any) -> None:
+    for manifest, spec, labels in rendered.pods():
+        if manifest.kind != "Deployment" or labels.get("app.kubernetes.io/component") != "web":
+            continue
+        chart = labels["app.kubernetes.io/name"]
+        (container,) = spec["containers"]
+        sleep = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert sleep[0] == "sleep", manifest
+        drain = _drain_seconds(chart, {})
+        assert spec["terminationGracePeriodSeconds"] > int(sleep[1]) + drain, manifest
+
+
+# -- identity ----------------------------------------------------------------------------------
+
+
+def check_every_pod_has_its_own_service_account_without_token(rendered: Any) -> None:
+    accounts = {m.name: m for m in rendered.of_kind("ServiceAccount")}
+    for account in accounts.values():
+        assert account.obj.get("automountServiceAccountToken") is False, account
+    for manifest, spec, _labels in rendered.pods():
+        name = spec.get("serviceAccountName")
+        assert name, f"{manifest}: no ServiceAccount"
+        assert name != "default", f"{manifest}: no own ServiceAccount"
+        assert name in accounts, f"{manifest}: ServiceAccount {name} is not rendered"
+        assert spec.get("automountServiceAccountToken") is False, manifest
+        if manifest.is_hook and manifest.annotations["helm.sh/hook"].startswith("pre-"):
+            # A pre-install hook runs before ordinary objects exist: its account is a hook too.
+            assert accounts[name].is_hook, f"{manifest}: ServiceAccount {name} is not a hook"
+
+
+# -- selectors, ports, backends ------------------------------------------------------------------
+
+
+def check_workload_selectors_match_their_pod_labels(rendered: Any) -> None:
+    for manifest in rendered.of_kind("Deployment", "StatefulSet"):
+        selector = manifest.obj["spec"]["selector"]
+        labels = manifest.obj["spec"]["template"]["metadata"]["labels"]
+        assert selector["matchLabels"], manifest
+        assert _selects(selector, labels), manifest
+        # Only stable labels select: never the chart version or the app version.
+        assert not set(selector["matchLabels"]) & {"helm.sh/chart", "app.kubernetes.io/version"}
+
+
+def check_workloads_do_not_select_each_others_pods(rendered: Any) -> None:
+    workloads = rendered.of_kind("Deployment", "StatefulSet")
+    for manifest in workloads:
+        for other in workloads:
+            if other is not manifest:
+                labels = other.obj["spec"]["template"]["metadata"]["labels"]
+                assert not _selects(manifest.obj["spec"]["selector"], labels), (manifest, other)
+
+
+def check_every_service_targets_a_named_container_port_of_its_pods(rendered: Any) -> None:
+    for service in rendered.of_kind("Service"):
+        selected = [
+            (m, spec)
+            for m, spec, labels in rendered.pods()
+            if m.kind in ("Deployment", "StatefulSet")
+            and _selects({"matchLabels": service.obj["spec"]["selector"]}, labels)
+        ]
+        assert len(selected) == 1, f"{service}: selects {[str(m) for m, _ in selected]}"
+        (_workload, spec) = selected[0]
+        names = {p["name"] for c in spec["containers"] for p in c.get("ports") or []}
+        for port in service.obj["spec"]["ports"]:
+            assert isinstance(port["targetPort"], str), f"{service}: targetPort must be a name"
+            assert port["targetPort"] in names, f"{service}: no container port {port['targetPort']}"
+            assert port.get("name"), f"{service}: unnamed port"
+
+
+def check_disruption_budgets_and_autoscalers_target_rendered_workloads(rendered: Any) -> None:
+    pods = rendered.pods()
+    for budget in rendered.of_kind("PodDisruptionBudget"):
+        assert any(
+            m.kind == "Deployment" and _selects(budget.obj["spec"]["selector"], labels)
+            for m, _spec, labels in pods
+        ), budget
+    for scaler in rendered.of_kind("HorizontalPodAutoscaler"):
+        target = scaler.obj["spec"]["scaleTargetRef"]
+        deployment = rendered.named(target["kind"], target["name"])
+        assert "replicas" not in deployment.obj["spec"], f"{deployment}: replicas fight the HPA"
+
+
+def check_network_policies_select_rendered_pods(rendered: Any) -> None:
+    pods = rendered.pods()
+    for policy in rendered.of_kind("NetworkPolicy"):
+        assert any(
+            _selects(policy.obj["spec"]["podSelector"], labels) for _m, _s, labels in pods
+        ), policy
+
+
+def check_ingress_and_httproute_backends_exist(rendered: Any) -> None:
+    services = {m.name: m for m in rendered.of_kind("Service")}
+    for ingress in rendered.of_kind("Ingress"):
+        for rule in ingress.obj["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                assert backend["name"] in services, f"{ingress}: no Service {backend['name']}"
+                ports = {p["name"] for p in services[backend["name"]].obj["spec"]["ports"]}
+                assert backend["port"]["name"] in ports, f"{ingress}: {backend}"
+    for route in rendered.of_kind("HTTPRoute"):
+        for rule in route.obj["spec"]["rules"]:
+            for ref in rule["backendRefs"]:
+                assert ref["name"] in services, f"{route}: no Service {ref['name']}"
+                ports = {p["port"] for p in services[ref["name"]].obj["spec"]["ports"]}
+                assert ref["port"] in ports, f"{route}: {ref}"
+
+
+def check_service_monitors_select_their_services_and_ports(rendered: Any) -> None:
+    services = rendered.of_kind("Service")
+    for monitor in rendered.of_kind("ServiceMonitor"):
+        selected = [s for s in services if _selects(monitor.obj["spec"]["selector"], s.labels)]
+        assert len(selected) == 1, f"{monitor}: selects {[str(s) for s in selected]}"
+        ports = {p["name"] for p in selected[0].obj["spec"]["ports"]}
+        for endpoint in monitor.obj["spec"]["endpoints"]:
+            assert endpoint["port"] in ports, f"{monitor}: no port {endpoint['port']}"
+            assert endpoint["path"] == "/metrics", monitor
+
+
+# -- images and namespaces -----------------------------------------------------------------------
+
+
+def check_every_image_names_a_version(rendered: Any) -> None:
+    for manifest, spec, _labels in rendered.pods():
+        for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
+            image = container["image"]
+            if "@sha256:" in image:
+                continue
+            repository, _, tag = image.rpartition(":")
+            assert repository, f"{manifest}: {image} has no tag"
+            assert "/" not in tag, f"{manifest}: {image} has no tag"
+            assert tag != "latest", f"{manifest}: {image}"
+
+
+def check_no_object_has_a_namespace(rendered: Any) -> None:
+    """Objects go to the release's namespace: none is hard-coded (and none is templated in)."""
+    for manifest in rendered.manifests:
+        assert "namespace" not in manifest.obj["metadata"], manifest
+
+
+def test_no_template_hard_codes_a_namespace() -> None:
+    offenders = []
+    for template in sorted(HELM_DIR.glob("*/templates/**/*")):
+        if template.is_dir():
+            continue
+        for number, line in enumerate(template.read_text().splitlines(), start=1):
+            match = re.match(r"\s*namespace:\s*(\S+)", line)
+            if match and not match.group(1).startswith("{{"):
+                offenders.append(f"{template.relative_to(HELM_DIR)}:{number}: {line.strip()}")
+    assert not offenders, offenders
+
+
+def test_namespace_follows_the_release(render: Any) -> None:
+    """What depends on the namespace (admin-django's host names, the database URL) follows it."""
+    other = render("polyframe", {}, namespace="elsewhere", case="elsewhere")
+    text = yaml.safe_dump_all([m.obj for m in other.manifests])
+    assert "polyframe-admin-django.elsewhere.svc" in text
+    assert "polyframe-under-test" not in text
+
+
+# -- hooks -------------------------------------------------------------------------------------
+
+
+def check_migration_jobs_run_before_install_and_upgrade(rendered: Any) -> None:
+    jobs = [
+        m
+        for m in rendered.of_kind("Job")
+        if m.labels.get("app.kubernetes.io/component") == "migrate"
+    ]
+    charts = (
+        {rendered.chart}
+        if rendered.chart != "polyframe"
+        else {"users-fastapi", "legacy-flask", "admin-django"}
+    )
+    assert {j.labels["app.kubernetes.io/name"] for j in jobs} == charts
+    hooks = {m.name: m for m in rendered.manifests if m.is_hook}
+    for job in jobs:
+        assert job.annotations["helm.sh/hook"] == "pre-install,pre-upgrade", job
+        weight = int(job.annotations.get("helm.sh/hook-weight", "0"))
+        spec = job.obj["spec"]["template"]["spec"]
+        # Every Secret the Job reads is either the user's (exists before the release) or a hook
+        # that Helm creates before it.
+        names = set()
+        for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
+            for env in container.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    names.add(ref["name"])
+        for volume in spec.get("volumes") or []:
+            for source in (volume.get("projected") or {}).get("sources") or []:
+                if "secret" in source:
+                    names.add(source["secret"]["name"])
+        rendered_secrets = {m.name for m in rendered.of_kind("Secret")}
+        for name in names & rendered_secrets:
+            assert name in hooks, f"{job}: Secret {name} is not a hook"
+            assert int(hooks[name].annotations["helm.sh/hook-weight"]) < weight, (job, name)
+            assert "pre-install" in hooks[name].annotations["helm.sh/hook"], (job, name)
+
+
+def check_test_pods_are_helm_test_hooks(rendered: Any) -> None:
+    tests = list(rendered.of_kind("Pod"))
+    services = {m.name: m for m in rendered.of_kind("Service")}
+    expected = (
+        {rendered.chart}
+        if rendered.chart != "polyframe"
+        else {"users-fastapi", "legacy-flask", "admin-django"}
+    )
+    assert {t.labels["app.kubernetes.io/name"] for t in tests} == expected
+    for pod in tests:
+        assert pod.annotations["helm.sh/hook"] == "test", pod
+        (container,) = pod.obj["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        match = re.fullmatch(r"http://([a-z0-9-]+):([0-9]+)/readyz", env["READYZ_URL"])
+        assert match, env["READYZ_URL"]
+        service = services[match.group(1)]
+        assert int(match.group(2)) in {p["port"] for p in service.obj["spec"]["ports"]}
+        assert service.labels["app.kubernetes.io/name"] == pod.labels["app.kubernetes.io/name"]
+
+
+@pytest.mark.parametrize("chart", ["users-fastapi", "legacy-flask", "admin-django", "polyframe"])
+def test_every_chart_has_notes(chart: str, render_case: Any) -> None:
+    rendered = render_case(chart, "default")
+    assert rendered.notes.strip(), chart
+    assert "helm test" in rendered.notes
+
+
+# -- the policies, on every chart and values file ------------------------------------------------
+
+
+def test_every_pod_is_restricted(rendered: Any) -> None:
+    check_every_pod_is_restricted(rendered)
+
+
+def test_every_container_has_requests_and_limits(rendered: Any) -> None:
+    check_every_container_has_requests_and_limits(rendered)
+
+
+def test_every_long_running_container_has_probes(rendered: Any) -> None:
+    check_every_long_running_container_has_probes(rendered)
+
+
+def test_web_pods_terminate_gracefully(rendered: Any) -> None:
+    check_web_pods_terminate_gracefully(rendered)
+
+
+def test_every_pod_has_its_own_service_account_without_token(rendered: Any) -> None:
+    check_every_pod_has_its_own_service_account_without_token(rendered)
+
+
+def test_workload_selectors_match_their_pod_labels(rendered: Any) -> None:
+    check_workload_selectors_match_their_pod_labels(rendered)
+
+
+def test_workloads_do_not_select_each_others_pods(rendered: Any) -> None:
+    check_workloads_do_not_select_each_others_pods(rendered)
+
+
+def test_every_service_targets_a_named_container_port_of_its_pods(rendered: Any) -> None:
+    check_every_service_targets_a_named_container_port_of_its_pods(rendered)
+
+
+def test_disruption_budgets_and_autoscalers_target_rendered_workloads(rendered: Any) -> None:
+    check_disruption_budgets_and_autoscalers_target_rendered_workloads(rendered)
+
+
+def test_network_policies_select_rendered_pods(rendered: Any) -> None:
+    check_network_policies_select_rendered_pods(rendered)
+
+
+def test_ingress_and_httproute_backends_exist(rendered: Any) -> None:
+    check_ingress_and_httproute_backends_exist(rendered)
+
+
+def test_service_monitors_select_their_services_and_ports(rendered: Any) -> None:
+    check_service_monitors_select_their_services_and_ports(rendered)
+
+
+def test_every_image_names_a_version(rendered: Any) -> None:
+    check_every_image_names_a_version(rendered)
+
+
+def test_no_object_has_a_namespace(rendered: Any) -> None:
+    check_no_object_has_a_namespace(rendered)
+
+
+def test_migration_jobs_run_before_install_and_upgrade(rendered: Any) -> None:
+    check_migration_jobs_run_before_install_and_upgrade(rendered)
+
+
+def test_test_pods_are_helm_test_hooks(rendered: Any) -> None:
+    check_test_pods_are_helm_test_hooks(rendered)
+
+
+# -- each policy check can fail: the same checks on broken copies of a render ------------------
+
+
+def _web(rendered: Any, chart: str = "users-fastapi") -> dict[str, Any]:
+    for manifest in rendered.of_kind("Deployment"):
+        if (
+            manifest.labels["app.kubernetes.io/name"] == chart
+            and manifest.labels["app.kubernetes.io/component"] == "web"
+        ):
+            return manifest.obj  # type: ignore[no-any-return]
+    raise AssertionError(f"no web Deployment of {chart}")
+
+
+def _web_container(rendered: Any) -> dict[str, Any]:
+    return _web(rendered)["spec"]["template"]["spec"]["containers"][0]  # type: ignore[no-any-return]
+
+
+def _first(rendered: Any, kind: str) -> dict[str, Any]:
+    return rendered.of_kind(kind)[0].obj  # type: ignore[no-any-return]
+
+
+BREAKAGES: dict[str, tuple[Any, Any]] = {
+    "writable root file system": (
+        check_every_pod_is_restricted,
+        lambda r: _web_container(r)["securityContext"].pop("readOnlyRootFilesystem"),
+    ),
+    "hostPath volume": (
+        check_every_pod_is_restricted,
+        lambda r: _web(r)["spec"]["template"]["spec"]["volumes"].append(
+            {"name": "h", "hostPath": {"path": "/"}}
+        ),
+    ),
+    "capability added": (
+        check_every_pod_is_restricted,
+        lambda r: _web_container(r)["securityContext"]["capabilities"].update(add=["NET_ADMIN"]),
+    ),
+    "no memory limit": (
+        check_every_container_has_requests_and_limits,
+        lambda r: _web_container(r)["resources"]["limits"].pop("memory"),
+    ),
+    "no readiness probe": (
+        check_every_long_running_container_has_probes,
+        lambda r: _web_container(r).pop("readinessProbe"),
+    ),
+    "short grace period": (
+        check_web_pods_terminate_gracefully,
+        lambda r: _web(r)["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=10),
+    ),
+    "default ServiceAccount": (
+        check_every_pod_has_its_own_service_account_without_token,
+        lambda r: _web(r)["spec"]["template"]["spec"].update(serviceAccountName="default"),
+    ),
+    "token mounted": (
+        check_every_pod_has_its_own_service_account_without_token,
+        lambda r: _web(r)["spec"]["template"]["spec"].update(automountServiceAccountToken=True),
+    ),
+    "selector misses the pods": (
+        check_workload_selectors_match_their_pod_labels,
+        lambda r: _web(r)["spec"]["template"]["metadata"]["labels"].update(
+            {"app.kubernetes.io/component": "api"}
+        ),
+    ),
+    "selector catches the outbox pods": (
+        check_workloads_do_not_select_each_others_pods,
+        lambda r: _web(r)["spec"]["selector"]["matchLabels"].pop("app.kubernetes.io/component"),
+    ),
+    "numeric targetPort": (
+        check_every_service_targets_a_named_container_port_of_its_pods,
+        lambda r: _first(r, "Service")["spec"]["ports"][0].update(targetPort=8000),
+    ),
+    "budget selects nothing": (
+        check_disruption_budgets_and_autoscalers_target_rendered_workloads,
+        lambda r: _first(r, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].update(x="y"),
+    ),
+    "policy selects nothing": (
+        check_network_policies_select_rendered_pods,
+        lambda r: _first(r, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"].update(x="y"),
+    ),
+    "monitor scrapes a port the Service lacks": (
+        check_service_monitors_select_their_services_and_ports,
+        lambda r: _first(r, "ServiceMonitor")["spec"]["endpoints"][0].update(port="metrics"),
+    ),
+    "latest image": (
+        check_every_image_names_a_version,
+        lambda r: _web_container(r).update(image="polyframe/users-fastapi:latest"),
+    ),
+    "hard-coded namespace": (
+        check_no_object_has_a_namespace,
+        lambda r: _first(r, "Service")["metadata"].update(namespace="default"),
+    ),
+    "migration after install": (
+        check_migration_jobs_run_before_install_and_upgrade,
+        lambda r: _first(r, "Job")["metadata"]["annotations"].update(
+            {"helm.sh/hook": "post-install"}
+        ),
+    ),
+    "generated Secret created after the Job": (
+        check_migration_jobs_run_before_install_and_upgrade,
+        lambda r: _first(r, "Secret")["metadata"]["annotations"].update(
+            {"helm.sh/hook-weight": "5"}
+        ),
+    ),
+    "test pod not a hook": (
+        check_test_pods_are_helm_test_hooks,
+        lambda r: _first(r, "Pod")["metadata"]["annotations"].update(
+            {"helm.sh/hook": "post-install"}
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_each_policy_check_fails_on_a_broken_render(render_case: Any, breakage: str) -> None:
+    import copy
+
+    check, breaker = BREAKAGES[breakage]
+    broken = copy.deepcopy(render_case("users-fastapi", "all-on"))
+    check(broken)  # the render itself passes
+    breaker(broken)
+    with pytest.raises(AssertionError):
+        check(broken)

@@ -1,0 +1,327 @@
+"""The charts wire each service as `make up` does (tools/polyframe-dev), with cluster addresses.
+
+Same settings (environment variables, secrets as `<NAME>_FILE` files), same commands (server,
+migrations, outbox dispatcher), same credentials layout (each service's own, and the others'
+that it trusts). And the rendered environment, with the rendered Secrets mounted as files, is
+accepted by the services' own settings classes in production mode.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from polyframe_dev.localsecrets import LocalSecrets
+from polyframe_dev.services import SERVICES, Context
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NAMES = ("users-fastapi", "legacy-flask", "admin-django")
+PREFIX = {"users-fastapi": "USERS_", "legacy-flask": "ORDERS_", "admin-django": "ADMIN_"}
+#: Local settings a cluster supplies otherwise, and where from.
+ELSEWHERE = {
+    "ADMIN_STATIC_ROOT": "the image (collected at build time)",
+}
+#: Server options the local command line passes as flags and the image reads from UVICORN_*.
+UVICORN_FLAGS = {
+    "--host": "UVICORN_HOST",
+    "--port": "UVICORN_PORT",
+    "--workers": "UVICORN_WORKERS",
+    "--forwarded-allow-ips": "UVICORN_FORWARDED_ALLOW_IPS",
+    "--timeout-graceful-shutdown": "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN",
+}
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Context:
+    folder = tmp_path_factory.mktemp("local")
+    return Context(
+        data_dir=folder,
+        secrets=LocalSecrets(folder / "secrets"),
+        ports={name: 8100 + i for i, name in enumerate(NAMES)},
+        workers=1,
+    )
+
+
+def _deployment(rendered: Any, service: str, component: str) -> dict[str, Any]:
+    for manifest in rendered.of_kind("Deployment"):
+        labels = manifest.labels
+        if (
+            labels["app.kubernetes.io/name"] == service
+            and labels["app.kubernetes.io/component"] == component
+        ):
+            return manifest.obj  # type: ignore[no-any-return]
+    raise AssertionError(f"no {component} Deployment of {service}")
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container["env"]}
+
+
+def _as_local(command: list[str]) -> list[str]:
+    """The local command with the interpreter spelled as in the image (`python`)."""
+    return ["python" if part == sys.executable else part for part in command]
+
+
+@pytest.mark.parametrize("service", NAMES)
+def test_the_cluster_sets_every_setting_the_local_platform_sets(
+    render_case: Any, local: Context, service: str
+) -> None:
+    rendered = render_case("polyframe", "default")
+    web = _env(_deployment(rendered, service, "web")["spec"]["template"]["spec"]["containers"][0])
+    for name in SERVICES[service].env(local):
+        if name in ELSEWHERE:
+            continue
+        if name.endswith("_ENVIRONMENT"):
+            assert web[name]["value"] == "production"  # locally: development
+            continue
+        assert name in web, f"{service}: {name} is set by `make up` but not by the chart"
+
+
+@pytest.mark.parametrize("service", NAMES)
+def test_secret_files_are_mounted_from_secret_keys(render_case: Any, service: str) -> None:
+    rendered = render_case("polyframe", "default")
+    spec = _deployment(rendered, service, "web")["spec"]["template"]["spec"]
+    env = _env(spec["containers"][0])
+    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    (projected,) = [v["projected"] for v in spec["volumes"] if v["name"] == "secrets"]
+    files = {}
+    for source in projected["sources"]:
+        secret = rendered.named("Secret", source["secret"]["name"])
+        for item in source["secret"]["items"]:
+            assert item["key"] in secret.obj["data"], f"{secret} has no key {item['key']}"
+            files[f"{mounts['secrets']}/{item['path']}"] = secret.obj["data"][item["key"]]
+    file_vars = {name: e["value"] for name, e in env.items() if name.endswith("_FILE")}
+    assert file_vars, service
+    assert set(file_vars.values()) == set(files), (file_vars, sorted(files))
+
+
+def test_each_service_trusts_exactly_the_others_credentials(render_case: Any) -> None:
+    """As .data/secrets/trusted-by-<service>.json locally (polyframe_dev.localsecrets)."""
+    secret = (
+        render_case("polyframe", "default").named("Secret", "polyframe-credentials").obj["data"]
+    )
+    own = {name: base64.b64decode(secret[name]).decode() for name in NAMES}
+    assert len(set(own.values())) == 3
+    assert all(len(v) >= 32 for v in own.values())
+    for name in NAMES:
+        trusted = json.loads(base64.b64decode(secret[f"trusted-by-{name}.json"]))
+        assert trusted == {other: value for other, value in own.items() if other != name}
+
+
+@pytest.mark.parametrize("service", NAMES)
+def test_the_peer_urls_name_the_peers_services(
+    render_case: Any, local: Context, service: str
+) -> None:
+    rendered = render_case("polyframe", "default")
+    services = {m.name: m for m in rendered.of_kind("Service")}
+    env = _env(_deployment(rendered, service, "web")["spec"]["template"]["spec"]["containers"][0])
+    local_env = SERVICES[service].env(local)
+    for name, value in local_env.items():
+        if not name.endswith("_URL") or name.endswith("DATABASE_URL"):
+            continue
+        peer = next(n for n in NAMES if value == local.url(n))
+        match = re.fullmatch(r"http://([a-z0-9-]+):([0-9]+)", env[name]["value"])
+        assert match, env[name]
+        target = services[match.group(1)]
+        assert target.labels["app.kubernetes.io/name"] == peer, (name, peer)
+        assert int(match.group(2)) == target.obj["spec"]["ports"][0]["port"]
+
+
+@pytest.mark.parametrize("service", NAMES)
+def test_migrations_and_the_dispatcher_run_the_local_commands(
+    render_case: Any, local: Context, service: str
+) -> None:
+    rendered = render_case("polyframe", "default")
+    spec = SERVICES[service]
+    (job,) = [m for m in rendered.of_kind("Job") if m.labels["app.kubernetes.io/name"] == service]
+    job_command = job.obj["spec"]["template"]["spec"]["containers"][0]["command"]
+    # The first local setup step is the migration (then static files, done in the image, and demo
+    # data); the Job runs it, without the local run's quieter verbosity flags.
+    migrate = _as_local(spec.setup(local)[0])
+    assert "migrate" in job_command
+    assert migrate[: len(job_command)] == job_command
+    # polyframe_dev's worker table: a function of the context, or (since the observability
+    # work) the mapping itself.
+    workers = spec.workers(local) if callable(spec.workers) else dict(spec.workers or {})
+    outbox = [
+        m
+        for m in rendered.of_kind("Deployment")
+        if m.labels["app.kubernetes.io/name"] == service
+        and m.labels["app.kubernetes.io/component"] == "outbox"
+    ]
+    assert len(outbox) == len(workers)
+    for (_name, command), deployment in zip(sorted(workers.items()), outbox, strict=True):
+        assert deployment.obj["spec"]["template"]["spec"]["containers"][0]["command"] == _as_local(
+            command
+        )
+
+
+def _entrypoint(service: str) -> list[str]:
+    text = (REPO_ROOT / "services" / service / "Dockerfile").read_text()
+    (line,) = [line for line in text.splitlines() if line.startswith("ENTRYPOINT ")]
+    entrypoint: list[str] = json.loads(line.removeprefix("ENTRYPOINT "))
+    return entrypoint
+
+
+@pytest.mark.parametrize("service", NAMES)
+def test_the_image_serves_like_make_up(render_case: Any, local: Context, service: str) -> None:
+    """The image's entry point is the local server command; what the local command passes as
+    flags (address, port, workers, drain) the chart passes as environment variables."""
+    serve = _as_local(SERVICES[service].serve(local))
+    assert serve[:2] == ["python", "-m"]
+    expected = serve[2:]
+    env = _env(
+        _deployment(render_case("polyframe", "default"), service, "web")["spec"]["template"][
+            "spec"
+        ]["containers"][0]
+    )
+    if service == "users-fastapi":
+        flags_from_env = []
+        index = 0
+        while index < len(expected):
+            if expected[index] in UVICORN_FLAGS:
+                assert UVICORN_FLAGS[expected[index]] in env, expected[index]
+                index += 2
+            else:
+                flags_from_env.append(expected[index])
+                index += 1
+        expected = flags_from_env
+        assert env["UVICORN_WORKERS"]["value"] == "1"
+    else:
+        prefix = PREFIX[service]
+        assert env[f"{prefix}WORKERS"]["value"] == "1"
+        assert env[f"{prefix}BIND"]["value"] == "0.0.0.0:8000"
+    assert _entrypoint(service) == expected
+
+
+# -- the services accept what the chart gives them ----------------------------------------------
+
+
+def _materialise(
+    rendered: Any, service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set the web container's environment, with its secret files written under tmp_path."""
+    spec = _deployment(rendered, service, "web")["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    (projected,) = [v["projected"] for v in spec["volumes"] if v["name"] == "secrets"]
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    for source in projected["sources"]:
+        data = rendered.named("Secret", source["secret"]["name"]).obj["data"]
+        for item in source["secret"]["items"]:
+            (secrets_dir / item["path"]).write_bytes(base64.b64decode(data[item["key"]]))
+    mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "secrets")
+    for variable in container["env"]:
+        name = variable["name"]
+        if "value" in variable:
+            value = (
+                variable["value"]
+                .replace(mount, str(secrets_dir))
+                .replace("$(POD_IP)", "10.244.0.7")
+            )
+        elif "secretKeyRef" in variable["valueFrom"]:
+            ref = variable["valueFrom"]["secretKeyRef"]
+            value = base64.b64decode(
+                rendered.named("Secret", ref["name"]).obj["data"][ref["key"]]
+            ).decode()
+        else:
+            value = "10.244.0.7"  # the pod's IP (fieldRef)
+        monkeypatch.setenv(name, value)
+
+
+def test_users_settings_accept_the_chart(
+    render_case: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from users_fastapi.settings import UsersSettings
+
+    _materialise(render_case("polyframe", "default"), "users-fastapi", tmp_path, monkeypatch)
+    settings = UsersSettings()
+    assert settings.environment == "production"
+    assert settings.database_url.startswith("postgresql+asyncpg://users:")
+    assert settings.database_url.endswith(
+        "@polyframe-postgresql.polyframe-under-test.svc:5432/users"
+    )
+    assert settings.signing_key.key_size >= 2048  # the generated RSA key loads
+    assert set(settings.trusted_services) == {"legacy-flask", "admin-django"}
+    assert settings.admin_url == "http://polyframe-admin-django:8000"
+
+
+def test_orders_settings_accept_the_chart(
+    render_case: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from legacy_flask.settings import OrdersSettings
+
+    _materialise(render_case("polyframe", "default"), "legacy-flask", tmp_path, monkeypatch)
+    settings = OrdersSettings()
+    assert settings.database_url.startswith("postgresql+psycopg://orders:")
+    assert settings.service_secret is not None
+    assert len(settings.service_secret.get_secret_value()) == 43
+    assert set(settings.trusted_services) == {"users-fastapi", "admin-django"}
+    assert settings.users_url == "http://polyframe-users-fastapi:8000"
+
+
+def test_admin_settings_accept_the_chart(
+    render_case: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from admin_django.conf import AdminSettings
+
+    _materialise(render_case("polyframe", "default"), "admin-django", tmp_path, monkeypatch)
+    settings = AdminSettings()
+    assert settings.database_url.startswith("postgresql://admin:")
+    assert settings.secret_key is not None
+    assert len(settings.secret_key.get_secret_value()) == 50
+    assert set(settings.trusted_services) == {"users-fastapi", "legacy-flask"}
+    # Probes and scrapes (Host: the pod's IP) and the peers (Host: the Service's name) are allowed.
+    assert {"localhost", "polyframe-admin-django", "10.244.0.7"} <= set(settings.allowed_hosts)
+
+
+def test_a_missing_secret_file_is_refused(
+    render_case: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The acceptance above means something: without its key file the service refuses to start."""
+    from pydantic import ValidationError
+
+    from users_fastapi.settings import UsersSettings
+
+    _materialise(render_case("polyframe", "default"), "users-fastapi", tmp_path, monkeypatch)
+    (tmp_path / "secrets" / "jwt-private-key.pem").unlink()
+    with pytest.raises(ValidationError, match="USERS_JWT_PRIVATE_KEY_FILE: cannot read"):
+        UsersSettings()
+
+
+def test_demo_staff_are_seeded_like_make_up(
+    render_case: Any, local: Context, tmp_path: Path
+) -> None:
+    """The seed Job runs the local `seed_staff` step on a file of the same shape and accounts."""
+    from polyframe_dev.localsecrets import ensure_local_secrets
+
+    rendered = render_case("polyframe", "kind")
+    (job,) = [
+        m for m in rendered.of_kind("Job") if m.labels["app.kubernetes.io/component"] == "seed"
+    ]
+    assert job.annotations["helm.sh/hook"] == "post-install,post-upgrade"
+    spec = job.obj["spec"]["template"]["spec"]
+    command = spec["containers"][0]["command"]
+    local_step = next(
+        step for step in SERVICES["admin-django"].setup(local) if "seed_staff" in step
+    )
+    assert command[:-1] == _as_local(local_step)[:-1]  # all but the file's path
+    (projected,) = [v["projected"] for v in spec["volumes"] if v["name"] == "secrets"]
+    mounted = {
+        f"/etc/polyframe/secrets/{item['path']}": (source["secret"]["name"], item["key"])
+        for source in projected["sources"]
+        for item in source["secret"]["items"]
+    }
+    secret_name, key = mounted[command[-1]]
+    staff = json.loads(base64.b64decode(rendered.named("Secret", secret_name).obj["data"][key]))
+    local_staff = json.loads(ensure_local_secrets(tmp_path).demo_staff.read_text())
+    assert {(s["username"], s["group"]) for s in staff} == {
+        (s["username"], s["group"]) for s in local_staff
+    }
+    assert all(set(member) == {"username", "group", "password"} for member in staff)
