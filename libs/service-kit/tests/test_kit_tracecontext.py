@@ -23,9 +23,10 @@ from service_kit.logs import configure_logging
 from service_kit.tracecontext import (
     TRACEPARENT_HEADER,
     accept_trace_id,
+    current_span_id,
     current_trace_id,
     new_trace_id,
-    outgoing_traceparent,
+    propagate,
     trace_id_from,
     trace_id_var,
 )
@@ -146,7 +147,7 @@ def test_surrounding_whitespace_ignored(padding: str) -> None:
     assert trace_id_from(f"{padding}{TRACEPARENT}{padding}") == TRACE_ID
 
 
-# --- new ids, accept_trace_id, outgoing_traceparent ----------------------------------
+# --- new ids, accept_trace_id, propagate ----------------------------------
 
 
 def test_new_trace_ids_are_random_lowercase_hex() -> None:
@@ -172,8 +173,15 @@ def test_accept_makes_a_new_trace_id_otherwise(value: str | None) -> None:
     assert TRACE_ID not in (first, second)
 
 
+def outgoing_traceparent() -> str | None:
+    headers: dict[str, str] = {}
+    propagate(headers)
+    return headers.get("traceparent")
+
+
 def test_no_outgoing_traceparent_outside_a_trace() -> None:
     assert current_trace_id() is None
+    assert current_span_id() is None
     assert outgoing_traceparent() is None
 
 

@@ -18,14 +18,20 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
+from service_kit import metrics
 from service_kit.context import REQUEST_ID_HEADER, current_request_id
 from service_kit.credentials import ACTING_FOR_HEADER, basic_credential
 from service_kit.problems import ProblemError, dependency_unavailable
-from service_kit.tracecontext import TRACEPARENT_HEADER, outgoing_traceparent
+from service_kit.telemetry import Telemetry, tracer_provider
+from service_kit.tracecontext import propagate
+
+if TYPE_CHECKING:
+    from service_kit.settings import ServiceSettings
 
 log = logging.getLogger("service_kit.client")
 
@@ -56,12 +62,54 @@ class ClientConfig:
     backoff_base_seconds: float = 0.05
     backoff_max_seconds: float = 1.0
 
+    @classmethod
+    def for_service(cls, settings: ServiceSettings, peer: str, base_url: str) -> ClientConfig:
+        """``settings``' service calling ``peer``: its credential, timeout and attempts."""
+        return cls(
+            peer=peer,
+            base_url=base_url,
+            caller=settings.service_name,
+            secret=settings.service_secret.get_secret_value() if settings.service_secret else None,
+            timeout_seconds=settings.client_timeout_seconds,
+            max_attempts=settings.client_max_attempts,
+        )
+
+
+class _Meter:
+    """The client's metrics: each attempt's duration and outcome, and the retries."""
+
+    def __init__(self, config: ClientConfig, telemetry: Telemetry | None) -> None:
+        self.enabled = telemetry is not None and telemetry.enabled
+        self.labels = (*telemetry.labels, config.peer) if telemetry is not None else ()
+
+    def attempt(self, method: str, started: float, status: int | None, error: str | None) -> None:
+        if self.enabled:
+            metrics.HTTP_CLIENT_DURATION.labels(
+                *self.labels,
+                metrics.method_label(method),
+                metrics.status_label(status) if status is not None else "",
+                error or "",
+            ).observe(time.perf_counter() - started)
+
+    def retry(self, reason: str) -> None:
+        if self.enabled:
+            metrics.HTTP_CLIENT_RETRIES.labels(*self.labels, reason).inc()
+
+
+def _instrument(http: httpx.Client | httpx.AsyncClient, telemetry: Telemetry | None) -> None:
+    """Client spans (and the trace header) from OpenTelemetry's httpx instrumentation."""
+    if telemetry is not None and telemetry.enabled:
+        HTTPXClientInstrumentor.instrument_client(http, tracer_provider=tracer_provider())
+
 
 class _RetryPlan:
     """Decides, after each failed attempt, whether and when to try again."""
 
-    def __init__(self, config: ClientConfig, method: str, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, config: ClientConfig, method: str, headers: Mapping[str, str], meter: _Meter
+    ) -> None:
         self.config = config
+        self.meter = meter
         retryable = method.upper() in IDEMPOTENT_METHODS or (
             method.upper() == "POST" and any(k.lower() == "idempotency-key" for k in headers)
         )
@@ -77,6 +125,7 @@ class _RetryPlan:
         delay = random.uniform(ceiling / 2, ceiling)
         if attempt >= self.attempts or time.monotonic() + delay >= self.deadline:
             raise ServiceUnavailableError(self.config.peer, reason)
+        self.meter.retry(reason)
         log.warning(
             "retrying call", extra={"peer": self.config.peer, "attempt": attempt, "reason": reason}
         )
@@ -92,9 +141,7 @@ def _headers(
     request_id = current_request_id()
     if request_id:
         merged[REQUEST_ID_HEADER] = request_id
-    traceparent = outgoing_traceparent()
-    if traceparent:
-        merged[TRACEPARENT_HEADER] = traceparent
+    propagate(merged)
     if acting_for:
         merged[ACTING_FOR_HEADER] = acting_for
     merged.update(headers or {})
@@ -108,11 +155,19 @@ def _timeout(config: ClientConfig) -> httpx.Timeout:
 class ServiceClient:
     """Synchronous client (Flask, Django). Reuses its connection pool: create once."""
 
-    def __init__(self, config: ClientConfig, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.config = config
         self._http = httpx.Client(
             base_url=config.base_url, timeout=_timeout(config), transport=transport
         )
+        self._meter = _Meter(config, telemetry)
+        _instrument(self._http, telemetry)
 
     def request(
         self,
@@ -124,15 +179,18 @@ class ServiceClient:
         **kwargs: Any,
     ) -> httpx.Response:
         merged = _headers(self.config, headers, acting_for)
-        plan = _RetryPlan(self.config, method, merged)
+        plan = _RetryPlan(self.config, method, merged, self._meter)
         attempt = 0
         while True:
             attempt += 1
+            started = time.perf_counter()
             try:
                 response = self._http.request(method, path, headers=merged, **kwargs)
             except httpx.TransportError as exc:
                 reason = type(exc).__name__
+                self._meter.attempt(method, started, None, reason)
             else:
+                self._meter.attempt(method, started, response.status_code, None)
                 if response.status_code not in RETRYABLE_STATUS:
                     return response
                 reason = f"HTTP {response.status_code}"
@@ -146,12 +204,18 @@ class AsyncServiceClient:
     """Asynchronous client (FastAPI). Create in the lifespan, close on shutdown."""
 
     def __init__(
-        self, config: ClientConfig, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        config: ClientConfig,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config
         self._http = httpx.AsyncClient(
             base_url=config.base_url, timeout=_timeout(config), transport=transport
         )
+        self._meter = _Meter(config, telemetry)
+        _instrument(self._http, telemetry)
 
     async def request(
         self,
@@ -163,15 +227,18 @@ class AsyncServiceClient:
         **kwargs: Any,
     ) -> httpx.Response:
         merged = _headers(self.config, headers, acting_for)
-        plan = _RetryPlan(self.config, method, merged)
+        plan = _RetryPlan(self.config, method, merged, self._meter)
         attempt = 0
         while True:
             attempt += 1
+            started = time.perf_counter()
             try:
                 response = await self._http.request(method, path, headers=merged, **kwargs)
             except httpx.TransportError as exc:
                 reason = type(exc).__name__
+                self._meter.attempt(method, started, None, reason)
             else:
+                self._meter.attempt(method, started, response.status_code, None)
                 if response.status_code not in RETRYABLE_STATUS:
                     return response
                 reason = f"HTTP {response.status_code}"

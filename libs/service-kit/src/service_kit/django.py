@@ -12,18 +12,23 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from opentelemetry import trace
+from opentelemetry.instrumentation.django import DjangoInstrumentor
+from opentelemetry.trace import StatusCode
 from pydantic import BaseModel, ValidationError
 
-from service_kit import health
+from service_kit import dbstats, health, metrics
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from service_kit.metrics import OPERATIONAL_PATHS, UNMATCHED_ROUTE
 from service_kit.problems import (
     KEPT_ERROR_HEADERS,
     PROBLEM_CONTENT_TYPE,
@@ -35,14 +40,17 @@ from service_kit.problems import (
     unsupported_media_type,
     validation_problem,
 )
+from service_kit.settings import ServiceSettings
+from service_kit.telemetry import UNTRACED_URLS, Telemetry, for_service, tracer_provider
 from service_kit.tracecontext import TRACEPARENT_HEADER, accept_trace_id, trace_id_var
 
 access_log = logging.getLogger("service_kit.access")
 error_log = logging.getLogger("service_kit.errors")
 
-UNMATCHED_ROUTE = "__unmatched__"
 API_PREFIX = "/api/"
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+#: A named group of a ``re_path`` (the admin's catch-all ``(?P<url>.*)``).
+_NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^()]*\)")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -51,7 +59,8 @@ def route_template(request: HttpRequest) -> str:
     match = getattr(request, "resolver_match", None)
     if match is None or match.route is None:
         return UNMATCHED_ROUTE
-    return "/" + _CONVERTER.sub(r"{\1}", match.route.lstrip("^").rstrip("$"))
+    route = _NAMED_GROUP.sub(r"{\1}", match.route.replace("^", "").replace("$", ""))
+    return "/" + _CONVERTER.sub(r"{\1}", route)
 
 
 def problem_response(problem: Problem, request: HttpRequest | None = None) -> HttpResponse:
@@ -95,7 +104,13 @@ def validation_error(exc: ValidationError, *, location: str) -> ProblemError:
 
 
 class RequestContextMiddleware:
-    """First middleware: request and trace ids, access log, problem+json under ``/api/``."""
+    """The outermost middleware: request and trace ids, access log, metrics, database
+    statistics, and problem+json under ``/api/`` (whatever an inner middleware raised).
+
+    OpenTelemetry's Django middleware, when on, comes right after it; its hooks hand the
+    server span to this request's telemetry and finish the database part (N+1 events on
+    the span) before the span ends.
+    """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -105,12 +120,18 @@ class RequestContextMiddleware:
         request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
         request_token = request_id_var.set(request_id)
         trace_token = trace_id_var.set(accept_trace_id(request.headers.get(TRACEPARENT_HEADER)))
+        state = None
+        if _telemetry is not None and request.path not in OPERATIONAL_PATHS:
+            state = _telemetry.start_request(request.method or "GET")
+            request.polyframe_state = state  # type: ignore[attr-defined]
+        response: HttpResponse | None = None
         try:
-            response = self.get_response(request)
+            with _watching_queries(state is not None):
+                response = self.get_response(request)
             if request.path.startswith(API_PREFIX) and response.status_code >= 400:
                 response = self._as_problem(request, response)
             response[REQUEST_ID_HEADER] = request_id
-            if request.path not in health.HEALTH_PATHS and request.path != "/metrics":
+            if request.path not in OPERATIONAL_PATHS:
                 access_log.info(
                     "request",
                     extra={
@@ -122,6 +143,14 @@ class RequestContextMiddleware:
                 )
             return response
         finally:
+            if state is not None and _telemetry is not None:
+                _telemetry.finish_request(
+                    state,
+                    route=route_template(request),
+                    status=response.status_code if response is not None else 500,
+                    request_bytes=_content_length(request),
+                    response_bytes=_response_length(response),
+                )
             trace_id_var.reset(trace_token)
             request_id_var.reset(request_token)
 
@@ -170,6 +199,103 @@ def _migrations_applied() -> str:
     return "all applied"
 
 
+def _content_length(request: HttpRequest) -> int | None:
+    value = request.headers.get("Content-Length", "")
+    return int(value) if value.isdigit() else None
+
+
+def _response_length(response: HttpResponse | None) -> int | None:
+    if response is None or response.streaming:
+        return None
+    return len(response.content)
+
+
+# -- telemetry: set up once per process from the project's app config --------------------------
+
+_telemetry: Telemetry | None = None
+
+
+def instrument(settings: ServiceSettings) -> Telemetry:
+    """Telemetry of this Django process (call from an ``AppConfig.ready``, in every worker).
+
+    With instrumentation on, OpenTelemetry's Django middleware is put first in
+    ``MIDDLEWARE``, before the handler loads it, and every SQL statement of a request is
+    timed, counted (N+1 detection) and traced.
+    """
+    global _telemetry
+    _telemetry = for_service(settings, "django")
+    if _telemetry.enabled:
+        DjangoInstrumentor().instrument(
+            excluded_urls=UNTRACED_URLS,
+            tracer_provider=tracer_provider(),
+            request_hook=_span_started,
+            response_hook=_span_ending,
+        )
+        _kit_middleware_first()
+    return _telemetry
+
+
+def _kit_middleware_first() -> None:
+    """Put the kit's middleware back in front of OpenTelemetry's (which inserts itself first).
+
+    OpenTelemetry's reads the host before anything else; a Host that is not allowed fails
+    there, and only a middleware outside it can still answer with a problem under ``/api/``.
+    """
+    from django.conf import settings as django_settings
+
+    ours = f"{RequestContextMiddleware.__module__}.{RequestContextMiddleware.__qualname__}"
+    middleware = list(django_settings.MIDDLEWARE)
+    if ours in middleware:
+        middleware.remove(ours)
+        django_settings.MIDDLEWARE = [ours, *middleware]
+
+
+def _span_started(span: trace.Span, request: HttpRequest) -> None:
+    state = getattr(request, "polyframe_state", None)
+    if state is not None:
+        state.span = span
+
+
+def _span_ending(span: trace.Span, request: HttpRequest, _response: HttpResponse) -> None:
+    state = getattr(request, "polyframe_state", None)
+    if state is not None and _telemetry is not None:
+        _telemetry.finish_database(state, route_template(request))
+
+
+@contextmanager
+def _watching_queries(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    with ExitStack() as stack:
+        for connection in connections.all():
+            stack.enter_context(connection.execute_wrapper(_observe_query))
+        yield
+
+
+def _observe_query(
+    execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
+) -> Any:
+    """Django's ``execute_wrapper``: every statement traced and counted for its request."""
+    span = dbstats.statement_span(sql, context["connection"].vendor)
+    started = time.perf_counter()
+    try:
+        return execute(sql, params, many, context)
+    except Exception as exc:
+        span.record_exception(exc)
+        span.set_status(StatusCode.ERROR, type(exc).__name__)
+        raise
+    finally:
+        span.end()
+        dbstats.record(sql, time.perf_counter() - started)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """``/metrics``: Prometheus exposition of this process (or of every worker's)."""
+    body, content_type = metrics.exposition(request.headers.get("Accept"))
+    return HttpResponse(body, content_type=content_type)
+
+
 def healthz(_request: HttpRequest) -> HttpResponse:
     status, body = health.liveness(_service_name())
     return JsonResponse(body, status=status)
@@ -179,6 +305,8 @@ def readyz(_request: HttpRequest) -> HttpResponse:
     status, body = health.report(
         _service_name(), health.run_sync_checks({"database": _migrations_applied})
     )
+    if status == 200 and _telemetry is not None:
+        _telemetry.mark_ready()
     response = JsonResponse(body, status=status)
     response["Cache-Control"] = "no-store"
     return response

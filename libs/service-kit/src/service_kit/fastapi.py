@@ -9,17 +9,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service_kit import health
+from service_kit import health, metrics
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from service_kit.loopmonitor import LoopMonitor
+from service_kit.metrics import OPERATIONAL_PATHS, UNMATCHED_ROUTE
 from service_kit.problems import (
     PROBLEM_CONTENT_TYPE,
     FieldError,
@@ -29,13 +34,11 @@ from service_kit.problems import (
     malformed_body,
     validation_problem,
 )
+from service_kit.telemetry import UNTRACED_URLS, RequestState, Telemetry, flush, tracer_provider
 from service_kit.tracecontext import accept_trace_id, trace_id_var
 
 access_log = logging.getLogger("service_kit.access")
 error_log = logging.getLogger("service_kit.errors")
-
-#: Route label for requests that matched no route (bounded cardinality).
-UNMATCHED_ROUTE = "__unmatched__"
 
 
 class ProblemResponse(JSONResponse):
@@ -55,15 +58,25 @@ def route_template(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    """Outermost app middleware: request id, body-size limit, access log, last-resort 500.
+    """Outermost app middleware: request id, body-size limit, access log, metrics, last 500.
 
     Pure ASGI (no ``BaseHTTPMiddleware``) so it adds no task per request and
     sees exceptions before Starlette's ``ServerErrorMiddleware`` would print them.
+    OpenTelemetry's middleware, when on, wraps this one: its server span is current here.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int = 1_048_576) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int = 1_048_576,
+        telemetry: Telemetry | None = None,
+        monitor: LoopMonitor | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.telemetry = telemetry
+        self.monitor = monitor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,17 +93,22 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
+        state = None
+        if self.telemetry is not None and scope["path"] not in OPERATIONAL_PATHS:
+            state = self.telemetry.start_request(scope["method"])
+        if state is not None and self.monitor is not None:
+            self.monitor.request_started(state, scope)
+        received = 0
+        sent = 0
 
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             status = 413
             await self._send_problem(scope, send, request_id, _too_large(self.max_body_bytes))
-            self._log(scope, status, started)
+            self._finish(scope, state, status, started, received, sent)
             trace_id_var.reset(trace_token)
             request_id_var.reset(token)
             return
-
-        received = 0
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -103,7 +121,7 @@ class RequestContextMiddleware:
             return message
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status, response_started, sent
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
@@ -111,6 +129,8 @@ class RequestContextMiddleware:
                     *message.get("headers", []),
                     (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
                 ]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
             await send(message)
 
         try:
@@ -127,14 +147,35 @@ class RequestContextMiddleware:
                     extra={"method": scope["method"], "path": scope["path"]},
                 )
             status = problem.status
-            await self._send_problem(scope, send, request_id, problem)
+            sent = await self._send_problem(scope, send, request_id, problem)
         finally:
-            self._log(scope, status, started)
+            self._finish(scope, state, status, started, received, sent)
             trace_id_var.reset(trace_token)
             request_id_var.reset(token)
 
+    def _finish(
+        self,
+        scope: Scope,
+        state: RequestState | None,
+        status: int,
+        started: float,
+        received: int,
+        sent: int,
+    ) -> None:
+        self._log(scope, status, started)
+        if state is not None and self.telemetry is not None:
+            if self.monitor is not None:
+                self.monitor.request_finished()
+            self.telemetry.finish_request(
+                state,
+                route=route_template(scope),
+                status=status,
+                request_bytes=received,
+                response_bytes=sent,
+            )
+
     @staticmethod
-    async def _send_problem(scope: Scope, send: Send, request_id: str, problem: Problem) -> None:
+    async def _send_problem(scope: Scope, send: Send, request_id: str, problem: Problem) -> int:
         problem.instance = problem.instance or scope["path"]
         body = json.dumps(problem.as_dict()).encode()
         response_headers = [
@@ -147,10 +188,11 @@ class RequestContextMiddleware:
             {"type": "http.response.start", "status": problem.status, "headers": response_headers}
         )
         await send({"type": "http.response.body", "body": body})
+        return len(body)
 
     @staticmethod
     def _log(scope: Scope, status: int, started: float) -> None:
-        if scope["path"] in health.HEALTH_PATHS or scope["path"] == "/metrics":
+        if scope["path"] in OPERATIONAL_PATHS:
             return
         access_log.info(
             "request",
@@ -213,21 +255,67 @@ async def _on_unavailable(request: Request, exc: Exception) -> ProblemResponse:
     return problem_response(exc.as_problem().problem, request)
 
 
-def install(app: FastAPI, *, max_body_bytes: int = 1_048_576) -> None:
-    """Give ``app`` the kit's error shape and request context."""
+def install(
+    app: FastAPI, *, max_body_bytes: int = 1_048_576, telemetry: Telemetry | None = None
+) -> None:
+    """Give ``app`` the kit's error shape and request context, and ``telemetry`` if given.
+
+    With telemetry on: OpenTelemetry's ASGI middleware (server spans), the metrics of
+    every request, ``/metrics``, and the event-loop monitor, started with the app's
+    lifespan.
+    """
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(ServiceUnavailableError, _on_unavailable)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
+    monitor = None
+    if telemetry is not None and telemetry.enabled:
+        monitor = LoopMonitor(telemetry)
+        _wrap_lifespan(app, telemetry, monitor)
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls=UNTRACED_URLS, tracer_provider=tracer_provider()
+        )
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=max_body_bytes,
+        telemetry=telemetry,
+        monitor=monitor,
+    )
+    app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
+
+
+def _metrics(request: Request) -> Response:
+    """Prometheus exposition (a plain ``def``: merging workers' files runs off the loop)."""
+    body, content_type = metrics.exposition(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
+
+
+def _wrap_lifespan(app: FastAPI, telemetry: Telemetry, monitor: LoopMonitor) -> None:
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        monitor.start()
+        try:
+            async with inner(app) as state:
+                yield state
+        finally:
+            await monitor.stop()
+            flush()
+
+    app.router.lifespan_context = lifespan
 
 
 def add_health_routes(
     app: FastAPI,
     service: str,
     readiness: Callable[[Request], Mapping[str, Callable[[], Awaitable[str | None]]]],
+    telemetry: Telemetry | None = None,
 ) -> None:
-    """``/healthz`` and ``/readyz``; ``readiness`` returns the checks for this app."""
+    """``/healthz`` and ``/readyz``; ``readiness`` returns the checks for this app.
+
+    The first ``/readyz`` that passes records the cold start in ``telemetry``.
+    """
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
@@ -238,4 +326,6 @@ def add_health_routes(
     async def readyz(request: Request) -> JSONResponse:
         results = await health.run_async_checks(readiness(request))
         status, body = health.report(service, results)
+        if status == 200 and telemetry is not None:
+            telemetry.mark_ready()
         return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})

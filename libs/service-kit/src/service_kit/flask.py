@@ -14,13 +14,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from service_kit import health
+from service_kit import health, metrics
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from service_kit.metrics import OPERATIONAL_PATHS, UNMATCHED_ROUTE
 from service_kit.problems import (
     KEPT_ERROR_HEADERS,
     PROBLEM_CONTENT_TYPE,
@@ -32,12 +34,12 @@ from service_kit.problems import (
     unsupported_media_type,
     validation_problem,
 )
+from service_kit.telemetry import UNTRACED_URLS, Telemetry, tracer_provider
 from service_kit.tracecontext import TRACEPARENT_HEADER, accept_trace_id, trace_id_var
 
 access_log = logging.getLogger("service_kit.access")
 error_log = logging.getLogger("service_kit.errors")
 
-UNMATCHED_ROUTE = "__unmatched__"
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -84,11 +86,19 @@ def validation_error_response(exc: ValidationError) -> Response:
     return problem_response(validation_problem(errors))
 
 
+def _telemetry() -> Telemetry | None:
+    telemetry: Telemetry | None = current_app.extensions.get("polyframe.telemetry")
+    return telemetry
+
+
 def _before_request() -> Response | None:
     g.kit_started = time.perf_counter()
     g.kit_request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
     g.kit_context_token = request_id_var.set(g.kit_request_id)
     g.kit_trace_token = trace_id_var.set(accept_trace_id(request.headers.get(TRACEPARENT_HEADER)))
+    telemetry = _telemetry()
+    if telemetry is not None and request.path not in OPERATIONAL_PATHS:
+        g.kit_state = telemetry.start_request(request.method)
     if request.method in _BODY_METHODS and request.content_length:
         if not request.is_json:
             return problem_response(unsupported_media_type(request.mimetype))
@@ -103,7 +113,8 @@ def _after_request(response: Response) -> Response:
     request_id = g.get("kit_request_id")
     if request_id:
         response.headers[REQUEST_ID_HEADER] = request_id
-    if request.path not in health.HEALTH_PATHS and request.path != "/metrics":
+    _finish(response.status_code, response.calculate_content_length())
+    if request.path not in OPERATIONAL_PATHS:
         started = g.get("kit_started", time.perf_counter())
         access_log.info(
             "request",
@@ -117,7 +128,21 @@ def _after_request(response: Response) -> Response:
     return response
 
 
+def _finish(status: int, response_bytes: int | None) -> None:
+    state = g.pop("kit_state", None)
+    telemetry = _telemetry()
+    if state is not None and telemetry is not None:
+        telemetry.finish_request(
+            state,
+            route=route_template(),
+            status=status,
+            request_bytes=request.content_length,
+            response_bytes=response_bytes,
+        )
+
+
 def _teardown_request(_exc: BaseException | None) -> None:
+    _finish(500, None)  # only if no response was made (after_request finishes otherwise)
     trace_token = g.pop("kit_trace_token", None)
     if trace_token is not None:
         trace_id_var.reset(trace_token)
@@ -156,8 +181,21 @@ def _on_unhandled(exc: Exception) -> Response:
     return problem_response(internal_error())
 
 
-def install(app: Flask, *, max_body_bytes: int = 1_048_576) -> None:
-    """Give ``app`` the kit's error shape, request ids, body limits and access log."""
+def install(
+    app: Flask, *, max_body_bytes: int = 1_048_576, telemetry: Telemetry | None = None
+) -> None:
+    """Give ``app`` the kit's error shape, request ids, body limits and access log.
+
+    With ``telemetry`` on: OpenTelemetry's Flask instrumentation (server spans; its
+    hooks run before the kit's, so its span is current in them), the metrics of every
+    request, and ``/metrics``.
+    """
+    if telemetry is not None and telemetry.enabled:
+        FlaskInstrumentor().instrument_app(  # type: ignore[no-untyped-call]
+            app, excluded_urls=UNTRACED_URLS, tracer_provider=tracer_provider()
+        )
+    app.extensions["polyframe.telemetry"] = telemetry
+    app.add_url_rule("/metrics", "kit_metrics", _metrics)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     # Werkzeug answers HTML by default and Flask would re-raise in debug/testing modes;
     # the handlers below answer every error as problem+json instead.
@@ -172,10 +210,18 @@ def install(app: Flask, *, max_body_bytes: int = 1_048_576) -> None:
     app.register_error_handler(Exception, _on_unhandled)
 
 
+def _metrics() -> Response:
+    body, content_type = metrics.exposition(request.headers.get("Accept"))
+    return Response(body, content_type=content_type)
+
+
 def add_health_routes(
     app: Flask, service: str, readiness: Callable[[], Mapping[str, health.SyncCheck]]
 ) -> None:
-    """``/healthz`` and ``/readyz``; ``readiness`` returns the checks for this app."""
+    """``/healthz`` and ``/readyz``; ``readiness`` returns the checks for this app.
+
+    The first ``/readyz`` that passes records the cold start (with telemetry on).
+    """
 
     def healthz() -> tuple[dict[str, Any], int]:
         status, body = health.liveness(service)
@@ -183,6 +229,9 @@ def add_health_routes(
 
     def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
         status, body = health.report(service, health.run_sync_checks(readiness()))
+        telemetry = _telemetry()
+        if status == 200 and telemetry is not None:
+            telemetry.mark_ready()
         return body, status, {"Cache-Control": "no-store"}
 
     app.add_url_rule("/healthz", "kit_healthz", healthz)

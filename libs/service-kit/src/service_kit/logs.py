@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from service_kit.context import current_request_id
-from service_kit.tracecontext import current_trace_id
+from service_kit.tracecontext import current_span_id, current_trace_id
 
 #: Attributes every ``LogRecord`` has; anything else was passed with ``extra=``.
 _STANDARD_ATTRS = frozenset(
@@ -52,6 +52,9 @@ class JsonFormatter(logging.Formatter):
         trace_id = current_trace_id()
         if trace_id:
             entry["trace_id"] = trace_id
+            span_id = current_span_id()
+            if span_id:
+                entry["span_id"] = span_id
         for key, value in record.__dict__.items():
             if (
                 key not in _STANDARD_ATTRS

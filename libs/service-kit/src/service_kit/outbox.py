@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opentelemetry.trace import Span, SpanKind, StatusCode
+from prometheus_client import Counter, start_http_server
 from sqlalchemy import (
     JSON,
     Engine,
@@ -41,9 +44,13 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service_kit.client import ServiceClient, ServiceUnavailableError
-from service_kit.sqla import UTCDateTime
-from service_kit.tracecontext import current_trace_id
+from service_kit import metrics
+from service_kit.client import ClientConfig, ServiceClient, ServiceUnavailableError
+from service_kit.logs import configure_logging
+from service_kit.settings import ProducerSettings
+from service_kit.sqla import UTCDateTime, engine_options, prepare
+from service_kit.telemetry import Telemetry, flush, setup
+from service_kit.tracecontext import current_trace_id, sampled_span_id, start_span_in
 
 log = logging.getLogger("service_kit.outbox")
 
@@ -72,6 +79,8 @@ class OutboxMixin:
     #: For a service actor: the staff member it acted for.
     acting_for: Mapped[str | None] = mapped_column(String(150), default=None)
     trace_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    #: The span that wrote the event: its delivery and recording join that trace.
+    span_id: Mapped[str | None] = mapped_column(String(16), default=None)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -105,6 +114,7 @@ def outbox_values(
         "actor_id": actor.id,
         "acting_for": actor.acting_for,
         "trace_id": current_trace_id(),
+        "span_id": sampled_span_id(),
         "payload": dict(payload or {}),
         "attempts": 0,
         "next_attempt_at": utcnow(),
@@ -141,6 +151,7 @@ class OutboxDispatcher:
         producer: str,
         batch_size: int = 100,
         max_backoff_seconds: float = 60,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.engine = engine
         self.table = table
@@ -148,6 +159,7 @@ class OutboxDispatcher:
         self.producer = producer
         self.batch_size = batch_size
         self.max_backoff = max_backoff_seconds
+        self.telemetry = telemetry if telemetry is not None and telemetry.enabled else None
 
     def _event(self, row: Any) -> dict[str, Any]:
         return {
@@ -176,7 +188,17 @@ class OutboxDispatcher:
             if not rows:
                 return BatchResult(0, 0)
             ids = [row.id for row in rows]
-            error = self._send([self._event(row) for row in rows])
+            events = [self._event(row) for row in rows]
+            spans = self._delivery_spans(rows, events)
+            error: str | None = "the dispatcher failed while sending"
+            try:
+                error = self._send(events)
+            finally:
+                for span in spans:
+                    if error is not None:
+                        span.set_status(StatusCode.ERROR, error[:200])
+                    span.end()
+            self._count(metrics.OUTBOX_FAILED if error else metrics.OUTBOX_DELIVERED, len(ids))
             if error is None:
                 connection.execute(
                     update(table).where(table.c.id.in_(ids)).values(delivered_at=utcnow())
@@ -200,6 +222,33 @@ class OutboxDispatcher:
                 extra={"count": len(ids), "retry_in_s": delay, "reason": error[:200]},
             )
             return BatchResult(0, len(ids))
+
+    def _delivery_spans(self, rows: Sequence[Any], events: list[dict[str, Any]]) -> list[Span]:
+        """One span per event, in the trace of the request that wrote it.
+
+        Each event carries its span's id, so admin-django records it as a child: the
+        request that changed something and the recording of that change are one trace.
+        """
+        spans: list[Span] = []
+        for row, event in zip(rows, events, strict=True):
+            if not (row.trace_id and row.span_id):
+                continue
+            span = start_span_in(
+                row.trace_id,
+                row.span_id,
+                f"audit.deliver {row.action}",
+                kind=SpanKind.PRODUCER,
+                attributes={"audit.event_id": str(row.id), "audit.attempt": row.attempts + 1},
+            )
+            context = span.get_span_context()
+            if context.is_valid:
+                event["span_id"] = format(context.span_id, "016x")
+            spans.append(span)
+        return spans
+
+    def _count(self, counter: Counter, count: int) -> None:
+        if self.telemetry is not None:
+            counter.labels(*self.telemetry.labels).inc(count)
 
     def _send(self, events: list[dict[str, Any]]) -> str | None:
         """``None`` on success, else why it failed."""
@@ -226,12 +275,39 @@ class OutboxDispatcher:
             ).scalar_one()
         return int(count)
 
-    def run(self, stop: threading.Event, *, idle_seconds: float = 0.5) -> None:
+    def backlog(self) -> tuple[int, float]:
+        """Undelivered events, and the age in seconds of the oldest (0 without any)."""
+        with self.engine.connect() as connection:
+            count, oldest = connection.execute(
+                select(func.count(), func.min(self.table.c.occurred_at))
+                .select_from(self.table)
+                .where(self.table.c.delivered_at.is_(None))
+            ).one()
+        if oldest is None:
+            return int(count), 0.0
+        if oldest.tzinfo is None:  # SQLite keeps naive UTC (see UTCDateTime)
+            oldest = oldest.replace(tzinfo=UTC)
+        return int(count), max(0.0, (utcnow() - oldest).total_seconds())
+
+    def _report_backlog(self) -> None:
+        if self.telemetry is None:
+            return
+        count, age = self.backlog()
+        metrics.OUTBOX_PENDING.labels(*self.telemetry.labels).set(count)
+        metrics.OUTBOX_OLDEST_PENDING_AGE.labels(*self.telemetry.labels).set(age)
+
+    def run(
+        self, stop: threading.Event, *, idle_seconds: float = 0.5, report_seconds: float = 5.0
+    ) -> None:
         """Deliver until ``stop`` is set; a full batch is followed at once by the next."""
         log.info("outbox dispatcher started", extra={"producer": self.producer})
+        reported = 0.0
         while not stop.is_set():
             try:
                 result = self.dispatch_once()
+                if time.monotonic() - reported >= report_seconds:
+                    self._report_backlog()
+                    reported = time.monotonic()
             except Exception:
                 # The producer's database may be briefly unavailable: keep going.
                 log.exception("outbox dispatch failed")
@@ -248,8 +324,14 @@ def serve_dispatcher(
     table: Table,
     client: ServiceClient,
     batch_size: int = 100,
+    telemetry: Telemetry | None = None,
+    metrics_bind: str | None = None,
 ) -> int:
-    """Entry point of a producer's ``dispatch-outbox`` command: runs until SIGTERM/SIGINT."""
+    """Entry point of a producer's ``dispatch-outbox`` command: runs until SIGTERM/SIGINT.
+
+    ``metrics_bind`` (``host:port``) serves this process's ``/metrics`` for Prometheus:
+    the backlog, deliveries and the calls to admin-django.
+    """
     import signal
 
     stop = threading.Event()
@@ -259,10 +341,36 @@ def serve_dispatcher(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    engine = create_engine(sync_database_url(database_url), pool_pre_ping=True)
+    url, options = engine_options(sync_database_url(database_url), pool_size=1)
+    engine = create_engine(url, **options)
+    prepare(engine)
+    if metrics_bind:
+        host, _, port = metrics_bind.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.REGISTRY)
+    dispatcher = OutboxDispatcher(
+        engine, table, client, producer=producer, batch_size=batch_size, telemetry=telemetry
+    )
     try:
-        OutboxDispatcher(engine, table, client, producer=producer, batch_size=batch_size).run(stop)
+        dispatcher.run(stop)
     finally:
         client.close()
         engine.dispose()
+        flush()
     return 0
+
+
+def dispatch_command(settings: ProducerSettings, table: Table) -> int:
+    """A producer's ``dispatch-outbox`` command, from its settings: runs until SIGTERM."""
+    configure_logging(settings.service_name, settings.log_level)
+    instruments = setup(settings.service_name, "dispatcher", enabled=settings.instrumentation)
+    return serve_dispatcher(
+        producer=settings.service_name,
+        database_url=settings.database_url,
+        table=table,
+        client=ServiceClient(
+            ClientConfig.for_service(settings, "admin-django", settings.admin_url),
+            telemetry=instruments,
+        ),
+        telemetry=instruments,
+        metrics_bind=settings.outbox_metrics_bind,
+    )

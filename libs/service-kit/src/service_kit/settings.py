@@ -75,6 +75,13 @@ class ServiceSettings(BaseSettings):
     client_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     #: Attempts (first try included) for idempotent calls through the service client.
     client_max_attempts: int = Field(default=2, ge=1, le=10)
+    #: Metrics, traces and runtime probes, all on or all off (off: to measure their cost).
+    instrumentation: bool = True
+    #: More runs of one SQL shape within one request than this are reported as an N+1.
+    db_repeated_query_threshold: int = Field(default=10, ge=2, le=10_000)
+    #: Fault drills: routes that block the event loop, hold a worker thread or run an N+1
+    #: query pattern on purpose, to see the dashboards and alerts react. Never in production.
+    drills: bool = False
 
     @field_validator("log_level")
     @classmethod
@@ -144,9 +151,27 @@ class ServiceSettings(BaseSettings):
             raise SettingsError("; ".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _no_drills_in_production(self) -> Self:
+        if self.drills and self.environment is Environment.PRODUCTION:
+            prefix = str(self.model_config.get("env_prefix", "")).upper()
+            raise SettingsError(f"{prefix}DRILLS must stay off in production")
+        return self
+
     @property
     def is_development(self) -> bool:
         return self.environment is Environment.DEVELOPMENT
+
+
+class ProducerSettings(ServiceSettings):
+    """A service that writes audit events to its outbox (users-fastapi, legacy-flask)."""
+
+    #: SQLAlchemy URL of the service's database (which holds the outbox).
+    database_url: str
+    #: Where the outbox dispatcher delivers audit events (admin-django).
+    admin_url: str = "http://127.0.0.1:8103"
+    #: ``host:port`` where the dispatcher process serves its ``/metrics`` (none if unset).
+    outbox_metrics_bind: str | None = None
 
 
 def secret_required_outside_development() -> dict[str, Any]:
@@ -166,6 +191,7 @@ def _is_secret_annotation(annotation: Any) -> bool:
 __all__ = [
     "PLACEHOLDER_SECRETS",
     "Environment",
+    "ProducerSettings",
     "ServiceSettings",
     "SettingsError",
     "secret_required_outside_development",

@@ -1,18 +1,71 @@
-"""SQLAlchemy column types shared by the SQLAlchemy services."""
+"""What the SQLAlchemy services share: engine options, column types, keyset pages."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import DateTime, Select, and_, or_
-from sqlalchemy.engine import Dialect
+from sqlalchemy import DateTime, Engine, Select, and_, event, or_
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.types import TypeDecorator
 
+from service_kit import dbstats
 from service_kit.pagination import decode_cursor, encode_cursor
+from service_kit.telemetry import Telemetry
+
+#: Seconds a SQLite writer waits for the lock before failing (the busy timeout).
+SQLITE_BUSY_SECONDS = 15
+
+
+def engine_options(database_url: str, *, pool_size: int = 5) -> tuple[URL, dict[str, Any]]:
+    """The URL and ``create_engine`` keyword arguments for ``database_url``, sync or async.
+
+    SQLite: the file's folder is created and the driver waits on a locked database
+    (pass the engine to :func:`prepare` for WAL and the other pragmas). PostgreSQL: a
+    pool of ``pool_size`` plus as many overflow connections, checked before use, with
+    bounded waits for a connection from the pool and for the server.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        return url, {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
+    if url.get_driver_name() == "asyncpg":
+        connect_args: dict[str, Any] = {"timeout": 5, "command_timeout": 10}
+    else:
+        connect_args = {"connect_timeout": 5}
+    return url, {
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
+        "pool_pre_ping": True,
+        "pool_timeout": 5,
+        "connect_args": connect_args,
+    }
+
+
+def prepare(engine: Engine) -> None:
+    """Per-connection settings of a (sync, or an async engine's ``sync_engine``) engine."""
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers proceed during a write; busy_timeout waits instead of failing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def instrument(engine: Engine, telemetry: Telemetry) -> None:
+    """Trace the engine's statements and count them per request (when telemetry is on)."""
+    if telemetry.enabled:
+        dbstats.watch_sqlalchemy(engine)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

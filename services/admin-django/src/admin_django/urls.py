@@ -11,6 +11,7 @@ admin.site.index_title = "Support console and audit trail"
 urlpatterns = [
     path("healthz", kit.healthz),
     path("readyz", kit.readyz),
+    path("metrics", kit.metrics_view),
     path("api/audit/events", AuditEventsApi.as_view(), name="audit-events"),
     path("admin/support/", include("admin_django.support.urls")),
     path("admin/", admin.site.urls),

@@ -20,6 +20,7 @@ from legacy_flask.orders import bp as orders_bp
 from legacy_flask.orders.views import PREFIX
 from legacy_flask.settings import OrdersSettings
 from service_kit import flask as kit
+from service_kit import telemetry
 from service_kit.health import SyncCheck
 from service_kit.logs import configure_logging
 from service_kit.migrations import require_heads, script_heads
@@ -47,7 +48,11 @@ def create_app(settings: OrdersSettings | None = None) -> OpenAPI:
         validation_error_callback=kit.validation_error_response,
     )
     app.extensions["polyframe.settings"] = settings
-    kit.install(app, max_body_bytes=settings.max_body_bytes)
+    kit.install(
+        app,
+        max_body_bytes=settings.max_body_bytes,
+        telemetry=telemetry.for_service(settings, "flask"),
+    )
     db.init_app(app)
     users.init_app(app)
     app.register_api(orders_bp)

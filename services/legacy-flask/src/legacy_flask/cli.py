@@ -13,10 +13,8 @@ from alembic import command
 from legacy_flask.db import MIGRATIONS
 from legacy_flask.models import OutboxEvent
 from legacy_flask.settings import OrdersSettings
-from service_kit.client import ClientConfig, ServiceClient
-from service_kit.logs import configure_logging
 from service_kit.migrations import alembic_config
-from service_kit.outbox import serve_dispatcher
+from service_kit.outbox import dispatch_command
 
 
 def migrate(settings: OrdersSettings) -> None:
@@ -42,24 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         migrate(settings)
         print("legacy-flask: migrations at head", file=sys.stderr)
     elif args.command == "dispatch-outbox":
-        configure_logging(settings.service_name, settings.log_level)
-        return serve_dispatcher(
-            producer=settings.service_name,
-            database_url=settings.database_url,
-            table=OutboxEvent.__table__,  # type: ignore[arg-type]
-            client=ServiceClient(
-                ClientConfig(
-                    peer="admin-django",
-                    base_url=settings.admin_url,
-                    caller=settings.service_name,
-                    secret=settings.service_secret.get_secret_value()
-                    if settings.service_secret
-                    else None,
-                    timeout_seconds=settings.client_timeout_seconds,
-                    max_attempts=settings.client_max_attempts,
-                )
-            ),
-        )
+        return dispatch_command(settings, OutboxEvent.__table__)  # type: ignore[arg-type]
     return 0
 
 

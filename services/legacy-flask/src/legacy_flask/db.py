@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Flask, current_app, g
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from service_kit import sqla
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -17,29 +18,10 @@ class Base(DeclarativeBase):
 
 
 def make_engine(database_url: str, pool_size: int = 8) -> Engine:
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 15})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        pool_timeout=5,
-        connect_args={"connect_timeout": 5},
-    )
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=15000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+    url, options = sqla.engine_options(database_url, pool_size=pool_size)
+    engine = create_engine(url, **options)
+    sqla.prepare(engine)
+    return engine
 
 
 class Database:
@@ -52,6 +34,9 @@ class Database:
     def init_app(self, app: Flask) -> None:
         settings = app.extensions["polyframe.settings"]
         engine = make_engine(settings.database_url, settings.database_pool_size)
+        telemetry = app.extensions.get("polyframe.telemetry")
+        if telemetry is not None:
+            sqla.instrument(engine, telemetry)
         app.extensions["polyframe.db"] = (engine, sessionmaker(engine, expire_on_commit=False))
         app.teardown_appcontext(self._close_session)
 

@@ -7,10 +7,10 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from service_kit.settings import ServiceSettings, secret_required_outside_development
+from service_kit.settings import ProducerSettings, secret_required_outside_development
 
 
-class OrdersSettings(ServiceSettings):
+class OrdersSettings(ProducerSettings):
     model_config = SettingsConfigDict(env_prefix="ORDERS_", extra="ignore", validate_default=True)
 
     service_name: ClassVar[str] = "legacy-flask"
@@ -36,5 +36,3 @@ class OrdersSettings(ServiceSettings):
     #: A customer may cancel an order within this many seconds of placing it.
     cancel_window_seconds: int = Field(default=1800, ge=0)
     max_body_bytes: int = Field(default=65_536, ge=1_024)
-    #: Where the outbox dispatcher delivers audit events (admin-django).
-    admin_url: str = "http://127.0.0.1:8103"

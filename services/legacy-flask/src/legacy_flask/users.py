@@ -27,16 +27,8 @@ class UsersGateway:
     def init_app(self, app: Flask, client: ServiceClient | None = None) -> None:
         settings = app.extensions["polyframe.settings"]
         client = client or ServiceClient(
-            ClientConfig(
-                peer="users-fastapi",
-                base_url=settings.users_url,
-                caller=settings.service_name,
-                secret=settings.service_secret.get_secret_value()
-                if settings.service_secret
-                else None,
-                timeout_seconds=settings.client_timeout_seconds,
-                max_attempts=settings.client_max_attempts,
-            )
+            ClientConfig.for_service(settings, "users-fastapi", settings.users_url),
+            telemetry=app.extensions["polyframe.telemetry"],
         )
         jwks = CachedJwks(
             lambda: _fetch_jwks(client),

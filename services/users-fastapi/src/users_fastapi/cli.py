@@ -13,10 +13,8 @@ from pathlib import Path
 
 from alembic import command
 
-from service_kit.client import ClientConfig, ServiceClient
-from service_kit.logs import configure_logging
 from service_kit.migrations import alembic_config
-from service_kit.outbox import Actor, serve_dispatcher
+from service_kit.outbox import Actor, dispatch_command
 from users_fastapi import accounts
 from users_fastapi.db import MIGRATIONS, create_engine, session_factory
 from users_fastapi.models import OutboxEvent, Role
@@ -82,24 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         migrate(settings)
         print("users-fastapi: migrations at head", file=sys.stderr)
     elif args.command == "dispatch-outbox":
-        configure_logging(settings.service_name, settings.log_level)
-        return serve_dispatcher(
-            producer=settings.service_name,
-            database_url=settings.database_url,
-            table=OutboxEvent.__table__,  # type: ignore[arg-type]
-            client=ServiceClient(
-                ClientConfig(
-                    peer="admin-django",
-                    base_url=settings.admin_url,
-                    caller=settings.service_name,
-                    secret=settings.service_secret.get_secret_value()
-                    if settings.service_secret
-                    else None,
-                    timeout_seconds=settings.client_timeout_seconds,
-                    max_attempts=settings.client_max_attempts,
-                )
-            ),
-        )
+        return dispatch_command(settings, OutboxEvent.__table__)  # type: ignore[arg-type]
     elif args.command == "seed":
         created = asyncio.run(seed(settings, args.accounts_file))
         print(f"users-fastapi: {len(created)} demo account(s) created", file=sys.stderr)

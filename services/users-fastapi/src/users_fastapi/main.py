@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 
 from service_kit import fastapi as kit
+from service_kit import sqla, telemetry
 from service_kit.logs import configure_logging
 from service_kit.migrations import require_heads, script_heads
 from users_fastapi.db import MIGRATIONS, create_engine, session_factory
@@ -24,10 +25,12 @@ from users_fastapi.settings import UsersSettings
 def create_app(settings: UsersSettings | None = None) -> FastAPI:
     settings = settings or UsersSettings()
     configure_logging(settings.service_name, settings.log_level)
+    instruments = telemetry.for_service(settings, "fastapi")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url, settings.database_pool_size)
+        sqla.instrument(engine.sync_engine, instruments)
         app.state.users = AppState(
             settings=settings,
             sessions=session_factory(engine),
@@ -50,8 +53,8 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
         docs_url=f"{users.PREFIX}/docs",
         redoc_url=None,
     )
-    kit.install(app, max_body_bytes=settings.max_body_bytes)
-    kit.add_health_routes(app, settings.service_name, _readiness_checks)
+    kit.install(app, max_body_bytes=settings.max_body_bytes, telemetry=instruments)
+    kit.add_health_routes(app, settings.service_name, _readiness_checks, instruments)
     app.include_router(users.router)
     return app
 

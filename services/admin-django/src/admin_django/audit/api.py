@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
+from opentelemetry.trace import SpanKind
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from admin_django.audit import selectors, services
@@ -18,6 +19,7 @@ from service_kit.credentials import ServiceCaller, authenticate_service, is_basi
 from service_kit.django import json_body, json_response, validation_error
 from service_kit.pagination import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
 from service_kit.problems import forbidden, invalid_field, unauthenticated
+from service_kit.tracecontext import start_span_in
 
 Name = Annotated[str, Field(min_length=1, max_length=150)]
 
@@ -45,6 +47,8 @@ class EventIn(_Strict):
     action: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.]{0,99}$")]
     subject: SubjectIn
     trace_id: Annotated[str | None, Field(pattern=r"^[0-9a-f]{32}$")] = None
+    #: The producer's span that delivered it: recording it joins the same trace.
+    span_id: Annotated[str | None, Field(pattern=r"^[0-9a-f]{16}$")] = None
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -118,7 +122,30 @@ class AuditEventsApi(View):
                 raise invalid_field(
                     f"events.{index}.service", f"Must be the sending service ({caller.name})"
                 )
-        result = services.audit_event_record_many(
+        spans = [
+            start_span_in(
+                event.trace_id,
+                event.span_id,
+                f"audit.record {event.action}",
+                kind=SpanKind.CONSUMER,
+                attributes={"audit.event_id": str(event.id), "audit.service": event.service},
+            )
+            for event in batch.events
+            if event.trace_id and event.span_id
+        ]
+        try:
+            result = self._record(batch)
+        finally:
+            for span in spans:
+                span.end()
+        return json_response(
+            {"recorded": result.recorded, "duplicates": result.duplicates},
+            status=201 if result.recorded else 200,
+        )
+
+    @staticmethod
+    def _record(batch: EventBatch) -> services.IngestResult:
+        return services.audit_event_record_many(
             events=[
                 {
                     "event_id": event.id,
@@ -135,10 +162,6 @@ class AuditEventsApi(View):
                 }
                 for event in batch.events
             ]
-        )
-        return json_response(
-            {"recorded": result.recorded, "duplicates": result.duplicates},
-            status=201 if result.recorded else 200,
         )
 
     def get(self, request: HttpRequest) -> HttpResponse:

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
+from service_kit import telemetry
 from service_kit.client import ClientConfig, ServiceClient, ServiceUnavailableError
 from service_kit.problems import ProblemError
 
@@ -22,14 +23,7 @@ def _client(peer: str) -> ServiceClient:
     config = settings.CONFIG
     base_url = {"users-fastapi": config.users_url, "legacy-flask": config.orders_url}[peer]
     return ServiceClient(
-        ClientConfig(
-            peer=peer,
-            base_url=base_url,
-            caller=config.service_name,
-            secret=config.service_secret.get_secret_value() if config.service_secret else None,
-            timeout_seconds=config.client_timeout_seconds,
-            max_attempts=config.client_max_attempts,
-        )
+        ClientConfig.for_service(config, peer, base_url), telemetry=telemetry.current()
     )
 
 

@@ -1,0 +1,116 @@
+"""gunicorn for the WSGI services: shared settings, an instrumented gthread worker, hooks.
+
+A service's ``gunicorn_conf.py`` says only what is its own (the WSGI app, its
+environment prefix, its default port and thread count, and why) and takes the
+rest from :func:`settings`::
+
+    globals().update(settings(prefix="ORDERS", wsgi_app="legacy_flask.app:create_app()", ...))
+
+The worker class, :class:`ThreadWorker`, is gunicorn's ``gthread`` worker that
+also reports its thread pool: threads available and busy, and how long each
+request waited for a free thread (``polyframe_worker_threads``,
+``polyframe_worker_threads_busy``, ``polyframe_request_queue_duration_seconds``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
+
+from service_kit import metrics, telemetry
+from service_kit.logs import gunicorn_logconfig
+
+
+def settings(
+    *,
+    prefix: str,
+    service: str,
+    wsgi_app: str,
+    default_port: int,
+    default_workers: int = 2,
+    default_threads: int = 4,
+) -> dict[str, Any]:
+    """gunicorn settings from ``<PREFIX>_BIND``, ``_WORKERS``, ``_THREADS``, ``_LOG_LEVEL``."""
+    env = os.environ
+    return {
+        "wsgi_app": wsgi_app,
+        "bind": env.get(f"{prefix}_BIND", f"127.0.0.1:{default_port}"),
+        "worker_class": "service_kit.gunicorn.ThreadWorker",
+        "workers": int(env.get(f"{prefix}_WORKERS", str(default_workers))),
+        "threads": int(env.get(f"{prefix}_THREADS", str(default_threads))),
+        # A request that takes longer than this is a bug or a hang: the worker is recycled.
+        "timeout": 30,
+        # On SIGTERM, in-flight requests get this long to finish (a chart's grace period is
+        # longer, so nothing is cut off).
+        "graceful_timeout": 15,
+        "keepalive": 5,
+        # The app is imported in each worker after the fork (no preload): database pools,
+        # service clients and the OpenTelemetry exporter are made per process, never copied.
+        "preload_app": False,
+        "accesslog": None,
+        "logconfig_dict": gunicorn_logconfig(service, env.get(f"{prefix}_LOG_LEVEL", "INFO")),
+        "proc_name": service,
+        # No control socket ($HOME/.gunicorn/gunicorn.ctl, shared by every gunicorn of the
+        # user, and not writable on a read-only root filesystem): nothing here uses it.
+        "control_socket_disable": True,
+        "post_worker_init": post_worker_init,
+        "child_exit": child_exit,
+        "worker_exit": worker_exit,
+    }
+
+
+def post_worker_init(worker: Any) -> None:
+    """Worker side, app loaded: report the thread pool's size from the start."""
+    if isinstance(worker, ThreadWorker):
+        worker.instrument()
+
+
+def child_exit(_server: Any, worker: Any) -> None:
+    """Master side: a worker is gone; its live gauges (busy threads, memory) go with it."""
+    path = metrics.multiprocess_dir()
+    if path:
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(worker.pid, path)  # type: ignore[no-untyped-call]
+
+
+def worker_exit(_server: Any, _worker: Any) -> None:
+    """Worker side, on its way out: send the spans still buffered."""
+    telemetry.flush()
+
+
+class ThreadWorker(GThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker, reporting its thread pool into the metric catalogue."""
+
+    _busy: Any = None
+    _queue: Any = None
+
+    def instrument(self) -> bool:
+        """Bind to the app's telemetry (once its factory has run); False when it is off."""
+        if self._busy is None:
+            current = telemetry.current()
+            if current is None or not current.enabled:
+                return False
+            self._busy = metrics.WORKER_THREADS_BUSY.labels(*current.labels)
+            self._queue = metrics.REQUEST_QUEUE_DURATION.labels(*current.labels)
+            metrics.WORKER_THREADS.labels(*current.labels).set(self.cfg.threads)
+        return True
+
+    def enqueue_req(self, conn: Any) -> None:
+        conn.polyframe_enqueued = time.perf_counter()
+        super().enqueue_req(conn)
+
+    def handle(self, conn: Any) -> Any:
+        if not self.instrument():
+            return super().handle(conn)
+        enqueued = getattr(conn, "polyframe_enqueued", None)
+        if enqueued is not None:
+            self._queue.observe(time.perf_counter() - enqueued)
+        self._busy.inc()
+        try:
+            return super().handle(conn)
+        finally:
+            self._busy.dec()

@@ -1,0 +1,367 @@
+"""The one metric catalogue of Polyframe.
+
+Every metric any service exposes is defined here, once; the framework adapters
+(ASGI middleware, Flask hooks, Django middleware), the service client, the
+gunicorn worker and the runtime probes only record into it. All three services
+therefore expose the same names with the same labels, and one dashboard
+compares them.
+
+Names and labels follow the OpenTelemetry HTTP semantic conventions as
+Prometheus exposes them (``http.server.request.duration`` in seconds becomes
+``http_server_request_duration_seconds``; ``http.route`` becomes
+``http_route``). Every series carries ``service_name`` (OpenTelemetry's
+``service.name``; not ``service``, which the Prometheus Operator sets as a
+target label) and ``framework``. Signals without a semantic convention are
+named ``polyframe_*``.
+
+Label values are bounded: routes are templates (``/api/orders/{order_id}``),
+a request that matched no route is ``__unmatched__``, an unknown method is
+``_OTHER``, a status outside 100-599 is ``_OTHER``.
+
+Two exposition modes, chosen by the environment before this module is imported
+(prometheus_client decides at import):
+
+* single process (no ``PROMETHEUS_MULTIPROC_DIR``; one server process per
+  container in Kubernetes): exemplars on the duration histogram (OpenMetrics).
+* multiprocess (``PROMETHEUS_MULTIPROC_DIR`` set and emptied by whatever starts
+  the server; ``make up`` does it for gunicorn and for uvicorn with several
+  workers): every worker writes its samples to files in that folder and the
+  worker that answers a scrape merges them, so each request is counted once
+  whichever worker served it, and counters of a worker that died stay counted.
+  Limits: no exemplars; gauges are merged by the mode named on each; the
+  gauges of a dead worker are removed at the next scrape (or at once from
+  gunicorn's ``child_exit``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+#: prometheus_client's own ``*_created`` series only double every counter here.
+os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: The route label of a request that matched no route.
+UNMATCHED_ROUTE = "__unmatched__"
+#: A label value outside its bounded set (OpenTelemetry's convention).
+OTHER = "_OTHER"
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+#: Paths no RED metric counts: probes and scrapes would drown the real traffic.
+OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+#: Request latency of these services: a few ms (reads), ~10 ms (an order, two services),
+#: ~100 ms (password hashing), seconds (a dependency timing out after 2 s x 2 attempts).
+DURATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+#: Bodies: small JSON documents up to the 1 MiB limit of every service.
+SIZE_BUCKETS = (0, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+#: Event-loop lag and blocking: healthy is well under 1 ms, a blocked loop is 100 ms and up.
+LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: Waiting for a worker thread: 0 when one is free; the request timeout when none ever is.
+QUEUE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: ORM queries a request makes: a handful is normal; dozens is an N+1.
+QUERY_COUNT_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144)
+#: Time in the database per request.
+DB_TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: A garbage collection pause: generation 0 takes microseconds, a full one milliseconds.
+GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+
+SERVICE = ("service_name", "framework")
+
+#: The registry every metric below belongs to (never prometheus_client's global one,
+#: whose own process collector would clash with the multiprocess-safe one here).
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# -- HTTP server (OpenTelemetry http.server.*) ------------------------------------------------
+
+HTTP_SERVER_DURATION = Histogram(
+    "http_server_request_duration_seconds",
+    "Duration of HTTP server requests (OpenTelemetry http.server.request.duration).",
+    [*SERVICE, "http_request_method", "http_route", "http_response_status_code"],
+    buckets=DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+HTTP_SERVER_ACTIVE = Gauge(
+    "http_server_active_requests",
+    "HTTP server requests in flight (OpenTelemetry http.server.active_requests).",
+    [*SERVICE, "http_request_method"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+HTTP_SERVER_REQUEST_SIZE = Histogram(
+    "http_server_request_body_size_bytes",
+    "Size of HTTP server request bodies (OpenTelemetry http.server.request.body.size).",
+    [*SERVICE, "http_request_method", "http_route"],
+    buckets=SIZE_BUCKETS,
+    registry=REGISTRY,
+)
+HTTP_SERVER_RESPONSE_SIZE = Histogram(
+    "http_server_response_body_size_bytes",
+    "Size of HTTP server response bodies (OpenTelemetry http.server.response.body.size).",
+    [*SERVICE, "http_request_method", "http_route"],
+    buckets=SIZE_BUCKETS,
+    registry=REGISTRY,
+)
+
+# -- HTTP client: calls through the service-kit client (OpenTelemetry http.client.*) ----------
+
+HTTP_CLIENT_DURATION = Histogram(
+    "http_client_request_duration_seconds",
+    "Duration of one attempt of an outbound call to a peer service "
+    "(OpenTelemetry http.client.request.duration).",
+    [*SERVICE, "peer_service", "http_request_method", "http_response_status_code", "error_type"],
+    buckets=DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+HTTP_CLIENT_RETRIES = Counter(
+    "http_client_retries",
+    "Outbound calls retried after a failed attempt, by the reason of the failure.",
+    [*SERVICE, "peer_service", "reason"],
+    registry=REGISTRY,
+)
+
+# -- Process and runtime ------------------------------------------------------------------------
+
+PROCESS_RSS = Gauge(
+    "process_resident_memory_bytes",
+    "Resident memory of each server process (one series per worker in multiprocess mode).",
+    list(SERVICE),
+    multiprocess_mode="liveall",
+    registry=REGISTRY,
+)
+PROCESS_CPU = Counter(
+    "process_cpu_seconds",
+    "CPU time (user and system) spent by the server processes.",
+    list(SERVICE),
+    registry=REGISTRY,
+)
+PROCESS_OPEN_FDS = Gauge(
+    "process_open_fds",
+    "Open file descriptors of each server process.",
+    list(SERVICE),
+    multiprocess_mode="liveall",
+    registry=REGISTRY,
+)
+GC_COLLECTIONS = Counter(
+    "python_gc_collections",
+    "Garbage collections, by generation.",
+    [*SERVICE, "generation"],
+    registry=REGISTRY,
+)
+GC_PAUSE = Histogram(
+    "python_gc_pause_seconds",
+    "Pauses of the garbage collector, by generation.",
+    [*SERVICE, "generation"],
+    buckets=GC_BUCKETS,
+    registry=REGISTRY,
+)
+COLD_START = Gauge(
+    "polyframe_cold_start_seconds",
+    "From the start of the server's main process to its first successful /readyz "
+    "(the first worker's, in multiprocess mode).",
+    list(SERVICE),
+    multiprocess_mode="min",
+    registry=REGISTRY,
+)
+BUILD_INFO = Gauge(
+    "polyframe_build_info",
+    "Always 1; the labels say what runs: service version, framework and Python versions.",
+    [*SERVICE, "version", "framework_version", "python_version", "server"],
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+
+# -- FastAPI / asyncio: the event loop -----------------------------------------------------------
+
+EVENT_LOOP_LAG = Histogram(
+    "polyframe_event_loop_lag_seconds",
+    "How late the event loop ran a periodic probe: time the loop could not serve anything.",
+    list(SERVICE),
+    buckets=LAG_BUCKETS,
+    registry=REGISTRY,
+)
+EVENT_LOOP_BLOCKS = Counter(
+    "polyframe_event_loop_blocks",
+    "Times a request handler held the event loop longer than the blocking threshold.",
+    [*SERVICE, "http_route"],
+    registry=REGISTRY,
+)
+EVENT_LOOP_BLOCKED = Counter(
+    "polyframe_event_loop_blocked_seconds",
+    "Time the event loop spent blocked by a request handler (blocks over the threshold).",
+    [*SERVICE, "http_route"],
+    registry=REGISTRY,
+)
+
+# -- Flask and Django on gunicorn gthread: the worker thread pool --------------------------------
+
+WORKER_THREADS = Gauge(
+    "polyframe_worker_threads",
+    "Request-handling threads available (gunicorn workers x threads).",
+    list(SERVICE),
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+WORKER_THREADS_BUSY = Gauge(
+    "polyframe_worker_threads_busy",
+    "Request-handling threads busy with a request right now.",
+    list(SERVICE),
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+REQUEST_QUEUE_DURATION = Histogram(
+    "polyframe_request_queue_duration_seconds",
+    "Time a request waited, after it arrived, for a free worker thread.",
+    list(SERVICE),
+    buckets=QUEUE_BUCKETS,
+    registry=REGISTRY,
+)
+
+# -- The database, per request (Django's ORM, and SQLAlchemy in the other two) -------------------
+
+DB_QUERIES_PER_REQUEST = Histogram(
+    "polyframe_db_queries_per_request",
+    "Database queries one request made.",
+    [*SERVICE, "http_route"],
+    buckets=QUERY_COUNT_BUCKETS,
+    registry=REGISTRY,
+)
+DB_TIME_PER_REQUEST = Histogram(
+    "polyframe_db_time_per_request_seconds",
+    "Time one request spent waiting on the database.",
+    [*SERVICE, "http_route"],
+    buckets=DB_TIME_BUCKETS,
+    registry=REGISTRY,
+)
+DB_REPEATED_QUERIES = Counter(
+    "polyframe_db_repeated_queries",
+    "Requests that ran one SQL shape more often than the N+1 threshold.",
+    [*SERVICE, "http_route"],
+    registry=REGISTRY,
+)
+
+
+# -- The audit outbox: its dispatcher (a process of its own per producer) ----------------------
+
+OUTBOX_PENDING = Gauge(
+    "polyframe_outbox_pending",
+    "Audit events written by the producer and not yet delivered to admin-django.",
+    list(SERVICE),
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
+OUTBOX_OLDEST_PENDING_AGE = Gauge(
+    "polyframe_outbox_oldest_pending_age_seconds",
+    "Age of the oldest undelivered audit event (0 when none waits).",
+    list(SERVICE),
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
+OUTBOX_DELIVERED = Counter(
+    "polyframe_outbox_delivered",
+    "Audit events delivered to admin-django (a redelivery counts again).",
+    list(SERVICE),
+    registry=REGISTRY,
+)
+OUTBOX_FAILED = Counter(
+    "polyframe_outbox_failed",
+    "Audit events whose delivery attempt failed (retried later with backoff).",
+    list(SERVICE),
+    registry=REGISTRY,
+)
+
+
+# -- label hygiene ------------------------------------------------------------------------------
+
+
+def method_label(method: str) -> str:
+    upper = method.upper()
+    return upper if upper in KNOWN_METHODS else OTHER
+
+
+def status_label(status: int) -> str:
+    return str(status) if 100 <= status <= 599 else OTHER
+
+
+def route_label(route: str | None) -> str:
+    return route or UNMATCHED_ROUTE
+
+
+# -- exposition ---------------------------------------------------------------------------------
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+_DB_FILE = re.compile(r"gauge_live\w*?_(\d+)\.db$")
+
+
+def reap_dead_processes(path: str) -> list[int]:
+    """Drop the live gauges of workers that no longer exist (uvicorn has no exit hook)."""
+    reaped = []
+    for file in Path(path).glob("gauge_live*_*.db"):
+        match = _DB_FILE.search(file.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or _alive(pid):
+            continue
+        mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+        reaped.append(pid)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        state = stat.read_text().rsplit(") ", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+def exposition(accept: str | None) -> tuple[bytes, str]:
+    """The body and content type of ``/metrics`` for a scraper sending ``accept``.
+
+    OpenMetrics (with exemplars) when the scraper asks for it, else the classic
+    text format; in multiprocess mode, the merged samples of every worker.
+    """
+    encoder, content_type = choose_encoder(accept or "")
+    path = multiprocess_dir()
+    if path is None:
+        return encoder(REGISTRY), content_type
+    reap_dead_processes(path)
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
+    return encoder(merged), content_type
