@@ -25,11 +25,13 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 FROM python:3.11.14-slim-trixie AS e2e
 ARG VERSION=0.1.0
 ARG REVISION=unknown
+# The repository's URL, e.g. --build-arg SOURCE=https://github.com/<owner>/polyframe.
+ARG SOURCE=""
 LABEL org.opencontainers.image.title="polyframe-e2e" \
       org.opencontainers.image.description="Polyframe's end-to-end suite (tests/e2e), run against a deployed platform" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="https://github.com/polyframe/polyframe"
+      org.opencontainers.image.source="${SOURCE}"
 COPY --from=build /app/.venv /app/.venv
 WORKDIR /repo
 # pytest's configuration, the routing table the kit reads, and the suite.

@@ -209,6 +209,12 @@ def render() -> Callable[..., Rendered]:
     return _render
 
 
+@pytest.fixture(scope="session")
+def render_dir() -> Callable[..., Rendered]:
+    """``render_dir(path, values)``: a chart directory anywhere (a copy) rendered."""
+    return render_chart
+
+
 @pytest.fixture(scope="session", params=CI_CASES, ids=ci_case_id)
 def rendered(request: pytest.FixtureRequest) -> Rendered:
     """Every installable chart with every one of its values files."""

@@ -170,8 +170,8 @@ def charts_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_linked_rule_files_render_unchanged(charts_copy: Path) -> None:
-    from_chart = _render_copy(charts_copy)
+def test_linked_rule_files_render_unchanged(charts_copy: Path, render_dir: Any) -> None:
+    from_chart = render_dir(_chart(charts_copy), ALL_ON)
     rules = _by_source(from_chart, "PrometheusRule")
     assert set(rules) == {f"observability/prometheus/rules/{name}" for name in FIXTURE_RULES}
     for name, text in FIXTURE_RULES.items():
@@ -183,8 +183,8 @@ def test_linked_rule_files_render_unchanged(charts_copy: Path) -> None:
     assert names == {"polyframe-polyframe-alerts", "polyframe-recording-rules"}
 
 
-def test_linked_dashboards_render_byte_for_byte(charts_copy: Path) -> None:
-    dashboards = _by_source(_render_copy(charts_copy), "ConfigMap")
+def test_linked_dashboards_render_byte_for_byte(charts_copy: Path, render_dir: Any) -> None:
+    dashboards = _by_source(render_dir(_chart(charts_copy), ALL_ON), "ConfigMap")
     path = charts_copy / "observability" / "grafana" / "dashboards" / "comparison.json"
     assert dashboards == {
         "observability/grafana/dashboards/comparison.json": dashboards[
@@ -196,19 +196,23 @@ def test_linked_dashboards_render_byte_for_byte(charts_copy: Path) -> None:
     assert configmap["metadata"]["annotations"]["grafana_folder"] == "Polyframe"
 
 
-def test_a_new_file_is_picked_up_without_editing_the_chart(charts_copy: Path) -> None:
+def test_a_new_file_is_picked_up_without_editing_the_chart(
+    charts_copy: Path, render_dir: Any
+) -> None:
     extra = charts_copy / "observability" / "prometheus" / "rules" / "extra.yaml"
     extra.write_text(
         "groups:\n  - name: extra\n    rules:\n      - record: a:b:c\n        expr: vector(1)\n"
     )
     try:
-        rules = _by_source(_render_copy(charts_copy), "PrometheusRule")
+        rules = _by_source(render_dir(_chart(charts_copy), ALL_ON), "PrometheusRule")
         assert "observability/prometheus/rules/extra.yaml" in rules
     finally:
         extra.unlink()
 
 
-def test_a_file_that_is_not_a_rule_file_fails_the_render(charts_copy: Path) -> None:
+def test_a_file_that_is_not_a_rule_file_fails_the_render(
+    charts_copy: Path, render_dir: Any
+) -> None:
     import helm_python
 
     broken = charts_copy / "observability" / "prometheus" / "rules" / "broken.yaml"
@@ -217,42 +221,13 @@ def test_a_file_that_is_not_a_rule_file_fails_the_render(charts_copy: Path) -> N
         with pytest.raises(
             helm_python.HelmRenderError, match=r"broken\.yaml has no `groups:` list"
         ):
-            _render_copy(charts_copy)
+            render_dir(_chart(charts_copy), ALL_ON)
     finally:
         broken.unlink()
 
 
-def _render_copy(root: Path) -> Any:
-    import helm_python
+ALL_ON = {"prometheusRule": {"enabled": True}, "grafanaDashboards": {"enabled": True}}
 
-    from_chart = helm_python.Chart.load(root / "deploy" / "helm" / "polyframe")
-    try:
-        raw = from_chart.render(
-            {"prometheusRule": {"enabled": True}, "grafanaDashboards": {"enabled": True}},
-            name="polyframe",
-            namespace="polyframe-under-test",
-        )
-    finally:
-        from_chart.close()
 
-    class _Rendered:
-        def __init__(self, objects: list[dict[str, Any]]) -> None:
-            self.objects = objects
-
-        def of_kind(self, kind: str) -> list[Any]:
-            return [_Manifest(o) for o in self.objects if o["kind"] == kind]
-
-    class _Manifest:
-        def __init__(self, obj: dict[str, Any]) -> None:
-            self.obj = obj
-            self.name = obj["metadata"]["name"]
-            self.annotations = obj["metadata"].get("annotations") or {}
-
-    objects = [
-        doc
-        for template, text in raw.items()
-        if not template.endswith("NOTES.txt")
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
-    return _Rendered(objects)
+def _chart(root: Path) -> Path:
+    return root / "deploy" / "helm" / "polyframe"
