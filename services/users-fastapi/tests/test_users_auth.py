@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import jwt
@@ -13,6 +17,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service_kit.tokens import key_id, sign_access_token
+from users_fastapi.security import Passwords
+from users_fastapi.settings import UsersSettings
 
 LOGIN = "/api/users/login"
 JWKS = "/api/users/.well-known/jwks.json"
@@ -233,3 +239,69 @@ async def test_me_for_an_account_that_no_longer_exists_is_401(api) -> None:
     token = sign_access_token(keys.private_key, keys.kid, _claims(api, str(uuid.uuid4())))
 
     _refused(api, await api.client.get(ME, headers=api.bearer(token)))
+
+
+# -- password hashing stays off the event loop --------------------------------------------------
+
+
+def _cheap_settings(signing_key_pem: str) -> UsersSettings:
+    return UsersSettings(
+        environment="test",
+        jwt_private_key=signing_key_pem,
+        argon2_time_cost=1,
+        argon2_memory_cost_kib=32,
+        argon2_concurrency=2,
+    )
+
+
+async def test_password_hashing_runs_in_worker_threads_not_on_the_loop(
+    signing_key_pem: str,
+) -> None:
+    """argon2 costs ~100 ms a hash: on the loop it would stall every other request."""
+    passwords = Passwords(_cheap_settings(signing_key_pem))
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    hasher = passwords._hasher
+    real_hash, real_verify = hasher.hash, hasher.verify
+
+    def spy_hash(password: str) -> str:
+        threads.append(threading.get_ident())
+        return real_hash(password)
+
+    def spy_verify(hashed: str, password: str) -> bool:
+        threads.append(threading.get_ident())
+        return real_verify(hashed, password)
+
+    passwords._hasher = SimpleNamespace(hash=spy_hash, verify=spy_verify)  # type: ignore[assignment]
+    hashed = await passwords.hash("a long passphrase")
+    assert await passwords.verify(hashed, "a long passphrase")
+    assert not await passwords.verify(hashed, "another passphrase")
+    assert not await passwords.verify(None, "a long passphrase")  # the decoy, same cost
+    assert len(threads) == 4
+    assert loop_thread not in threads
+
+
+async def test_password_hashing_concurrency_is_bounded(
+    signing_key_pem: str,
+) -> None:
+    passwords = Passwords(_cheap_settings(signing_key_pem))
+    running = 0
+    most = 0
+    lock = threading.Lock()
+    real_hash = passwords._hasher.hash
+
+    def slow_hash(password: str) -> str:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.05)
+            return real_hash(password)
+        finally:
+            with lock:
+                running -= 1
+
+    passwords._hasher = SimpleNamespace(hash=slow_hash)  # type: ignore[assignment]
+    await asyncio.gather(*(passwords.hash(f"passphrase {n}") for n in range(8)))
+    assert most == 2

@@ -45,7 +45,7 @@ async def user_register(
         email=email,
         email_normalized=normalize_email(email),
         full_name=full_name,
-        password_hash=passwords.hash(password),
+        password_hash=await passwords.hash(password),
         role=role.value,
     )
     session.add(user)
@@ -64,7 +64,7 @@ async def user_authenticate(
 ) -> User | None:
     """The user if the password matches and the account is active, else ``None``."""
     user = await user_by_email(session, email)
-    if not passwords.verify(user.password_hash if user else None, password):
+    if not await passwords.verify(user.password_hash if user else None, password):
         return None
     if user is None or not user.is_active:
         return None

@@ -6,6 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
@@ -15,17 +17,41 @@ from users_fastapi.settings import UsersSettings
 
 
 class Passwords:
+    """argon2id, run off the event loop.
+
+    A hash costs ~100 ms of CPU and ``argon2_memory_cost_kib`` of memory. On the loop it
+    would stall every other request of the worker for that long (the blocked-loop
+    failure this platform detects), so it runs in worker threads (argon2 releases the
+    GIL), at most ``argon2_concurrency`` at once per process: that bounds the memory
+    (64 MiB each by default) and leaves CPU for everything else; further log-ins wait
+    their turn without blocking anything.
+    """
+
     def __init__(self, settings: UsersSettings) -> None:
         self._hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_cost_kib
         )
+        self._concurrency = settings.argon2_concurrency
+        self._limiter: anyio.CapacityLimiter | None = None
         # Verified against when the e-mail is unknown, so timing does not reveal accounts.
         self._decoy = self._hasher.hash(uuid.uuid4().hex)
 
-    def hash(self, password: str) -> str:
-        return self._hasher.hash(password)
+    def _threads(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:  # created on the loop that uses it
+            self._limiter = anyio.CapacityLimiter(self._concurrency)
+        return self._limiter
 
-    def verify(self, password_hash: str | None, password: str) -> bool:
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(
+            self._hasher.hash, password, limiter=self._threads()
+        )
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        return await anyio.to_thread.run_sync(
+            self._verify, password_hash, password, limiter=self._threads()
+        )
+
+    def _verify(self, password_hash: str | None, password: str) -> bool:
         try:
             return self._hasher.verify(password_hash or self._decoy, password) and bool(
                 password_hash

@@ -43,6 +43,9 @@ class UsersSettings(ProducerSettings):
     #: Argon2 needs at least 8 KiB per lane and the hasher uses 4 lanes (the library's
     #: default parallelism): anything below 32 would only fail later, at the first hash.
     argon2_memory_cost_kib: int = Field(default=65_536, ge=32)
+    #: Password hashes computed at once per process (threads off the event loop): bounds
+    #: their memory (``argon2_memory_cost_kib`` each) and CPU; about the number of cores.
+    argon2_concurrency: int = Field(default=2, ge=1, le=64)
     #: Services that may act for a staff member (deactivate/reactivate users).
     acting_services: frozenset[str] = frozenset({"admin-django"})
     max_body_bytes: int = Field(default=65_536, ge=1_024)
