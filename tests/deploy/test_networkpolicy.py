@@ -212,6 +212,11 @@ def test_outside_the_release_only_ingress_prometheus_dns_and_configured_egress(
             assert outside_in == [traefik, prometheus], manifest
             for rule in spec["ingress"][:2]:
                 assert rule["ports"] == [{"port": "http", "protocol": "TCP"}], manifest
+        elif component == "outbox":
+            # Prometheus scrapes the dispatcher's own /metrics; nothing else reaches it.
+            assert spec["ingress"] == [
+                {"from": [prometheus], "ports": [{"port": "metrics", "protocol": "TCP"}]}
+            ]
         else:
             assert outside_in == [], manifest
         if "Egress" in spec["policyTypes"] and spec.get("egress"):

@@ -20,11 +20,11 @@ RESTRICTED_VOLUMES = {
     "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
     "projected", "secret",
 }  # fmt: skip
-#: Long-running containers without HTTP probes, and why. Anything else needs all three.
-NO_HTTP_SERVER = {
-    # The audit-outbox dispatchers (`<service> dispatch-outbox`) serve no HTTP at all: no
-    # /healthz to probe. A crash restarts the container; see the report for what they need.
-    "outbox": "the outbox dispatcher has no HTTP server",
+#: Where each long-running container is probed: port name -> (startup, liveness, readiness) paths.
+PROBED = {
+    "http": ("/healthz", "/healthz", "/readyz"),  # the web servers
+    # The outbox dispatchers serve no health endpoint, only their /metrics.
+    "metrics": ("/metrics", "/metrics", "/metrics"),
 }
 
 
@@ -106,24 +106,21 @@ def check_every_container_has_requests_and_limits(rendered: Any) -> None:
 
 
 def check_every_long_running_container_has_probes(rendered: Any) -> None:
-    exempt_seen = set()
-    for manifest, spec, labels in rendered.pods():
+    for manifest, spec, _labels in rendered.pods():
         if manifest.kind not in ("Deployment", "StatefulSet"):
             continue
-        component = labels.get("app.kubernetes.io/component", "")
         for container in spec["containers"]:
             at = f"{manifest} container {container['name']}"
-            if component in NO_HTTP_SERVER:
-                assert not container.get("ports"), f"{at}: exempt from probes, yet has ports"
-                exempt_seen.add(component)
-                continue
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                 assert probe in container, f"{at}: no {probe}"
-            if "ports" in container and any(p["name"] == "http" for p in container["ports"]):
-                assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-                assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-                assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert exempt_seen <= set(NO_HTTP_SERVER)
+            ports = {p["name"] for p in container.get("ports") or []}
+            for port, paths in PROBED.items():
+                if port not in ports:
+                    continue
+                for probe, path in zip(
+                    ("startupProbe", "livenessProbe", "readinessProbe"), paths, strict=True
+                ):
+                    assert container[probe]["httpGet"] == {"path": path, "port": port}, (at, probe)
 
 
 def _drain_seconds(chart: str, values: dict[str, Any]) -> int:
@@ -445,6 +442,13 @@ def _web_container(rendered: Any) -> dict[str, Any]:
     return _web(rendered)["spec"]["template"]["spec"]["containers"][0]  # type: ignore[no-any-return]
 
 
+def _outbox_container(rendered: Any) -> dict[str, Any]:
+    for manifest in rendered.of_kind("Deployment"):
+        if manifest.labels["app.kubernetes.io/component"] == "outbox":
+            return manifest.obj["spec"]["template"]["spec"]["containers"][0]  # type: ignore[no-any-return]
+    raise AssertionError("no outbox Deployment")
+
+
 def _first(rendered: Any, kind: str) -> dict[str, Any]:
     return rendered.of_kind(kind)[0].obj  # type: ignore[no-any-return]
 
@@ -471,6 +475,10 @@ BREAKAGES: dict[str, tuple[Any, Any]] = {
     "no readiness probe": (
         check_every_long_running_container_has_probes,
         lambda r: _web_container(r).pop("readinessProbe"),
+    ),
+    "outbox probed where it serves nothing": (
+        check_every_long_running_container_has_probes,
+        lambda r: _outbox_container(r)["livenessProbe"]["httpGet"].update(path="/healthz"),
     ),
     "short grace period": (
         check_web_pods_terminate_gracefully,
@@ -508,7 +516,7 @@ BREAKAGES: dict[str, tuple[Any, Any]] = {
     ),
     "monitor scrapes a port the Service lacks": (
         check_service_monitors_select_their_services_and_ports,
-        lambda r: _first(r, "ServiceMonitor")["spec"]["endpoints"][0].update(port="metrics"),
+        lambda r: _first(r, "ServiceMonitor")["spec"]["endpoints"][0].update(port="nope"),
     ),
     "latest image": (
         check_every_image_names_a_version,

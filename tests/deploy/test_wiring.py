@@ -43,7 +43,11 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Context:
     return Context(
         data_dir=folder,
         secrets=LocalSecrets(folder / "secrets"),
-        ports={name: 8100 + i for i, name in enumerate(NAMES)},
+        ports={
+            **{name: 8100 + i for i, name in enumerate(NAMES)},
+            "users-outbox": 9101,
+            "orders-outbox": 9102,
+        },
         workers=1,
     )
 
@@ -68,19 +72,48 @@ def _as_local(command: list[str]) -> list[str]:
     return ["python" if part == sys.executable else part for part in command]
 
 
+def _local_env(service: str, local: Context, worker: str | None = None) -> dict[str, str]:
+    """What `make up` sets for a service's server (or one of its background workers)."""
+    spec = SERVICES[service]
+    if worker is not None:
+        return (
+            dict(spec.worker_env(local, worker))
+            if hasattr(spec, "worker_env")
+            else dict(spec.env(local))
+        )
+    return dict(spec.server_env(local)) if hasattr(spec, "server_env") else dict(spec.env(local))
+
+
+def _check_settings(
+    service: str, local_env: dict[str, str], chart_env: dict[str, dict[str, Any]]
+) -> None:
+    # One process per container: never prometheus_client's multiprocess mode in a cluster.
+    assert "PROMETHEUS_MULTIPROC_DIR" not in chart_env, service
+    for name, value in local_env.items():
+        if name in ELSEWHERE or name == "PROMETHEUS_MULTIPROC_DIR":
+            continue
+        assert name in chart_env, f"{service}: {name} is set by `make up` but not by the chart"
+        if name.endswith("_ENVIRONMENT"):
+            assert chart_env[name]["value"] == "production"  # locally: development
+        elif name.endswith(("_INSTRUMENTATION", "_DRILLS")):
+            assert chart_env[name]["value"] == value, name  # the same switches, the same defaults
+        elif name.endswith("_OUTBOX_METRICS_BIND"):
+            assert chart_env[name]["value"].startswith("0.0.0.0:"), name  # the pod's, not loopback
+
+
 @pytest.mark.parametrize("service", NAMES)
 def test_the_cluster_sets_every_setting_the_local_platform_sets(
     render_case: Any, local: Context, service: str
 ) -> None:
     rendered = render_case("polyframe", "default")
     web = _env(_deployment(rendered, service, "web")["spec"]["template"]["spec"]["containers"][0])
-    for name in SERVICES[service].env(local):
-        if name in ELSEWHERE:
-            continue
-        if name.endswith("_ENVIRONMENT"):
-            assert web[name]["value"] == "production"  # locally: development
-            continue
-        assert name in web, f"{service}: {name} is set by `make up` but not by the chart"
+    _check_settings(service, _local_env(service, local), web)
+    workers = SERVICES[service].workers
+    for worker in workers(local) if callable(workers) else workers:
+        outbox = _deployment(rendered, service, "outbox")["spec"]["template"]["spec"]["containers"][
+            0
+        ]
+        _check_settings(service, _local_env(service, local, worker), _env(outbox))
 
 
 @pytest.mark.parametrize("service", NAMES)

@@ -28,6 +28,10 @@ scrapes send as Host (expanded by Kubernetes from POD_IP, defined before it).
   value: {{ .Values.environment | quote }}
 - name: ADMIN_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
+- name: ADMIN_INSTRUMENTATION
+  value: {{ .Values.instrumentation | quote }}
+- name: ADMIN_DRILLS
+  value: {{ .Values.drills | quote }}
 - name: ADMIN_DATABASE_URL
   valueFrom:
     secretKeyRef:
@@ -57,6 +61,9 @@ scrapes send as Host (expanded by Kubernetes from POD_IP, defined before it).
 - name: FORWARDED_ALLOW_IPS
   value: {{ .Values.server.forwardedAllowIps | quote }}
 {{- end -}}
+
+{{/* The prefix of the service's settings (`ADMIN_…`). */}}
+{{- define "admin-django.prefix" -}}ADMIN{{- end -}}
 
 {{/* The secret files under /etc/polyframe/secrets: {secret, key, path}. */}}
 {{- define "admin-django.secretFiles" -}}

@@ -11,6 +11,10 @@ The same environment, secret files and commands as `make up` gives the service
   value: {{ .Values.environment | quote }}
 - name: ORDERS_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
+- name: ORDERS_INSTRUMENTATION
+  value: {{ .Values.instrumentation | quote }}
+- name: ORDERS_DRILLS
+  value: {{ .Values.drills | quote }}
 - name: ORDERS_DATABASE_URL
   valueFrom:
     secretKeyRef:
@@ -34,6 +38,9 @@ The same environment, secret files and commands as `make up` gives the service
 - name: FORWARDED_ALLOW_IPS
   value: {{ .Values.server.forwardedAllowIps | quote }}
 {{- end -}}
+
+{{/* The prefix of the service's settings (`ORDERS_…`). */}}
+{{- define "legacy-flask.prefix" -}}ORDERS{{- end -}}
 
 {{/* The secret files under /etc/polyframe/secrets: {secret, key, path}. */}}
 {{- define "legacy-flask.secretFiles" -}}

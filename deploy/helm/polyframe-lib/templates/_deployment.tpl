@@ -2,7 +2,8 @@
 A Deployment of the service.
   component "web":    the production server (the image's entry point), one worker process
                       per container, scaled with replicas; probes on /healthz and /readyz.
-  component "outbox": the audit-outbox dispatcher (`outbox.command`), one per release.
+  component "outbox": the audit-outbox dispatcher (`outbox.command`), one per release, its
+                      /metrics on port `metrics`.
 Usage: include "polyframe-lib.deployment" (dict "ctx" $ "component" "web")
 */}}
 {{- define "polyframe-lib.deployment" -}}
@@ -68,18 +69,31 @@ spec:
           {{- end }}
           env:
             {{- include "polyframe-lib.env" $ctx | nindent 12 }}
+            {{- if not $web }}
+            # The dispatcher's own /metrics (backlog, deliveries, calls to admin-django).
+            - name: {{ include (printf "%s.prefix" $ctx.Chart.Name) $ctx }}_OUTBOX_METRICS_BIND
+              value: "0.0.0.0:{{ $ctx.Values.outbox.metricsPort }}"
+            {{- end }}
           {{- if $web }}
           ports:
             - name: http
               containerPort: {{ $ctx.Values.server.port }}
               protocol: TCP
-          {{- include "polyframe-lib.probes" $ctx | nindent 10 }}
+          {{- include "polyframe-lib.probes" (dict "ctx" $ctx "port" "http" "started" "/healthz" "alive" "/healthz" "ready" "/readyz") | nindent 10 }}
           lifecycle:
             preStop:
               # Keep serving while the endpoints controller and the ingress drop this pod;
               # then SIGTERM starts the server's graceful drain.
               exec:
                 command: ["sleep", "{{ $ctx.Values.server.preStopSleepSeconds }}"]
+          {{- else }}
+          ports:
+            - name: metrics
+              containerPort: {{ $ctx.Values.outbox.metricsPort }}
+              protocol: TCP
+          # The dispatcher serves no health endpoint: its metrics endpoint answering shows the
+          # process started with valid settings and is not wedged (not that it delivers).
+          {{- include "polyframe-lib.probes" (dict "ctx" $ctx "port" "metrics" "started" "/metrics" "alive" "/metrics" "ready" "/metrics") | nindent 10 }}
           {{- end }}
           resources:
             {{- toYaml $spec.resources | nindent 12 }}
@@ -106,30 +120,33 @@ spec:
 {{- end -}}
 
 {{/*
-Probes of the web container: started when /healthz answers, alive while it does, ready while
-/readyz does (database reachable, migrations at head). The Host header is the pod's own
-address, which every service accepts (admin-django's ALLOWED_HOSTS includes the pod IP).
+Probes: started when `started` answers, alive while `alive` does, ready while `ready` does,
+on the named port. For the web container: /healthz, /healthz and /readyz (database reachable,
+migrations at head). The Host header is the pod's own address, which every service accepts
+(admin-django's ALLOWED_HOSTS includes the pod IP).
+Usage: include "polyframe-lib.probes" (dict "ctx" $ "port" "http" "started" "/healthz" "alive" "/healthz" "ready" "/readyz")
 */}}
 {{- define "polyframe-lib.probes" -}}
+{{- $probes := .ctx.Values.probes -}}
 startupProbe:
   httpGet:
-    path: /healthz
-    port: http
-  periodSeconds: {{ .Values.probes.startup.periodSeconds }}
-  timeoutSeconds: {{ .Values.probes.startup.timeoutSeconds }}
-  failureThreshold: {{ .Values.probes.startup.failureThreshold }}
+    path: {{ .started }}
+    port: {{ .port }}
+  periodSeconds: {{ $probes.startup.periodSeconds }}
+  timeoutSeconds: {{ $probes.startup.timeoutSeconds }}
+  failureThreshold: {{ $probes.startup.failureThreshold }}
 livenessProbe:
   httpGet:
-    path: /healthz
-    port: http
-  periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
-  timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
-  failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
+    path: {{ .alive }}
+    port: {{ .port }}
+  periodSeconds: {{ $probes.liveness.periodSeconds }}
+  timeoutSeconds: {{ $probes.liveness.timeoutSeconds }}
+  failureThreshold: {{ $probes.liveness.failureThreshold }}
 readinessProbe:
   httpGet:
-    path: /readyz
-    port: http
-  periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
-  timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
-  failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
+    path: {{ .ready }}
+    port: {{ .port }}
+  periodSeconds: {{ $probes.readiness.periodSeconds }}
+  timeoutSeconds: {{ $probes.readiness.timeoutSeconds }}
+  failureThreshold: {{ $probes.readiness.failureThreshold }}
 {{- end -}}

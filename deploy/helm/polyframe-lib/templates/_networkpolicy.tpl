@@ -64,6 +64,14 @@ spec:
       ports:
         - port: http
           protocol: TCP
+  {{- else if eq $component "outbox" }}
+  ingress:
+    # Only Prometheus, for the dispatcher's /metrics: nothing else calls it.
+    - from:
+        - {{ include "polyframe-lib.networkPeer" $.Values.networkPolicy.prometheus | indent 10 | trim }}
+      ports:
+        - port: metrics
+          protocol: TCP
   {{- else }}
   ingress: []
   {{- end }}

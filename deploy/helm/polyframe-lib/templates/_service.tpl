@@ -17,3 +17,29 @@ spec:
       protocol: TCP
       appProtocol: http
 {{- end -}}
+
+{{/*
+A headless Service of the outbox dispatcher's pods, only for Prometheus to find their
+/metrics (port `metrics`): nothing calls the dispatcher.
+*/}}
+{{- define "polyframe-lib.outboxService" -}}
+{{- if .Values.outbox.enabled }}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "polyframe-lib.fullname" . }}-outbox
+  labels:
+    {{- include "polyframe-lib.labels" (dict "ctx" . "component" "outbox") | nindent 4 }}
+spec:
+  type: ClusterIP
+  clusterIP: None
+  selector:
+    {{- include "polyframe-lib.selectorLabels" (dict "ctx" . "component" "outbox") | nindent 4 }}
+  ports:
+    - name: metrics
+      port: {{ .Values.outbox.metricsPort }}
+      targetPort: metrics
+      protocol: TCP
+      appProtocol: http
+{{- end }}
+{{- end -}}

@@ -1,24 +1,31 @@
-{{/* Prometheus Operator ServiceMonitor of the web Service (serviceMonitor.enabled): /metrics on port `http`. */}}
+{{/*
+Prometheus Operator ServiceMonitor (serviceMonitor.enabled): /metrics of the web Service on port
+`http` (component "web"), or of the outbox dispatcher's headless Service on port `metrics`
+(component "outbox").
+Usage: include "polyframe-lib.serviceMonitor" (dict "ctx" $ "component" "web")
+*/}}
 {{- define "polyframe-lib.serviceMonitor" -}}
-{{- if .Values.serviceMonitor.enabled }}
+{{- $ctx := .ctx -}}
+{{- $web := eq .component "web" -}}
+{{- if and $ctx.Values.serviceMonitor.enabled (or $web $ctx.Values.outbox.enabled) }}
 apiVersion: monitoring.coreos.com/v1
 kind: ServiceMonitor
 metadata:
-  name: {{ include "polyframe-lib.fullname" . }}
+  name: {{ include "polyframe-lib.fullname" $ctx }}{{ if not $web }}-{{ .component }}{{ end }}
   labels:
-    {{- include "polyframe-lib.labels" (dict "ctx" . "component" "web") | nindent 4 }}
-    {{- with .Values.serviceMonitor.labels }}
+    {{- include "polyframe-lib.labels" . | nindent 4 }}
+    {{- with $ctx.Values.serviceMonitor.labels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
 spec:
   selector:
     matchLabels:
-      {{- include "polyframe-lib.selectorLabels" (dict "ctx" . "component" "web") | nindent 6 }}
+      {{- include "polyframe-lib.selectorLabels" . | nindent 6 }}
   endpoints:
-    - port: http
+    - port: {{ ternary "http" "metrics" $web }}
       path: /metrics
       scheme: http
-      interval: {{ .Values.serviceMonitor.interval }}
-      scrapeTimeout: {{ .Values.serviceMonitor.scrapeTimeout }}
+      interval: {{ $ctx.Values.serviceMonitor.interval }}
+      scrapeTimeout: {{ $ctx.Values.serviceMonitor.scrapeTimeout }}
 {{- end }}
 {{- end -}}

@@ -11,6 +11,10 @@ The same environment, secret files and commands as `make up` gives the service
   value: {{ .Values.environment | quote }}
 - name: USERS_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
+- name: USERS_INSTRUMENTATION
+  value: {{ .Values.instrumentation | quote }}
+- name: USERS_DRILLS
+  value: {{ .Values.drills | quote }}
 - name: USERS_DATABASE_URL
   valueFrom:
     secretKeyRef:
@@ -36,6 +40,9 @@ The same environment, secret files and commands as `make up` gives the service
 - name: UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN
   value: {{ .Values.server.gracefulShutdownSeconds | quote }}
 {{- end -}}
+
+{{/* The prefix of the service's settings (`USERS_…`). */}}
+{{- define "users-fastapi.prefix" -}}USERS{{- end -}}
 
 {{/* The secret files under /etc/polyframe/secrets: {secret, key, path}. */}}
 {{- define "users-fastapi.secretFiles" -}}
