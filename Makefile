@@ -82,8 +82,7 @@ kind-up: ## create the kind cluster, install Traefik (Helm), build and deploy th
 		--values deploy/kind/traefik-values.yaml --wait --timeout 5m
 	@mkdir -p $(dir $(KIND_BUILD_FILE))
 	@env -u E2E_BASE_URL skaffold build --profile kind --kube-context $(KIND_CONTEXT) --file-output $(KIND_BUILD_FILE)
-	@env -u E2E_BASE_URL skaffold deploy --profile kind --kube-context $(KIND_CONTEXT) \
-		--build-artifacts $(KIND_BUILD_FILE) --load-images=true --status-check=true
+	@env -u E2E_BASE_URL skaffold run --profile kind --kube-context $(KIND_CONTEXT) --status-check=true
 	@echo "Polyframe is up on kind at $(KIND_INGRESS_URL)"
 
 .PHONY: kind-e2e

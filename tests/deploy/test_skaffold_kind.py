@@ -241,8 +241,10 @@ def test_make_targets_do_what_the_docs_say() -> None:
     assert "kind create cluster --config deploy/kind/cluster.yaml" in up
     assert "helm upgrade --install traefik traefik/traefik --version $(TRAEFIK_CHART_VERSION)" in up
     assert "--values deploy/kind/traefik-values.yaml" in up
+    # The tags of the images (for the verify stage), then build (cached), load into kind, deploy.
     assert "skaffold build --profile kind" in up
-    assert "skaffold deploy --profile kind" in up
+    assert "--file-output $(KIND_BUILD_FILE)" in up
+    assert "skaffold run --profile kind" in up
     assert re.fullmatch(r"\d+\.\d+\.\d+", _make_variable("TRAEFIK_CHART_VERSION"))
     e2e = _recipe("kind-e2e")
     assert "E2E_BASE_URL=$(KIND_INGRESS_URL)" in e2e
