@@ -1,6 +1,8 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
+from admin_django.audit import drills
 from admin_django.audit.api import AuditEventsApi
 from service_kit import django as kit
 
@@ -16,3 +18,6 @@ urlpatterns = [
     path("admin/support/", include("admin_django.support.urls")),
     path("admin/", admin.site.urls),
 ]
+
+if settings.CONFIG.drills:
+    urlpatterns.insert(0, path("api/audit/_drills/n-plus-one", drills.n_plus_one))

@@ -14,6 +14,7 @@ from flask_openapi3.models.info import Info
 from flask_openapi3.openapi import OpenAPI
 from werkzeug.wrappers import Response
 
+from legacy_flask import drills
 from legacy_flask.db import MIGRATIONS
 from legacy_flask.extensions import db, users
 from legacy_flask.orders import bp as orders_bp
@@ -56,6 +57,8 @@ def create_app(settings: OrdersSettings | None = None) -> OpenAPI:
     db.init_app(app)
     users.init_app(app)
     app.register_api(orders_bp)
+    if settings.drills:
+        app.register_blueprint(drills.bp)
 
     @app.get(f"{PREFIX}/docs", doc_ui=False)
     def docs() -> Response:

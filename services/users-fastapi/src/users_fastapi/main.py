@@ -17,7 +17,7 @@ from service_kit.logs import configure_logging
 from service_kit.migrations import require_heads, script_heads
 from users_fastapi.db import MIGRATIONS, create_engine, session_factory
 from users_fastapi.deps import AppState
-from users_fastapi.routers import users
+from users_fastapi.routers import drills, users
 from users_fastapi.security import KeyRing, Passwords
 from users_fastapi.settings import UsersSettings
 
@@ -56,6 +56,8 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
     kit.install(app, max_body_bytes=settings.max_body_bytes, telemetry=instruments)
     kit.add_health_routes(app, settings.service_name, _readiness_checks, instruments)
     app.include_router(users.router)
+    if settings.drills:
+        app.include_router(drills.router)
     return app
 
 

@@ -42,9 +42,7 @@ class Passwords:
         return self._limiter
 
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(
-            self._hasher.hash, password, limiter=self._threads()
-        )
+        return await anyio.to_thread.run_sync(self._hasher.hash, password, limiter=self._threads())
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         return await anyio.to_thread.run_sync(

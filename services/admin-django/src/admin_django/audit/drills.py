@@ -1,0 +1,31 @@
+"""Fault drills (``ADMIN_DRILLS=true``, never in production): cause the failure on purpose.
+
+``GET /api/audit/_drills/n-plus-one?n=25`` asks the database once per item of a
+list of ``n``, the N+1 pattern an ORM makes easy (a ``ForeignKey`` followed in a
+loop without ``select_related``). The per-request
+query count shows it, the repeated-query detector counts it under this route and
+flags the trace, and ``PolyframeRepeatedQueries`` fires.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+
+from admin_django.audit.models import AuditEvent
+from service_kit.django import json_response
+from service_kit.problems import invalid_field
+
+
+@require_GET
+def n_plus_one(request: HttpRequest) -> HttpResponse:
+    raw = request.GET.get("n", "25")
+    if not raw.isdigit() or not 1 <= int(raw) <= 500:
+        raise invalid_field("n", "An integer from 1 to 500", location="query")
+    n = int(raw)
+    queries = 0
+    # One query per id, the same SQL shape each time: what a list with a lazy relation does.
+    for event_id in range(1, n + 1):
+        AuditEvent.objects.filter(pk=event_id).exists()
+        queries += 1
+    return json_response({"queries": queries})
