@@ -21,6 +21,11 @@ PYTEST := $(UV) run --frozen --no-sync pytest
 PORT ?= 8080
 DATA_DIR ?= .data
 WORKERS ?= 1
+# make up OTLP_ENDPOINT=http://127.0.0.1:4318 sends traces there; DRILLS=1 enables the fault
+# drills; INSTRUMENTATION=off turns metrics and traces off (to measure what they cost).
+OTLP_ENDPOINT ?=
+DRILLS ?=
+INSTRUMENTATION ?= on
 
 # Kubernetes on kind (docs/kubernetes.md): needs docker, kind, kubectl, helm and skaffold.
 KIND_CLUSTER := polyframe
@@ -50,8 +55,10 @@ $(VENV_STAMP): uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/
 install: $(VENV_STAMP) ## install every package of the workspace into .venv (from uv.lock)
 
 .PHONY: up
-up: $(VENV_STAMP) ## run the whole platform behind Traefik (PORT=8080 DATA_DIR=.data WORKERS=1); Ctrl-C stops it
-	@$(UV) run --frozen --no-sync polyframe-dev up --port $(PORT) --data-dir $(DATA_DIR) --workers $(WORKERS)
+up: $(VENV_STAMP) ## run the whole platform behind Traefik (PORT=8080 DATA_DIR=.data WORKERS=1 OTLP_ENDPOINT= DRILLS= INSTRUMENTATION=on); Ctrl-C stops it
+	@$(UV) run --frozen --no-sync polyframe-dev up --port $(PORT) --data-dir $(DATA_DIR) --workers $(WORKERS) \
+		$(if $(OTLP_ENDPOINT),--otlp-endpoint $(OTLP_ENDPOINT)) $(if $(DRILLS),--drills) \
+		$(if $(filter off,$(INSTRUMENTATION)),--no-instrumentation)
 
 .PHONY: routes
 routes: $(VENV_STAMP) ## print the Traefik routes generated from deploy/routes.yaml

@@ -122,6 +122,8 @@ class LocalPlatform:
     port: int = 0
     #: Defaults to ``folder/data``; two runs may share one to test what a restart keeps.
     data_dir: Path | None = None
+    #: More ``polyframe-dev up`` options (``--drills``, ``--workers 2`` …).
+    options: tuple[str, ...] = ()
     ready_file: Path = field(init=False)
     log_file: Path = field(init=False)
     popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -153,6 +155,7 @@ class LocalPlatform:
             "--ready-file",
             str(self.ready_file),
             "--no-color",
+            *self.options,
         ]
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -431,9 +434,11 @@ def _unwatch(config: pytest.Config, local: LocalPlatform) -> None:
         watched.remove(local)
 
 
-def _start_local_platform(config: pytest.Config, folder: Path) -> Platform:
+def _start_local_platform(
+    config: pytest.Config, folder: Path, options: tuple[str, ...] = ()
+) -> Platform:
     """Start a platform like ``make up`` and wait until it is ready (cleaned up on failure)."""
-    local = LocalPlatform(folder)
+    local = LocalPlatform(folder, options=options)
     local.start()
     try:
         ready = local.wait_ready()
@@ -480,11 +485,36 @@ def isolated_platform(
     """
     if _base_url_from_env() is not None:
         pytest.skip("E2E_BASE_URL is set: this test stops and starts the platform's processes")
-    started = _start_local_platform(request.config, tmp_path_factory.mktemp("isolated"))
+    started = _start_local_platform(
+        request.config, tmp_path_factory.mktemp("isolated"), ("--no-prometheus",)
+    )
     try:
         yield started
     finally:
         _stop_local_platform(request.config, started)
+
+
+@pytest.fixture(scope="session")
+def platform_with(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Platform]]:
+    """``platform_with(*options)``: one more local platform started with ``polyframe-dev up``
+    options (``--drills``, ``--workers``, ``--otlp-endpoint`` …), stopped cleanly at the end.
+    """
+    if _base_url_from_env() is not None:
+        pytest.skip("E2E_BASE_URL is set: this test starts a local platform of its own")
+    started: list[Platform] = []
+
+    def start(*options: str) -> Platform:
+        folder = tmp_path_factory.mktemp("platform-with")
+        started.append(_start_local_platform(request.config, folder, tuple(options)))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for each in started:
+            _stop_local_platform(request.config, each)
 
 
 @pytest.fixture(scope="session")
