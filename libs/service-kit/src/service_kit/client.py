@@ -8,6 +8,9 @@
 * Whatever goes wrong on the way (refused, reset, timed out, or the peer
   answering 502/503/504 after the last attempt) surfaces as one exception:
   :class:`ServiceUnavailableError`, which adapters render as 503 problem+json.
+* A peer that keeps failing opens its circuit (:mod:`service_kit.circuit`):
+  calls then fail at once instead of waiting for a dead peer, and one trial
+  call every few seconds finds out when it is back.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import httpx
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from service_kit import metrics
+from service_kit.circuit import CircuitBreaker, CircuitState
 from service_kit.context import REQUEST_ID_HEADER, current_request_id
 from service_kit.credentials import ACTING_FOR_HEADER, basic_credential
 from service_kit.problems import ProblemError, dependency_unavailable
@@ -61,6 +65,10 @@ class ClientConfig:
     max_attempts: int = 3
     backoff_base_seconds: float = 0.05
     backoff_max_seconds: float = 1.0
+    #: Failed attempts in a row that open the peer's circuit (calls then fail at once).
+    breaker_failures: int = 5
+    #: Seconds an open circuit waits before it lets one trial call through.
+    breaker_reset_seconds: float = 5.0
 
     @classmethod
     def for_service(cls, settings: ServiceSettings, peer: str, base_url: str) -> ClientConfig:
@@ -94,6 +102,14 @@ class _Meter:
     def retry(self, reason: str) -> None:
         if self.enabled:
             metrics.HTTP_CLIENT_RETRIES.labels(*self.labels, reason).inc()
+
+    def circuit(self, state: CircuitState) -> None:
+        if self.enabled:
+            metrics.HTTP_CLIENT_CIRCUIT_STATE.labels(*self.labels).set(int(state))
+
+    def rejected(self) -> None:
+        if self.enabled:
+            metrics.HTTP_CLIENT_CIRCUIT_REJECTIONS.labels(*self.labels).inc()
 
 
 def _instrument(http: httpx.Client | httpx.AsyncClient, telemetry: Telemetry | None) -> None:
@@ -152,7 +168,42 @@ def _timeout(config: ClientConfig) -> httpx.Timeout:
     return httpx.Timeout(config.timeout_seconds, connect=min(1.0, config.timeout_seconds))
 
 
-class ServiceClient:
+class _Client:
+    """What both clients share: the configuration, metrics and the peer's circuit breaker."""
+
+    def __init__(self, config: ClientConfig, telemetry: Telemetry | None) -> None:
+        self.config = config
+        self._meter = _Meter(config, telemetry)
+        self.breaker = CircuitBreaker(
+            failure_threshold=config.breaker_failures,
+            reset_seconds=config.breaker_reset_seconds,
+            on_change=self._meter.circuit,
+        )
+        self._meter.circuit(CircuitState.CLOSED)
+
+    def _admit(self) -> None:
+        """Raise at once, without calling, while the peer's circuit is open."""
+        if not self.breaker.allow():
+            self._meter.rejected()
+            raise ServiceUnavailableError(self.config.peer, "circuit open")
+
+    def _failed(self, method: str, started: float, exc: httpx.TransportError) -> str:
+        reason = type(exc).__name__
+        self._meter.attempt(method, started, None, reason)
+        self.breaker.failed()
+        return reason
+
+    def _answered(self, method: str, started: float, status: int) -> bool:
+        """Record an answer; True when it is final (anything but 502/503/504)."""
+        self._meter.attempt(method, started, status, None)
+        if status in RETRYABLE_STATUS:
+            self.breaker.failed()
+            return False
+        self.breaker.succeeded()
+        return True
+
+
+class ServiceClient(_Client):
     """Synchronous client (Flask, Django). Reuses its connection pool: create once."""
 
     def __init__(
@@ -162,11 +213,10 @@ class ServiceClient:
         *,
         telemetry: Telemetry | None = None,
     ) -> None:
-        self.config = config
+        super().__init__(config, telemetry)
         self._http = httpx.Client(
             base_url=config.base_url, timeout=_timeout(config), transport=transport
         )
-        self._meter = _Meter(config, telemetry)
         _instrument(self._http, telemetry)
 
     def request(
@@ -183,15 +233,17 @@ class ServiceClient:
         attempt = 0
         while True:
             attempt += 1
+            self._admit()
             started = time.perf_counter()
             try:
                 response = self._http.request(method, path, headers=merged, **kwargs)
             except httpx.TransportError as exc:
-                reason = type(exc).__name__
-                self._meter.attempt(method, started, None, reason)
+                reason = self._failed(method, started, exc)
+            except BaseException:
+                self.breaker.released()
+                raise
             else:
-                self._meter.attempt(method, started, response.status_code, None)
-                if response.status_code not in RETRYABLE_STATUS:
+                if self._answered(method, started, response.status_code):
                     return response
                 reason = f"HTTP {response.status_code}"
             time.sleep(plan.delay_after(attempt, reason))
@@ -200,7 +252,7 @@ class ServiceClient:
         self._http.close()
 
 
-class AsyncServiceClient:
+class AsyncServiceClient(_Client):
     """Asynchronous client (FastAPI). Create in the lifespan, close on shutdown."""
 
     def __init__(
@@ -210,11 +262,10 @@ class AsyncServiceClient:
         *,
         telemetry: Telemetry | None = None,
     ) -> None:
-        self.config = config
+        super().__init__(config, telemetry)
         self._http = httpx.AsyncClient(
             base_url=config.base_url, timeout=_timeout(config), transport=transport
         )
-        self._meter = _Meter(config, telemetry)
         _instrument(self._http, telemetry)
 
     async def request(
@@ -231,15 +282,17 @@ class AsyncServiceClient:
         attempt = 0
         while True:
             attempt += 1
+            self._admit()
             started = time.perf_counter()
             try:
                 response = await self._http.request(method, path, headers=merged, **kwargs)
             except httpx.TransportError as exc:
-                reason = type(exc).__name__
-                self._meter.attempt(method, started, None, reason)
+                reason = self._failed(method, started, exc)
+            except BaseException:  # cancelled: says nothing about the peer
+                self.breaker.released()
+                raise
             else:
-                self._meter.attempt(method, started, response.status_code, None)
-                if response.status_code not in RETRYABLE_STATUS:
+                if self._answered(method, started, response.status_code):
                     return response
                 reason = f"HTTP {response.status_code}"
             await asyncio.sleep(plan.delay_after(attempt, reason))

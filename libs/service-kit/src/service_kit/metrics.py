@@ -144,6 +144,21 @@ HTTP_CLIENT_RETRIES = Counter(
     registry=REGISTRY,
 )
 
+HTTP_CLIENT_CIRCUIT_STATE = Gauge(
+    "http_client_circuit_state",
+    "Circuit breaker towards a peer service: 0 closed, 1 half-open (trying), 2 open (failing "
+    "fast); the worst worker's in multiprocess mode.",
+    [*SERVICE, "peer_service"],
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
+HTTP_CLIENT_CIRCUIT_REJECTIONS = Counter(
+    "http_client_circuit_rejections",
+    "Outbound calls failed at once, without calling, because the peer's circuit was open.",
+    [*SERVICE, "peer_service"],
+    registry=REGISTRY,
+)
+
 # -- Process and runtime ------------------------------------------------------------------------
 
 PROCESS_RSS = Gauge(
