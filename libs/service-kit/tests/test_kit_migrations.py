@@ -76,3 +76,45 @@ def test_script_heads(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert script_heads(tmp_path) == frozenset({"r0002"})
+
+
+@pytest.mark.parametrize(
+    "migrations",
+    [
+        Path(__file__).resolve().parents[3] / "services" / name
+        for name in (
+            "users-fastapi/src/users_fastapi/migrations",
+            "legacy-flask/src/legacy_flask/migrations",
+        )
+    ],
+)
+def test_script_heads_agree_with_alembic(migrations: Path) -> None:
+    """Read without alembic, the heads are the ones alembic itself computes."""
+    from alembic.script import ScriptDirectory
+
+    expected = ScriptDirectory.from_config(alembic_config(migrations)).get_heads()
+    assert script_heads(migrations) == frozenset(expected)
+    assert expected  # the services have migrations
+
+
+def test_script_heads_of_a_merge(tmp_path: Path) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    for name, down in [("a", None), ("b", "a"), ("c", "a"), ("m", ("b", "c")), ("x", "m")]:
+        (versions / f"{name}.py").write_text(
+            f"revision: str = {name!r}\ndown_revision: str | None = {down!r}\n", encoding="utf-8"
+        )
+    (versions / "notes.py").write_text("# not a migration\n", encoding="utf-8")
+    assert script_heads(tmp_path) == frozenset({"x"})
+
+
+def test_the_readiness_check_does_not_import_alembic() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, service_kit.migrations; "
+        "print(any(m == 'alembic' or m.startswith('alembic.') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
