@@ -162,3 +162,29 @@ def test_labels_follow_the_helm_conventions(chart: str, render_case: Any) -> Non
             assert key in labels, f"{manifest}: no {key}"
         assert labels["app.kubernetes.io/instance"] == "polyframe"
         assert labels["app.kubernetes.io/part-of"] == "polyframe"
+
+
+def test_the_packaged_umbrella_chart_carries_copies_of_its_links(tmp_path: Path) -> None:
+    """`helm package` follows the symlinks (sibling charts, routes.yaml): a standalone archive."""
+    import tarfile
+
+    archive = Path(helm.package(HELM_DIR / "polyframe", destination=tmp_path))
+    with tarfile.open(archive) as packed:
+        members = {m.name: m for m in packed.getmembers()}
+        assert not [name for name, m in members.items() if m.issym() or m.islnk()]
+        for chart in (*SERVICES, "polyframe-lib"):
+            assert f"polyframe/charts/{chart}/Chart.yaml" in members, chart
+        routes = packed.extractfile(members["polyframe/files/routes.yaml"])
+        assert routes is not None
+        assert routes.read().decode() == (REPO_ROOT / "deploy" / "routes.yaml").read_text()
+    values = {"ingress": {"host": "example.com"}, "users-fastapi": {"replicaCount": 2}}
+    with (
+        helm.Chart.load(archive) as from_archive,
+        helm.Chart.load(HELM_DIR / "polyframe") as from_dir,
+    ):
+        packed_render = from_archive.render(values, name="polyframe", namespace="ns")
+        dir_render = from_dir.render(values, name="polyframe", namespace="ns")
+    # Everything but the freshly generated secrets renders the same from the archive.
+    for template, text in dir_render.items():
+        if "secret" not in template:
+            assert packed_render[template] == text, template
