@@ -65,7 +65,7 @@ routes: $(VENV_STAMP) ## print the Traefik routes generated from deploy/routes.y
 	@$(UV) run --frozen --no-sync polyframe-dev config
 
 .PHONY: test
-test: lint typecheck test-unit test-deploy test-e2e ## the whole suite: lint, types, unit tests (SQLite and PostgreSQL), deploy checks, e2e through Traefik
+test: lint typecheck test-unit test-observability test-deploy test-e2e ## the whole suite: lint, types, unit tests (SQLite and PostgreSQL), rules and dashboards, deploy checks, e2e through Traefik
 
 .PHONY: test-unit
 test-unit: $(VENV_STAMP) ## in-process tests of every library and service
@@ -74,6 +74,10 @@ test-unit: $(VENV_STAMP) ## in-process tests of every library and service
 .PHONY: test-e2e
 test-e2e: $(VENV_STAMP) ## start the real platform on free ports and drive it through Traefik (or E2E_BASE_URL)
 	@$(PYTEST) tests/e2e
+
+.PHONY: test-observability
+test-observability: $(VENV_STAMP) ## Prometheus rules (promtool check and unit tests), Grafana dashboards, collector config
+	@$(PYTEST) tests/observability
 
 .PHONY: test-deploy
 test-deploy: $(VENV_STAMP) ## Kubernetes delivery without a cluster: hadolint, Helm v4 render and strict lint, schemas, policies, skaffold and kind
