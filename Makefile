@@ -60,6 +60,10 @@ up: $(VENV_STAMP) ## run the whole platform behind Traefik (PORT=8080 DATA_DIR=.
 		$(if $(OTLP_ENDPOINT),--otlp-endpoint $(OTLP_ENDPOINT)) $(if $(DRILLS),--drills) \
 		$(if $(filter off,$(INSTRUMENTATION)),--no-instrumentation)
 
+.PHONY: bench
+bench: $(VENV_STAMP) ## the framework comparison measured here (needs Debian's wrk): bench/results/ and docs/benchmarks.md; about 15 minutes
+	@$(UV) run --frozen --no-sync polyframe-bench run --update-docs
+
 .PHONY: routes
 routes: $(VENV_STAMP) ## print the Traefik routes generated from deploy/routes.yaml
 	@$(UV) run --frozen --no-sync polyframe-dev config

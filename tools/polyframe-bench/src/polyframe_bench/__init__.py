@@ -1,0 +1,1 @@
+"""``polyframe-bench``: what each framework costs on this machine (``make bench``)."""

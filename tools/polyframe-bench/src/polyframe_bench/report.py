@@ -1,0 +1,203 @@
+"""A run's JSON as a Markdown table in the seed article's shape, a PNG chart, and docs.
+
+The seed article's table (its claims, not measured here): FastAPI 12,000 req/s,
+90 MB, 300 ms cold start; Flask 4,500 req/s, 120 MB, 150 ms; Django 2,800
+req/s, 310 MB, 1,200 ms.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from polyframe_bench.servers import BASELINE_OF
+
+SEED = {
+    "users-fastapi": ("FastAPI", 12_000, 90, 300),
+    "legacy-flask": ("Flask", 4_500, 120, 150),
+    "admin-django": ("Django", 2_800, 310, 1_200),
+}
+BASELINE = {
+    "users-fastapi": "bare-fastapi",
+    "legacy-flask": "bare-flask",
+    "admin-django": "bare-django",
+}
+DOCS_START = "<!-- bench:results:start -->"
+DOCS_END = "<!-- bench:results:end -->"
+
+
+def _median(results: dict[str, Any], scenario: str, key: str) -> float | None:
+    entry = results["summary"].get(scenario)
+    return float(entry[key]["median"]) if entry else None
+
+
+def _spread(results: dict[str, Any], scenario: str, key: str, fmt: str = "{:,.0f}") -> str:
+    entry = results["summary"].get(scenario)
+    if not entry:
+        return "-"
+    value = entry[key]
+    return f"{fmt.format(value['median'])} ({fmt.format(value['min'])}-{fmt.format(value['max'])})"
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> str:
+    if not numerator or not denominator:
+        return "-"
+    return f"{numerator / denominator:.2f}x"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    settings = meta["settings"]
+    lines = [
+        f"Measured {meta['date']} at `{meta['git']}` on {meta['cpus']} CPUs ({meta['machine']}, "
+        f"Python {meta['python']}): {settings['rounds']} interleaved rounds of "
+        f"{settings['seconds']:g} s per scenario after a {settings['warmup_seconds']:g} s "
+        f"warm-up, {settings['workers']} workers per server, wrk on the same cores. "
+        "Medians (min-max).",
+        "",
+        "| framework (service) | req/s, cheapest authenticated read | p50 / p99 ms | "
+        "memory (RSS, all processes) | cold start to /readyz | bare app req/s | "
+        "bare memory | bare cold start | seed's claim (req/s, MB, cold start) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    memory = results.get("memory", {})
+    cold = results.get("cold_start_ms", {})
+    for service, (framework, claim_rps, claim_mb, claim_ms) in SEED.items():
+        read = f"{service} read direct instr-on"
+        bare = BASELINE_OF[service]
+        bare_scenario = f"{bare} hello direct"
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f"{framework} ({service})",
+                    _spread(results, read, "rps")
+                    + " = "
+                    + _ratio(_median(results, read, "rps"), _median(results, bare_scenario, "rps"))
+                    + " bare",
+                    f"{_median(results, read, 'p50_ms') or 0:.1f} / "
+                    f"{_median(results, read, 'p99_ms') or 0:.1f}",
+                    _mb(memory.get(service)),
+                    _ms(cold.get(service)),
+                    _spread(results, bare_scenario, "rps"),
+                    _mb(memory.get(bare)),
+                    _ms(cold.get(bare)),
+                    f"{claim_rps:,} req/s, {claim_mb} MB, {claim_ms:,} ms",
+                ]
+            )
+            + " |"
+        )
+    lines += ["", "Every scenario:", ""]
+    lines += [
+        "| scenario | connections | req/s | p50 ms | p99 ms | CPU µs/request | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in results["summary"].items():
+        lines.append(
+            f"| {name} | {entry['connections']} | {_spread(results, name, 'rps')} | "
+            f"{entry['p50_ms']['median']:.1f} | {entry['p99_ms']['median']:.1f} | "
+            f"{entry['cpu_us_per_request']['median']:,.0f} | {entry['errors']} |"
+        )
+    lines += ["", "Memory after the load (each server's whole process tree):", ""]
+    lines += [
+        "| server | processes | RSS MB | PSS MB | RSS per worker MB |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in memory.items():
+        lines.append(
+            f"| {name} | {entry['processes']} | {entry['rss_mb']:.1f} | {entry['pss_mb']:.1f} | "
+            f"{entry['rss_per_worker_mb']:.1f} |"
+        )
+    lines += ["", "Cold start, process spawn to the first `/readyz` 200:", ""]
+    lines += ["| server | median ms | min ms | max ms |", "|---|---|---|---|"]
+    for name, entry in cold.items():
+        lines.append(
+            f"| {name} | {entry['median']:,.0f} | {entry['min']:,.0f} | {entry['max']:,.0f} |"
+        )
+    lines += ["", "Goals (ratios measured in this run):", ""]
+    lines += ["| goal | service | measured | target | met |", "|---|---|---|---|---|"]
+    for goal in results.get("goals", []):
+        lines.append(
+            f"| {goal['goal']} | {goal['service']} | {goal['ratio']:g} | {goal['target']} | "
+            f"{'yes' if goal['met'] else '**no**'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _mb(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "-"
+    return (
+        f"{entry['rss_mb']:.0f} MB ({entry['processes']} proc., "
+        f"{entry['rss_per_worker_mb']:.0f}/worker)"
+    )
+
+
+def _ms(entry: dict[str, Any] | None) -> str:
+    return f"{entry['median']:,.0f} ms" if entry else "-"
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """Requests per second and cold start, service against bare app, per framework."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frameworks = [SEED[s][0] for s in SEED]
+    series = {
+        "service (instrumented)": [
+            _median(results, f"{s} read direct instr-on", "rps") or 0 for s in SEED
+        ],
+        "service (uninstrumented)": [
+            _median(results, f"{s} read direct instr-off", "rps") or 0 for s in SEED
+        ],
+        "through Traefik": [
+            _median(results, f"{s} read ingress instr-on", "rps") or 0 for s in SEED
+        ],
+        "bare app": [_median(results, f"{BASELINE_OF[s]} hello direct", "rps") or 0 for s in SEED],
+    }
+    cold = results.get("cold_start_ms", {})
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.2
+    for index, (label, values) in enumerate(series.items()):
+        left.bar([x + index * width for x in range(3)], values, width, label=label)
+    left.set_xticks([x + 1.5 * width for x in range(3)], frameworks)
+    left.set_ylabel("requests per second (median)")
+    left.set_title("Cheapest authenticated read vs the bare app")
+    left.legend(fontsize=8)
+    right.bar(
+        [x - 0.15 for x in range(3)],
+        [cold.get(s, {}).get("median", 0) for s in SEED],
+        0.3,
+        label="service",
+    )
+    right.bar(
+        [x + 0.15 for x in range(3)],
+        [cold.get(BASELINE_OF[s], {}).get("median", 0) for s in SEED],
+        0.3,
+        label="bare app",
+    )
+    right.set_xticks(range(3), frameworks)
+    right.set_ylabel("ms, spawn to /readyz 200 (median)")
+    right.set_title("Cold start")
+    right.legend(fontsize=8)
+    figure.suptitle(f"Polyframe benchmark {results['meta']['date']} ({results['meta']['git']})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def update_docs(docs: Path, table: str, chart_name: str) -> None:
+    """Replace the results between the markers of ``docs/benchmarks.md`` (the prose stays)."""
+    text = docs.read_text(encoding="utf-8")
+    if DOCS_START not in text or DOCS_END not in text:
+        raise ValueError(f"{docs} has no {DOCS_START} … {DOCS_END} section to update")
+    block = f"{DOCS_START}\n{table}\n![benchmark chart]({chart_name})\n{DOCS_END}"
+    docs.write_text(
+        re.sub(
+            re.escape(DOCS_START) + ".*?" + re.escape(DOCS_END), lambda _: block, text, flags=re.S
+        ),
+        encoding="utf-8",
+    )

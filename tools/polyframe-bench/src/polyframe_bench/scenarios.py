@@ -1,0 +1,173 @@
+"""What is measured: one named load (URL, request shape, connections) per scenario.
+
+Per service: its cheapest authenticated read (directly, through Traefik, and with
+instrumentation off) and one write; the order creation (an I/O-bound request
+that calls the users service) at 50 and 200 connections; the bare framework
+apps on the same server settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from polyframe_bench.platform import BareProcess, Platform
+
+LUA = Path(__file__).parent / "lua" / "request.lua"
+READ_CONNECTIONS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    url: str
+    #: The server whose process tree's CPU is charged to these requests.
+    server_pid: int
+    method: str = "GET"
+    auth: str | None = None
+    body: str | None = None
+    unique: str = ""
+
+    def env(self, nonce: int) -> dict[str, str]:
+        env = {"BENCH_METHOD": self.method, "BENCH_NONCE": str(nonce), "BENCH_UNIQUE": self.unique}
+        if self.auth:
+            env["BENCH_AUTH"] = self.auth
+        if self.body:
+            env["BENCH_BODY"] = self.body
+        return env
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    #: ``users-fastapi`` …, or the bare app's name.
+    subject: str
+    kind: str  # read | write | io | bare
+    via: str  # direct | ingress
+    instrumented: bool
+    connections: int
+    #: Makes the target just before each run (a fresh token: they live 15 minutes).
+    build: Callable[[], Target] = field(compare=False)
+
+    def target(self) -> Target:
+        return self.build()
+
+
+def _basic(platform: Platform, service: str) -> str:
+    import base64
+
+    token = base64.b64encode(f"{service}:{platform.secret(service)}".encode()).decode()
+    return f"Basic {token}"
+
+
+def service_scenarios(on: Platform, off: Platform, *, quick: bool) -> list[Scenario]:
+    """The services' loads on the instrumented platform ``on`` and its twin ``off``."""
+    scenarios: list[Scenario] = []
+
+    def reads(
+        service: str, path: Callable[[Platform], str], auth: Callable[[Platform], str]
+    ) -> None:
+        for platform, instrumented in ((on, True), (off, False)):
+            for via in ("direct", "ingress") if instrumented else ("direct",):
+
+                def build(
+                    platform: Platform = platform, via: str = via, service: str = service
+                ) -> Target:
+                    base = platform.service(service) if via == "direct" else platform.ingress
+                    return Target(
+                        base + path(platform), platform.server_pid(service), auth=auth(platform)
+                    )
+
+                flag = "on" if instrumented else "off"
+                scenarios.append(
+                    Scenario(
+                        f"{service} read {via} instr-{flag}",
+                        service,
+                        "read",
+                        via,
+                        instrumented,
+                        READ_CONNECTIONS,
+                        build,
+                    )
+                )
+
+    reads("users-fastapi", lambda p: "/api/users/me", lambda p: p.bearer())
+    reads("legacy-flask", lambda p: f"/api/orders/{p.order_id}", lambda p: p.bearer())
+    reads(
+        "admin-django",
+        lambda p: "/api/audit/events?limit=1",
+        lambda p: _basic(p, "legacy-flask"),
+    )
+    if quick:
+        return [s for s in scenarios if s.via == "direct"]
+
+    def write(
+        name: str,
+        service: str,
+        build: Callable[[], Target],
+        connections: int,
+        kind: str = "write",
+    ) -> None:
+        scenarios.append(Scenario(name, service, kind, "direct", True, connections, build))
+
+    write(
+        "users-fastapi write (register) direct instr-on",
+        "users-fastapi",
+        lambda: Target(
+            on.service("users-fastapi") + "/api/users/register",
+            on.server_pid("users-fastapi"),
+            method="POST",
+            unique="register",
+        ),
+        16,
+    )
+    write(
+        "admin-django write (audit event) direct instr-on",
+        "admin-django",
+        lambda: Target(
+            on.service("admin-django") + "/api/audit/events",
+            on.server_pid("admin-django"),
+            method="POST",
+            auth=_basic(on, "users-fastapi"),
+            unique="audit",
+        ),
+        READ_CONNECTIONS,
+    )
+    order = '{"currency":"EUR","items":[{"sku":"BENCH-1","quantity":1,"unit_price_cents":100}]}'
+    for connections in (50, 200):
+        write(
+            f"legacy-flask create order (calls users) ingress c{connections} instr-on",
+            "legacy-flask",
+            lambda: Target(
+                on.ingress + "/api/orders",
+                on.server_pid("legacy-flask"),
+                method="POST",
+                auth=on.bearer(),
+                body=order,
+            ),
+            connections,
+            kind="io",
+        )
+    return scenarios
+
+
+def bare_scenarios(bare: list[BareProcess]) -> list[Scenario]:
+    scenarios = []
+    for each in bare:
+
+        def build(each: BareProcess = each) -> Target:
+            assert each.process is not None
+            return Target(each.url + "/hello", each.process.pid)
+
+        scenarios.append(
+            Scenario(
+                f"{each.server.name} hello direct",
+                each.server.name,
+                "bare",
+                "direct",
+                False,
+                READ_CONNECTIONS,
+                build,
+            )
+        )
+    return scenarios
