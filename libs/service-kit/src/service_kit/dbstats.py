@@ -41,9 +41,10 @@ def shape(sql: str) -> str:
     """``SELECT … WHERE id IN (?, ?, ?) AND n = 5`` -> ``SELECT … WHERE id IN (…) AND n = ?``."""
     text = _WHITESPACE.sub(" ", sql).strip()
     text = _STRING.sub("?", text)
-    text = _IN_LIST.sub("IN (…)", text)
     text = _PLACEHOLDER.sub("?", text)
-    return _NUMBER.sub("?", text)
+    text = _NUMBER.sub("?", text)
+    # Last: a list of literals (``IN (1, 2)``) is a list of ``?`` by now.
+    return _IN_LIST.sub("IN (…)", text)
 
 
 @dataclass

@@ -39,12 +39,19 @@ import os
 import re
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-#: prometheus_client's own ``*_created`` series only double every counter here.
-os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
+#: prometheus_client's own ``*_created`` series only double every counter here. (Its
+#: ``PROMETHEUS_DISABLE_CREATED_SERIES`` is read when it is imported: too late to set here.)
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -351,8 +351,12 @@ def _watch_gc() -> None:
 
 
 def publish_gc(labels: tuple[str, str]) -> None:
-    """Move the collections seen since the last call into the metrics (sampler thread)."""
-    while _gc_events:
+    """Move the collections seen since the last call into the metrics (sampler thread).
+
+    Only those: recording allocates, and may start collections that append more; a loop
+    until the deque is empty could run forever (with low GC thresholds it does).
+    """
+    for _ in range(len(_gc_events)):
         generation, pause = _gc_events.popleft()
         metrics.GC_COLLECTIONS.labels(*labels, str(generation)).inc()
         metrics.GC_PAUSE.labels(*labels, str(generation)).observe(pause)

@@ -1,0 +1,403 @@
+"""gunicorn: the shared settings, the hooks, and the instrumented gthread worker for real.
+
+The real-server tests start ``python -m gunicorn`` with the kit's :func:`settings` and
+:class:`ThreadWorker` (2 workers x 2 threads, a multiprocess folder, a free port on
+127.0.0.1) serving a tiny WSGI app written here, which records its requests into the
+catalogue the way the adapters do and answers with the pid of the worker that served it.
+While every thread is busy, a scrape would wait for a thread like any other request, so
+the in-flight state is read from the workers' files with ``exposition()`` here: the same
+merge the ``/metrics`` route runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service_kit import gunicorn as kit_gunicorn
+from service_kit import metrics
+from service_kit.gunicorn import ThreadWorker, child_exit, post_worker_init, settings, worker_exit
+
+SERVICE = "gunicorn-test"
+#: How long the tests wait for the server to do something (never reached when it works;
+#: not a performance threshold).
+PATIENCE = 30.0
+
+
+# --- settings and hooks ----------------------------------------------------------------------
+
+
+def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DEMO_BIND", "DEMO_WORKERS", "DEMO_THREADS", "DEMO_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    values = settings(prefix="DEMO", service="demo", wsgi_app="demo:app", default_port=8199)
+    assert values["wsgi_app"] == "demo:app"
+    assert values["bind"] == "127.0.0.1:8199"
+    assert values["worker_class"] == "service_kit.gunicorn.ThreadWorker"
+    assert (values["workers"], values["threads"]) == (2, 4)
+    assert values["preload_app"] is False  # the app (and its telemetry) is made per worker
+    assert values["proc_name"] == "demo"
+    assert values["control_socket_disable"] is True
+    assert values["post_worker_init"] is post_worker_init
+    assert values["child_exit"] is child_exit
+    assert values["worker_exit"] is worker_exit
+    assert values["logconfig_dict"]["root"]["level"] == "INFO"
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_BIND", "0.0.0.0:9000")
+    monkeypatch.setenv("DEMO_WORKERS", "5")
+    monkeypatch.setenv("DEMO_THREADS", "16")
+    monkeypatch.setenv("DEMO_LOG_LEVEL", "WARNING")
+    values = settings(
+        prefix="DEMO",
+        service="demo",
+        wsgi_app="demo:app",
+        default_port=8199,
+        default_workers=1,
+        default_threads=1,
+    )
+    assert values["bind"] == "0.0.0.0:9000"
+    assert (values["workers"], values["threads"]) == (5, 16)
+    assert values["logconfig_dict"]["root"]["level"] == "WARNING"
+
+
+def test_child_exit_drops_the_live_gauges_of_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    names = [
+        "gauge_livesum_4242.db",
+        "gauge_liveall_4242.db",
+        "counter_4242.db",
+        "gauge_livesum_7.db",
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    child_exit(None, SimpleNamespace(pid=4242))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_4242.db", "gauge_livesum_7.db"]
+
+
+def test_child_exit_without_multiprocess_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    child_exit(None, SimpleNamespace(pid=4242))  # nothing to do, nothing raised
+
+
+def test_worker_without_telemetry_is_not_instrumented(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kit_gunicorn.telemetry, "_current", None)
+    worker = ThreadWorker.__new__(ThreadWorker)
+    assert worker.instrument() is False
+    post_worker_init(worker)  # safe too
+    assert worker._busy is None
+
+
+# --- a real gunicorn ---------------------------------------------------------------------------
+
+APP = textwrap.dedent(
+    """
+    import os, time
+    from pathlib import Path
+    from urllib.parse import parse_qs
+
+    from service_kit import metrics, telemetry
+
+    TELEMETRY = telemetry.setup("gunicorn-test", "wsgi")
+    SIGNALS = Path(os.environ["GUNICORN_TEST_SIGNALS"])
+
+
+    def app(environ, start_response):
+        path = environ["PATH_INFO"]
+        pid = str(os.getpid()).encode()
+        if path == "/metrics":
+            body, content_type = metrics.exposition(environ.get("HTTP_ACCEPT"))
+            start_response("200 OK", [("Content-Type", content_type), ("X-Worker", pid.decode())])
+            return [body]
+        state = TELEMETRY.start_request(environ["REQUEST_METHOD"])
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        if path == "/slow":
+            time.sleep(int(query["ms"][0]) / 1000)
+        elif path == "/hold":
+            (SIGNALS / f"started-{os.getpid()}-{query['name'][0]}").touch()
+            deadline = time.monotonic() + 30
+            while not (SIGNALS / "release").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(pid)))]
+        start_response("200 OK", [*headers, ("X-Worker", pid.decode())])
+        TELEMETRY.finish_request(
+            state, route=path, status=200, request_bytes=0, response_bytes=len(pid)
+        )
+        return [pid]
+    """
+)
+
+CONF = textwrap.dedent(
+    """
+    from service_kit.gunicorn import settings
+
+    globals().update(
+        settings(
+            prefix="KITTEST",
+            service="gunicorn-test",
+            wsgi_app="tinyapp:app",
+            default_port=8199,
+            default_workers=2,
+            default_threads=2,
+        )
+    )
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    multiproc: Path
+    signals: Path
+    log: Path
+
+    def get(self, path: str, timeout: float = PATIENCE) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request("GET", path, headers={"Connection": "close"})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def scrape(self) -> tuple[int, dict[str, float]]:
+        """``/metrics`` over HTTP: the pid of the worker that answered, and our samples."""
+        status, headers, body = self.get("/metrics")
+        assert status == 200
+        return int(headers["X-Worker"]), parse(body)
+
+    def files(self, monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+        """The workers' files merged here, as a scrape merges them (no thread needed)."""
+        with monkeypatch.context() as patched:
+            patched.setenv(metrics.MULTIPROC_ENV, str(self.multiproc))
+            return parse(metrics.exposition(None)[0])
+
+    def workers(self) -> set[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return {int(pid) for pid in children.read_text().split()}
+        except OSError:
+            return set()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def parse(body: bytes) -> dict[str, float]:
+    """``{"name{label=value,...}": value}`` of this service's samples, labels sorted."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.labels.get("service_name") != SERVICE:
+                continue
+            labels = {
+                k: v for k, v in sample.labels.items() if k not in ("service_name", "framework")
+            }
+            key = sample.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+            found[key] = sample.value
+    return found
+
+
+def wait_for(condition: Callable[[], bool], what: str, server: Server) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        assert server.process.poll() is None, f"gunicorn exited:\n{server.output()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{server.output()}"
+        time.sleep(0.05)
+
+
+def threads_available(server: Server) -> float:
+    try:
+        return server.scrape()[1].get("polyframe_worker_threads{}", 0)
+    except OSError:
+        return 0
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    (tmp_path / "tinyapp.py").write_text(APP)
+    (tmp_path / "gunicorn_test_conf.py").write_text(CONF)
+    multiproc = tmp_path / "multiproc"
+    signals = tmp_path / "signals"
+    multiproc.mkdir()
+    signals.mkdir()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KITTEST_"))}
+    env.update(
+        {
+            metrics.MULTIPROC_ENV: str(multiproc),
+            "OTEL_TRACES_EXPORTER": "none",
+            "KITTEST_BIND": f"127.0.0.1:{port}",
+            "KITTEST_LOG_LEVEL": "WARNING",
+            "GUNICORN_TEST_SIGNALS": str(signals),
+            "PYTHONPATH": str(tmp_path),
+        }
+    )
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(tmp_path / "gunicorn_test_conf.py")],
+            cwd=tmp_path,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    running = Server(process, port, multiproc, signals, log)
+    try:
+        # Both workers loaded the app and reported their threads (post_worker_init).
+        wait_for(lambda: threads_available(running) == 4, "2 workers x 2 threads", running)
+        yield running
+    finally:
+        (signals / "release").touch()
+        workers = running.workers()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=PATIENCE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=PATIENCE)
+        for pid in workers:  # only the workers of this master, should any be left
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def send_raw(port: int, path: str) -> socket.socket:
+    """Send a request and return the socket unread (so many can be in flight at once)."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=PATIENCE)
+    connection.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+    return connection
+
+
+def read_raw(connection: socket.socket) -> tuple[int, int]:
+    """(status, worker pid) of the response on ``connection``."""
+    with connection:
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    return status, int(body)
+
+
+def route_count(samples: dict[str, float], route: str) -> float:
+    return samples.get(
+        "http_server_request_duration_seconds_count"
+        f"{{http_request_method=GET,http_response_status_code=200,http_route={route}}}",
+        0,
+    )
+
+
+def test_thread_pool_busy_capacity_and_queue_time(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Six requests of 0.8 s on four threads: at least two wait for a thread.
+    connections = [send_raw(server.port, "/slow?ms=800") for _ in range(6)]
+    wait_for(
+        lambda: server.files(monkeypatch).get("polyframe_worker_threads_busy{}", 0) >= 1,
+        "busy threads",
+        server,
+    )
+    busy = server.files(monkeypatch)["polyframe_worker_threads_busy{}"]
+    assert 1 <= busy <= 4
+    answers = [read_raw(connection) for connection in connections]
+    assert all(status == 200 for status, _ in answers)
+
+    _, samples = server.scrape()
+    assert samples["polyframe_worker_threads{}"] == 4
+    assert samples["polyframe_worker_threads_busy{}"] == 1  # the thread serving this scrape
+    assert server.files(monkeypatch)["polyframe_worker_threads_busy{}"] == 0
+    assert route_count(samples, "/slow") == 6
+    queue_count = samples["polyframe_request_queue_duration_seconds_count{}"]
+    assert queue_count >= 6  # every request handled by a thread (scrapes too) waited once
+    waited = queue_count - samples["polyframe_request_queue_duration_seconds_bucket{le=0.25}"]
+    assert waited >= 2  # the two (or more) that found their worker's threads busy for 0.8 s
+
+
+def test_every_request_counted_once_whichever_worker_served_it(server: Server) -> None:
+    served: list[int] = []
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        # Batches of concurrent requests until both workers served some (bounded).
+        for _ in range(20):
+            answers = list(pool.map(lambda _: server.get("/fast"), range(12)))
+            assert all(status == 200 for status, _, _ in answers)
+            served += [int(body) for _, _, body in answers]
+            if len(set(served)) == 2:
+                break
+    assert set(served) == server.workers()  # both workers took part
+    scrapes = [server.scrape() for _ in range(8)]
+    assert {round(route_count(samples, "/fast")) for _, samples in scrapes} == {len(served)}
+    by_worker = {pid for pid, _ in scrapes}
+    assert by_worker <= server.workers()
+
+
+def test_a_killed_worker_leaves_no_busy_gauge_and_keeps_its_counters(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        served = [int(body) for _, _, body in pool.map(lambda _: server.get("/fast"), range(12))]
+    _, before = server.scrape()
+    assert route_count(before, "/fast") == 12
+
+    name = uuid.uuid4().hex
+    held = send_raw(server.port, f"/hold?name={name}")
+    wait_for(lambda: any(server.signals.glob(f"started-*-{name}")), "the held request", server)
+    (started,) = server.signals.glob(f"started-*-{name}")
+    victim = int(started.name.split("-")[1])
+    assert victim in server.workers()
+    assert server.files(monkeypatch)["polyframe_worker_threads_busy{}"] == 1
+    assert (server.multiproc / f"gauge_livesum_{victim}.db").exists()
+
+    os.kill(victim, signal.SIGKILL)
+    # The master's child_exit drops its live gauges (nobody scrapes meanwhile).
+    wait_for(
+        lambda: not (server.multiproc / f"gauge_livesum_{victim}.db").exists(),
+        "child_exit to drop the killed worker's gauges",
+        server,
+    )
+    with held:  # the connection died with its worker, unanswered
+        try:
+            answer = held.recv(65536)
+        except ConnectionResetError:
+            answer = b""
+    assert answer == b""
+    # The master replaced it: capacity is back, and the dead worker's busy thread is gone.
+    wait_for(lambda: threads_available(server) == 4, "the replacement worker", server)
+    assert victim not in server.workers()
+    assert server.files(monkeypatch)["polyframe_worker_threads_busy{}"] == 0
+    _, after = server.scrape()
+    assert after["polyframe_worker_threads_busy{}"] == 1  # the thread serving this scrape
+    # Counters did not go backwards: the dead worker's requests are still counted.
+    assert route_count(after, "/fast") == 12
+    if victim in served:
+        assert (server.multiproc / f"histogram_{victim}.db").exists()
+    for key, value in before.items():
+        if "_total{" in key or "_count{" in key:
+            assert after.get(key, 0) >= value, key
