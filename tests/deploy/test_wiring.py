@@ -27,6 +27,9 @@ PREFIX = {"users-fastapi": "USERS_", "legacy-flask": "ORDERS_", "admin-django": 
 ELSEWHERE = {
     "ADMIN_STATIC_ROOT": "the image (collected at build time)",
 }
+#: Local settings of prometheus_client's multiprocess mode (gunicorn's master and workers):
+#: one server process per container needs none of them, and must not set them.
+MULTIPROCESS_ONLY = ("PROMETHEUS_MULTIPROC_DIR", "_METRICS_BIND")
 #: Server options the local command line passes as flags and the image reads from UVICORN_*.
 UVICORN_FLAGS = {
     "--host": "UVICORN_HOST",
@@ -37,18 +40,20 @@ UVICORN_FLAGS = {
 }
 
 
+class _Ports(dict[str, int]):
+    """A port for every name polyframe_dev asks for (servers, workers' and masters' metrics)."""
+
+    def __missing__(self, name: str) -> int:
+        self[name] = 8100 + len(self)
+        return self[name]
+
+
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Context:
+    """`make up`'s context with one worker process per server, as in a cluster."""
     folder = tmp_path_factory.mktemp("local")
     return Context(
-        data_dir=folder,
-        secrets=LocalSecrets(folder / "secrets"),
-        ports={
-            **{name: 8100 + i for i, name in enumerate(NAMES)},
-            "users-outbox": 9101,
-            "orders-outbox": 9102,
-        },
-        workers=1,
+        data_dir=folder, secrets=LocalSecrets(folder / "secrets"), ports=_Ports(), workers=1
     )
 
 
@@ -90,7 +95,12 @@ def _check_settings(
     # One process per container: never prometheus_client's multiprocess mode in a cluster.
     assert "PROMETHEUS_MULTIPROC_DIR" not in chart_env, service
     for name, value in local_env.items():
-        if name in ELSEWHERE or name == "PROMETHEUS_MULTIPROC_DIR":
+        if name in ELSEWHERE:
+            continue
+        if name == MULTIPROCESS_ONLY[0] or (
+            name.endswith(MULTIPROCESS_ONLY[1]) and "OUTBOX" not in name
+        ):
+            assert name not in chart_env, f"{service}: {name} belongs to multiprocess mode"
             continue
         assert name in chart_env, f"{service}: {name} is set by `make up` but not by the chart"
         if name.endswith("_ENVIRONMENT"):
