@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from service_kit import dbstats, health, metrics
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
-from service_kit.metrics import OPERATIONAL_PATHS, UNMATCHED_ROUTE
+from service_kit.metrics import UNMATCHED_ROUTE
 from service_kit.problems import (
     KEPT_ERROR_HEADERS,
     PROBLEM_CONTENT_TYPE,
@@ -118,10 +118,18 @@ class RequestContextMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
+        operational = OPERATIONAL_VIEWS.get(request.path)
+        if operational is not None:
+            # Probes and scrapes come by pod IP: answered here, before the host check of
+            # the middleware below (which would refuse an IP not in ALLOWED_HOSTS), and
+            # before sessions, CSRF and authentication, which they have no use for.
+            answer = operational(request)
+            answer[REQUEST_ID_HEADER] = request_id
+            return answer
         request_token = request_id_var.set(request_id)
         trace_token = trace_id_var.set(accept_trace_id(request.headers.get(TRACEPARENT_HEADER)))
         state = None
-        if _telemetry is not None and request.path not in OPERATIONAL_PATHS:
+        if _telemetry is not None:
             state = _telemetry.start_request(request.method or "GET")
             request.polyframe_state = state  # type: ignore[attr-defined]
         response: HttpResponse | None = None
@@ -131,16 +139,15 @@ class RequestContextMiddleware:
             if request.path.startswith(API_PREFIX) and response.status_code >= 400:
                 response = self._as_problem(request, response)
             response[REQUEST_ID_HEADER] = request_id
-            if request.path not in OPERATIONAL_PATHS:
-                access_log.info(
-                    "request",
-                    extra={
-                        "method": request.method,
-                        "route": route_template(request),
-                        "status": response.status_code,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    },
-                )
+            access_log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "route": route_template(request),
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
             return response
         finally:
             if state is not None and _telemetry is not None:
@@ -321,3 +328,11 @@ def _service_name() -> str:
 
 def json_response(body: Any, status: int = 200) -> HttpResponse:
     return JsonResponse(body, status=status, safe=False)
+
+
+#: ``/healthz``, ``/readyz`` and ``/metrics``, served by the kit's middleware itself.
+OPERATIONAL_VIEWS: dict[str, Callable[[HttpRequest], HttpResponse]] = {
+    "/healthz": healthz,
+    "/readyz": readyz,
+    "/metrics": metrics_view,
+}

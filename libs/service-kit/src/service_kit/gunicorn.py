@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
@@ -33,7 +35,8 @@ def settings(
     default_workers: int = 2,
     default_threads: int = 4,
 ) -> dict[str, Any]:
-    """gunicorn settings from ``<PREFIX>_BIND``, ``_WORKERS``, ``_THREADS``, ``_LOG_LEVEL``."""
+    """gunicorn settings from ``<PREFIX>_BIND``, ``_WORKERS``, ``_THREADS``, ``_LOG_LEVEL``
+    and ``_METRICS_BIND`` (the master's metrics address)."""
     env = os.environ
     return {
         "wsgi_app": wsgi_app,
@@ -56,10 +59,41 @@ def settings(
         # No control socket ($HOME/.gunicorn/gunicorn.ctl, shared by every gunicorn of the
         # user, and not writable on a read-only root filesystem): nothing here uses it.
         "control_socket_disable": True,
+        "on_starting": on_starting,
+        "when_ready": _serve_metrics_from_master(env.get(f"{prefix}_METRICS_BIND")),
         "post_worker_init": post_worker_init,
         "child_exit": child_exit,
         "worker_exit": worker_exit,
     }
+
+
+def on_starting(_server: Any) -> None:
+    """Master side, before any worker exists: empty the multiprocess folder.
+
+    Files of an earlier run (a restarted container keeps its emptyDir) would add old
+    samples, and could name a pid that a new process has again.
+    """
+    path = metrics.multiprocess_dir()
+    if path:
+        for stale in Path(path).glob("*.db"):
+            stale.unlink(missing_ok=True)
+
+
+def _serve_metrics_from_master(bind: str | None) -> Callable[[Any], None]:
+    """``when_ready``: with ``<PREFIX>_METRICS_BIND`` (and multiprocess mode), the master
+    serves the merged ``/metrics`` of all workers on that address.
+
+    Scraped there, the metrics answer even when every worker thread is busy: a scrape
+    through the workers' own port would have to wait for a free thread, exactly when
+    the pool is exhausted and the numbers matter most.
+    """
+
+    def when_ready(server: Any) -> None:
+        if bind and metrics.multiprocess_dir():
+            metrics.serve_merged(bind)
+            server.log.info("metrics of all workers on http://%s/metrics", bind)
+
+    return when_ready
 
 
 def post_worker_init(worker: Any) -> None:

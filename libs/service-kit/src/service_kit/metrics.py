@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -45,6 +46,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
+    start_http_server,
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -373,6 +375,30 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+class _MergedWorkers(MultiProcessCollector):
+    """Every worker's samples, after dropping the live gauges of dead workers."""
+
+    def collect(self) -> Any:
+        reap_dead_processes(self._path)
+        return super().collect()  # type: ignore[no-untyped-call]
+
+
+def serve_merged(bind: str) -> None:
+    """Serve every worker's merged metrics on ``host:port`` from a thread of this process.
+
+    For gunicorn's master, which handles no request itself: its ``/metrics`` answers
+    even when every worker thread is busy, which is exactly when a scrape that must
+    wait for a worker thread would time out.
+    """
+    path = multiprocess_dir()
+    if path is None:
+        raise ValueError(f"{MULTIPROC_ENV} is not set: there is nothing to merge")
+    host, _, port = bind.rpartition(":")
+    registry = CollectorRegistry()
+    _MergedWorkers(registry, path=path)  # type: ignore[no-untyped-call]
+    start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+
+
 def exposition(accept: str | None) -> tuple[bytes, str]:
     """The body and content type of ``/metrics`` for a scraper sending ``accept``.
 
@@ -383,7 +409,6 @@ def exposition(accept: str | None) -> tuple[bytes, str]:
     path = multiprocess_dir()
     if path is None:
         return encoder(REGISTRY), content_type
-    reap_dead_processes(path)
     merged = CollectorRegistry()
-    MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
+    _MergedWorkers(merged, path=path)  # type: ignore[no-untyped-call]
     return encoder(merged), content_type

@@ -4,16 +4,12 @@ from django.urls import include, path
 
 from admin_django.audit import drills
 from admin_django.audit.api import AuditEventsApi
-from service_kit import django as kit
 
 admin.site.site_header = "Polyframe support"
 admin.site.site_title = "Polyframe support"
 admin.site.index_title = "Support console and audit trail"
 
 urlpatterns = [
-    path("healthz", kit.healthz),
-    path("readyz", kit.readyz),
-    path("metrics", kit.metrics_view),
     path("api/audit/events", AuditEventsApi.as_view(), name="audit-events"),
     path("admin/support/", include("admin_django.support.urls")),
     path("admin/", admin.site.urls),

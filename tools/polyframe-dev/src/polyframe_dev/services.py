@@ -57,6 +57,18 @@ class ServiceSpec:
     #: Serves with several processes (gunicorn's master and workers; uvicorn with
     #: ``--workers`` over 1), so its metrics need prometheus_client's multiprocess mode.
     preforks: Callable[[Context], bool] = lambda ctx: True
+    #: gunicorn's master serves the merged metrics on a port of its own (``<name>-metrics``),
+    #: so a scrape never waits for a worker thread (see ``service_kit.gunicorn``).
+    master_metrics: bool = False
+
+    @property
+    def metrics_port_name(self) -> str | None:
+        return f"{self.name}-metrics" if self.master_metrics else None
+
+    def metrics_target(self, ctx: Context) -> str:
+        """Where Prometheus scrapes this service."""
+        name = self.metrics_port_name or self.name
+        return f"127.0.0.1:{ctx.ports[name]}"
 
     def server_env(self, ctx: Context) -> dict[str, str]:
         """The server's environment: its own settings, and the platform-wide switches."""
@@ -67,11 +79,14 @@ class ServiceSpec:
         }
         if self.preforks(ctx):
             env["PROMETHEUS_MULTIPROC_DIR"] = str(ctx.metrics_dir(self.name))
+            if self.metrics_port_name:
+                env[f"{self.prefix}_METRICS_BIND"] = self.metrics_target(ctx)
         return env
 
     def worker_env(self, ctx: Context, worker: str) -> dict[str, str]:
         """A background process's environment: the server's, metrics on a port of its own."""
-        env = {k: v for k, v in self.server_env(ctx).items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        server_only = ("PROMETHEUS_MULTIPROC_DIR", f"{self.prefix}_METRICS_BIND")
+        env = {k: v for k, v in self.server_env(ctx).items() if k not in server_only}
         env[f"{self.prefix}_OUTBOX_METRICS_BIND"] = f"127.0.0.1:{ctx.ports[worker]}"
         return env
 
@@ -217,8 +232,15 @@ SERVICES: dict[str, ServiceSpec] = {
         seed=_orders_seed,
         workers={"orders-outbox": [sys.executable, "-m", "legacy_flask.cli", "dispatch-outbox"]},
         docs="/api/orders/docs",
+        master_metrics=True,
     ),
     "admin-django": ServiceSpec(
-        "admin-django", "ADMIN", _admin_env, _admin_setup, _admin_serve, docs="/admin/"
+        "admin-django",
+        "ADMIN",
+        _admin_env,
+        _admin_setup,
+        _admin_serve,
+        docs="/admin/",
+        master_metrics=True,
     ),
 }
