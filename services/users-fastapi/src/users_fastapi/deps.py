@@ -34,7 +34,12 @@ class AppState:
     migration_heads: frozenset[str]
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are ``async def`` even when they never await: FastAPI runs a plain ``def``
+# dependency in its thread pool, a thread hop per dependency per request for work that
+# takes microseconds (see docs/benchmarks.md).
+
+
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.users
     return state
 
@@ -63,7 +68,9 @@ def _bearer_claims(state: AppState, authorization: str | None) -> AccessClaims:
         raise unauthenticated(f"Invalid access token: {exc}") from None
 
 
-def get_current_claims(state: StateDep, authorization: AuthorizationHeader = None) -> AccessClaims:
+async def get_current_claims(
+    state: StateDep, authorization: AuthorizationHeader = None
+) -> AccessClaims:
     return _bearer_claims(state, authorization)
 
 
@@ -106,7 +113,7 @@ async def get_staff_or_service(
 StaffOrService = Annotated[Caller, Depends(get_staff_or_service)]
 
 
-def get_acting_staff_service(
+async def get_acting_staff_service(
     state: StateDep,
     authorization: AuthorizationHeader = None,
     acting_for: ActingForHeader = None,
