@@ -305,3 +305,103 @@ def test_public_jwk(private_key: RSAPrivateKey, kid: str) -> None:
     token = sign_access_token(private_key, kid, claims())
     verifier = TokenVerifier(lambda _: loaded, issuer=ISSUER, audience=AUDIENCE)
     assert verifier.verify(token).subject == "user-42"
+
+
+# --- remembering verified tokens ---------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counting_decode(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = jwt.decode
+
+    def decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(token)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", decode)
+    return calls
+
+
+def test_a_verified_token_is_remembered_until_it_expires(
+    private_key: RSAPrivateKey, kid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    keys = {kid: private_key.public_key()}
+    verifier = TokenVerifier(keys.get, issuer=ISSUER, audience=AUDIENCE, clock=clock)
+    token = sign_access_token(private_key, kid, claims(exp=int(clock.now) + 60))
+    decoded = counting_decode(monkeypatch)
+
+    first = verifier.verify(token)
+    for _ in range(5):
+        assert verifier.verify(token) == first
+    assert len(decoded) == 1  # the signature was checked once
+
+    # Past its expiry (by the verifier's clock) it is not taken from memory: it is verified
+    # in full again, where pyjwt checks the lifetime against the real time.
+    clock.now += 60 + verifier.leeway
+    verifier.verify(token)
+    assert len(decoded) == 2
+
+
+def test_an_expired_token_is_refused_even_after_it_was_remembered(
+    private_key: RSAPrivateKey, kid: str
+) -> None:
+    keys = {kid: private_key.public_key()}
+    verifier = TokenVerifier(keys.get, issuer=ISSUER, audience=AUDIENCE, leeway_seconds=0)
+    now = int(time.time())
+    token = sign_access_token(private_key, kid, claims(iat=now - 5, nbf=now - 5, exp=now + 1))
+    verifier.verify(token)
+    time.sleep(1.1)  # a real expiry: pyjwt checks against the real time
+    with pytest.raises(InvalidTokenError, match="expired"):
+        verifier.verify(token)
+
+
+def test_a_remembered_token_of_a_key_rotated_out_is_refused(
+    private_key: RSAPrivateKey, kid: str
+) -> None:
+    keys = {kid: private_key.public_key()}
+    verifier = TokenVerifier(keys.get, issuer=ISSUER, audience=AUDIENCE)
+    token = sign_access_token(private_key, kid, claims())
+    verifier.verify(token)
+    del keys[kid]
+    with pytest.raises(InvalidTokenError, match="unknown signing key"):
+        verifier.verify(token)
+
+
+def test_refused_tokens_are_not_remembered(
+    private_key: RSAPrivateKey, other_key: RSAPrivateKey, kid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {kid: private_key.public_key()}
+    verifier = TokenVerifier(keys.get, issuer=ISSUER, audience=AUDIENCE)
+    forged = sign_access_token(other_key, kid, claims())  # the right kid, the wrong key
+    decoded = counting_decode(monkeypatch)
+    for _ in range(3):
+        with pytest.raises(InvalidTokenError):
+            verifier.verify(forged)
+    assert len(decoded) == 3
+
+
+def test_the_memory_is_bounded_least_recently_used_first(
+    private_key: RSAPrivateKey, kid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {kid: private_key.public_key()}
+    verifier = TokenVerifier(keys.get, issuer=ISSUER, audience=AUDIENCE, cache_size=2)
+    tokens = [sign_access_token(private_key, kid, claims(sub=f"u{n}")) for n in range(3)]
+    for token in tokens[:2]:
+        verifier.verify(token)
+    verifier.verify(tokens[0])  # now the most recent
+    verifier.verify(tokens[2])  # pushes tokens[1] out
+    decoded = counting_decode(monkeypatch)
+    verifier.verify(tokens[0])
+    verifier.verify(tokens[2])
+    assert decoded == []
+    verifier.verify(tokens[1])
+    assert decoded == [tokens[1]]
