@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from opentelemetry import trace
@@ -37,8 +38,12 @@ _IN_LIST = re.compile(r"\bIN\s*\((?:\s*(?:\?|%s|:\w+|\$\d+)\s*,?)+\)", re.IGNORE
 _PLACEHOLDER = re.compile(r"%s|\?|\$\d+|:\w+")
 
 
+@lru_cache(maxsize=2048)
 def shape(sql: str) -> str:
-    """``SELECT … WHERE id IN (?, ?, ?) AND n = 5`` -> ``SELECT … WHERE id IN (…) AND n = ?``."""
+    """``SELECT … WHERE id IN (?, ?, ?) AND n = 5`` -> ``SELECT … WHERE id IN (…) AND n = ?``.
+
+    Remembered per statement text: an ORM sends the same few texts again and again.
+    """
     text = _WHITESPACE.sub(" ", sql).strip()
     text = _STRING.sub("?", text)
     text = _PLACEHOLDER.sub("?", text)

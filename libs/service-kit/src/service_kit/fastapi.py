@@ -273,7 +273,11 @@ def install(
         monitor = LoopMonitor(telemetry)
         _wrap_lifespan(app, telemetry, monitor)
         FastAPIInstrumentor.instrument_app(
-            app, excluded_urls=UNTRACED_URLS, tracer_provider=tracer_provider()
+            app,
+            excluded_urls=UNTRACED_URLS,
+            tracer_provider=tracer_provider(),
+            # No span per ASGI message (two or three more per request, nothing to read).
+            exclude_spans=["receive", "send"],
         )
     app.add_middleware(
         RequestContextMiddleware,

@@ -10,8 +10,9 @@ Tracing follows the standard ``OTEL_*`` variables: ``OTEL_SERVICE_NAME``
 (default: the service's name), ``OTEL_TRACES_SAMPLER``/``_ARG`` (default:
 parent-based, always on), and ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (OTLP over HTTP). Without an endpoint
-nothing is exported; spans still exist, so logs, audit events and exemplars
-carry trace ids.
+nothing is exported, and (unless a sampler is named) spans are not recorded at
+all: the trace context still flows, so logs, audit events and the next service
+still carry trace ids, at a fraction of the cost.
 
 ``enabled=False`` (``<PREFIX>_INSTRUMENTATION=false``) turns all of it off —
 metrics, traces, probes — so a benchmark can measure what observability costs.
@@ -39,6 +40,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from service_kit import dbstats, metrics
 
@@ -237,8 +239,14 @@ def _start_tracing(service: str) -> None:
     attributes: dict[str, Any] = {SERVICE_VERSION: _version(service)}
     if not os.environ.get("OTEL_SERVICE_NAME"):
         attributes[SERVICE_NAME] = service
-    provider = TracerProvider(resource=Resource.create(attributes))
-    if _exporter_configured():
+    exporting = _exporter_configured()
+    sampler = None
+    if not exporting and not os.environ.get("OTEL_TRACES_SAMPLER"):
+        # Nothing would read them: spans are not recorded (the trace context still is,
+        # so trace ids still reach logs, audit events and the next service).
+        sampler = ALWAYS_OFF
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
+    if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
