@@ -26,6 +26,8 @@ WORKERS ?= 1
 OTLP_ENDPOINT ?=
 DRILLS ?=
 INSTRUMENTATION ?= on
+# make up POSTGRES=postgresql://postgres@127.0.0.1:5432/postgres keeps the databases there.
+POSTGRES ?=
 
 # Kubernetes on kind (docs/kubernetes.md): needs docker, kind, kubectl, helm and skaffold.
 KIND_CLUSTER := polyframe
@@ -55,10 +57,10 @@ $(VENV_STAMP): uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/
 install: $(VENV_STAMP) ## install every package of the workspace into .venv (from uv.lock)
 
 .PHONY: up
-up: $(VENV_STAMP) ## run the whole platform behind Traefik (PORT=8080 DATA_DIR=.data WORKERS=1 OTLP_ENDPOINT= DRILLS= INSTRUMENTATION=on); Ctrl-C stops it
+up: $(VENV_STAMP) ## run the whole platform behind Traefik (PORT=8080 DATA_DIR=.data WORKERS=1 OTLP_ENDPOINT= DRILLS= INSTRUMENTATION=on POSTGRES=); Ctrl-C stops it
 	@$(UV) run --frozen --no-sync polyframe-dev up --port $(PORT) --data-dir $(DATA_DIR) --workers $(WORKERS) \
 		$(if $(OTLP_ENDPOINT),--otlp-endpoint $(OTLP_ENDPOINT)) $(if $(DRILLS),--drills) \
-		$(if $(filter off,$(INSTRUMENTATION)),--no-instrumentation)
+		$(if $(filter off,$(INSTRUMENTATION)),--no-instrumentation) $(if $(POSTGRES),--postgres $(POSTGRES))
 
 .PHONY: bench
 bench: $(VENV_STAMP) ## the framework comparison measured here (needs Debian's wrk): bench/results/ and docs/benchmarks.md; about 15 minutes

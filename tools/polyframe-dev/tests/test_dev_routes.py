@@ -106,3 +106,33 @@ def test_taken_port_is_named_in_the_error() -> None:
         port = holder.getsockname()[1]
         with pytest.raises(StartupError, match=rf"port {port} on 127.0.0.1 \(the ingress\)"):
             _check_port("127.0.0.1", port, "the ingress", "make up PORT=9080")
+
+
+def test_each_service_gets_its_own_postgres_database_per_data_folder(tmp_path: Path) -> None:
+    from polyframe_dev.localsecrets import LocalSecrets
+    from polyframe_dev.services import Context, database_name
+
+    ctx = Context(
+        data_dir=tmp_path,
+        secrets=LocalSecrets(tmp_path / "secrets"),
+        ports={},
+        workers=1,
+        postgres="postgresql://postgres:p%40ss@db.example:5433/postgres",
+    )
+    users = ctx.database_url("users-fastapi", "postgresql+asyncpg")
+    orders = ctx.database_url("legacy-flask", "postgresql+psycopg")
+    assert users.startswith(
+        "postgresql+asyncpg://postgres:p%40ss@db.example:5433/polyframe_users_fastapi_"
+    )
+    assert orders.startswith(
+        "postgresql+psycopg://postgres:p%40ss@db.example:5433/polyframe_legacy_flask_"
+    )
+    # Another data folder (another platform on the same server) gets other databases.
+    assert database_name(tmp_path, "users-fastapi") != database_name(
+        tmp_path / "b", "users-fastapi"
+    )
+    sqlite = Context(data_dir=tmp_path, secrets=ctx.secrets, ports={}, workers=1)
+    assert (
+        sqlite.database_url("legacy-flask", "postgresql+psycopg")
+        == f"sqlite:///{tmp_path}/legacy-flask.db"
+    )

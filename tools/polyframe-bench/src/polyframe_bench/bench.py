@@ -39,6 +39,8 @@ class Settings:
     cold_starts: int = 5
     workers: int = 2
     quick: bool = False
+    #: A PostgreSQL server for the services' databases (None: SQLite, make up's default).
+    postgres: str | None = None
 
 
 def _say(message: str) -> None:
@@ -103,7 +105,9 @@ def run(
 ) -> dict[str, Any]:
     wrk.binary()  # fails early, saying how to install it
     scratch.mkdir(parents=True, exist_ok=True)
-    workers = ("--workers", str(settings.workers))
+    workers: tuple[str, ...] = ("--workers", str(settings.workers))
+    if settings.postgres:
+        workers = (*workers, "--postgres", settings.postgres)
     on = Platform("instrumented", scratch / "platform-on", workers)
     off = Platform("uninstrumented", scratch / "platform-off", (*workers, "--no-instrumentation"))
     bare = [BareProcess(server) for server in bare_servers(settings.workers)]

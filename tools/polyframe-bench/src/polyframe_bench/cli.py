@@ -26,6 +26,7 @@ def _run(args: argparse.Namespace) -> int:
             warmup_seconds=args.warmup,
             cold_starts=args.cold_starts,
             workers=args.workers,
+            postgres=args.postgres,
         )
     )
     out = Path(args.results_dir)
@@ -74,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     go.add_argument("--cold-starts", type=int, default=5, help="cold starts per server (default 5)")
     go.add_argument("--workers", type=int, default=2, help="workers per server (default 2)")
+    go.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="keep the services' databases on this PostgreSQL server (default: SQLite files)",
+    )
     go.add_argument(
         "--quick",
         action="store_true",

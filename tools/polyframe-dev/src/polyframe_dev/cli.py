@@ -27,7 +27,7 @@ import httpx
 from polyframe_dev import prometheus
 from polyframe_dev.localsecrets import ensure_local_secrets
 from polyframe_dev.routes import load_routes
-from polyframe_dev.services import SERVICES, Context
+from polyframe_dev.services import SERVICES, Context, ensure_postgres_databases
 from polyframe_dev.supervisor import Child, Interrupted, StartupError, Supervisor
 from polyframe_dev.traefik import dynamic_config, write_configs
 
@@ -157,8 +157,18 @@ def up(args: argparse.Namespace) -> int:
             workers=args.workers,
             instrumentation=not args.no_instrumentation,
             drills=args.drills,
+            postgres=args.postgres,
         )
         sup.say(ME, f"data folder {data_dir} (kept between runs)")
+        if ctx.postgres is not None:
+            try:
+                created = ensure_postgres_databases(ctx, names)
+            except Exception as exc:  # psycopg's errors name host and cause
+                raise StartupError(
+                    f"PostgreSQL at --postgres is not usable: {str(exc).strip()[:200]}; "
+                    "check the URL, or leave --postgres out for SQLite"
+                ) from exc
+            sup.say(ME, f"PostgreSQL databases: {', '.join(created) or 'all there already'}")
         otlp = _otlp_env(args.otlp_endpoint)
 
         for name in names:
@@ -381,6 +391,14 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=20,
         help="seconds the servers get to drain on shutdown (default 20)",
+    )
+    run.add_argument(
+        "--postgres",
+        default=os.environ.get("POLYFRAME_POSTGRES") or None,
+        metavar="URL",
+        help="keep each service's database on this PostgreSQL server (one database per "
+        "service, created if missing), e.g. postgresql://postgres@127.0.0.1:5432/postgres; "
+        "default: SQLite files in the data folder (env POLYFRAME_POSTGRES)",
     )
     run.add_argument(
         "--no-instrumentation",

@@ -29,12 +29,56 @@ class Context:
     instrumentation: bool = True
     #: The fault-drill routes (``--drills``).
     drills: bool = False
+    #: A PostgreSQL server (``postgresql://user@host:port/db``) to keep the services'
+    #: databases in, one per service, instead of SQLite files (``--postgres``).
+    postgres: str | None = None
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
 
     def metrics_dir(self, service: str) -> Path:
         return self.data_dir / "metrics" / service
+
+    def database_url(self, service: str, driver: str, sqlite_driver: str = "sqlite") -> str:
+        """The service's own database: a SQLite file, or its database on ``postgres``."""
+        if self.postgres is None:
+            return f"{sqlite_driver}:///{self.data_dir / f'{service}.db'}"
+        return postgres_database_url(self.postgres, database_name(self.data_dir, service), driver)
+
+
+def database_name(data_dir: Path, service: str) -> str:
+    """``polyframe_legacy_flask_1a2b3c4d``: one per service and data folder (so that two
+    platforms, in tests, can share one PostgreSQL server)."""
+    import hashlib
+
+    folder = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+    return f"polyframe_{service.replace('-', '_')}_{folder}"
+
+
+def postgres_database_url(server: str, database: str, driver: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server).set(drivername=driver, database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def ensure_postgres_databases(ctx: Context, services: list[str]) -> list[str]:
+    """Create the services' databases on ``ctx.postgres`` that do not exist yet."""
+    import psycopg
+
+    assert ctx.postgres is not None
+    admin = postgres_database_url(ctx.postgres, "postgres", "postgresql")
+    created = []
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as connection:
+        for service in services:
+            name = database_name(ctx.data_dir, service)
+            exists = connection.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if not exists:
+                connection.execute(f'CREATE DATABASE "{name}"')
+                created.append(name)
+    return created
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +138,9 @@ class ServiceSpec:
 def _users_env(ctx: Context) -> dict[str, str]:
     return {
         "USERS_ENVIRONMENT": "development",
-        "USERS_DATABASE_URL": f"sqlite+aiosqlite:///{ctx.data_dir / 'users-fastapi.db'}",
+        "USERS_DATABASE_URL": ctx.database_url(
+            "users-fastapi", "postgresql+asyncpg", sqlite_driver="sqlite+aiosqlite"
+        ),
         "USERS_JWT_PRIVATE_KEY_FILE": str(ctx.secrets.jwt_signing_key),
         "USERS_SERVICE_SECRET_FILE": str(ctx.secrets.service_secret("users-fastapi")),
         "USERS_TRUSTED_SERVICES_FILE": str(ctx.secrets.trusted_services("users-fastapi")),
@@ -136,7 +182,7 @@ def _users_setup(ctx: Context) -> list[list[str]]:
 def _orders_env(ctx: Context) -> dict[str, str]:
     return {
         "ORDERS_ENVIRONMENT": "development",
-        "ORDERS_DATABASE_URL": f"sqlite:///{ctx.data_dir / 'legacy-flask.db'}",
+        "ORDERS_DATABASE_URL": ctx.database_url("legacy-flask", "postgresql+psycopg"),
         "ORDERS_USERS_URL": ctx.url("users-fastapi"),
         "ORDERS_SERVICE_SECRET_FILE": str(ctx.secrets.service_secret("legacy-flask")),
         "ORDERS_TRUSTED_SERVICES_FILE": str(ctx.secrets.trusted_services("legacy-flask")),
@@ -186,7 +232,7 @@ DEMO_ORDERS = [("BOOK-42", 1, 2_990), ("MUG-7", 2, 1_250)]
 def _admin_env(ctx: Context) -> dict[str, str]:
     return {
         "ADMIN_ENVIRONMENT": "development",
-        "ADMIN_DATABASE_URL": f"sqlite:///{ctx.data_dir / 'admin-django.db'}",
+        "ADMIN_DATABASE_URL": ctx.database_url("admin-django", "postgresql"),
         "ADMIN_SECRET_KEY_FILE": str(ctx.secrets.django_secret_key),
         "ADMIN_SERVICE_SECRET_FILE": str(ctx.secrets.service_secret("admin-django")),
         "ADMIN_TRUSTED_SERVICES_FILE": str(ctx.secrets.trusted_services("admin-django")),
