@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +20,13 @@ from service_kit.logs import ACCESS_LOGGERS, QUIET_LOGGERS, SERVER_LOGGERS
 from service_kit.telemetry import Telemetry
 
 _TOUCHED = ("", *SERVER_LOGGERS, *ACCESS_LOGGERS, *QUIET_LOGGERS)
+#: Spans are recorded in these tests as in a deployment that names a sampler (or exports):
+#: the tracer provider is made once per process, by whichever test sets telemetry up first.
+SAMPLER = ("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault(*SAMPLER)
 
 
 @pytest.fixture
@@ -132,9 +140,14 @@ def samples() -> Samples:
 
 
 @pytest.fixture
-def make_telemetry() -> Callable[..., Telemetry]:
+def make_telemetry(span_exporter: InMemorySpanExporter) -> Callable[..., Telemetry]:
     """``make_telemetry("flask")``: telemetry of a service name no other test uses, so its
-    series start empty (the registry is process-wide)."""
+    series start empty (the registry is process-wide).
+
+    Tracing is set up first, as a service's process does before it instruments anything
+    (:func:`~service_kit.telemetry.setup` opts in to the stable HTTP semantic conventions,
+    which OpenTelemetry's instrumentations read once, when the first of them starts).
+    """
 
     def make(framework: str = "tests", **kwargs: Any) -> Telemetry:
         return Telemetry(f"svc-{uuid.uuid4().hex[:12]}", framework, **kwargs)

@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from service_kit.client import (
     AsyncServiceClient,
@@ -20,6 +22,7 @@ from service_kit.client import (
 )
 from service_kit.context import request_id_var
 from service_kit.problems import DEPENDENCY_UNAVAILABLE
+from service_kit.telemetry import Telemetry
 
 
 def config(base_url: str = "http://orders.test", **overrides: object) -> ClientConfig:
@@ -410,3 +413,144 @@ async def test_async_real_slow_server_times_out(slow_server: tuple[str, list[str
         await client.aclose()
     assert caught.value.reason == "ReadTimeout"
     assert hits == ["/slow"]
+
+
+# --- telemetry: each attempt measured, retries counted, the trace carried ----------------------
+
+CLIENT_DURATION = "http_client_request_duration_seconds_count"
+
+
+def attempts(samples: Any, telemetry: Telemetry) -> dict[tuple[str, str, str], float]:
+    """``{(method, status, error): attempts}`` towards the ``orders`` peer."""
+    return {
+        (s["http_request_method"], s["http_response_status_code"], s["error_type"]): samples.value(
+            CLIENT_DURATION, **s
+        )
+        for s in samples.series(CLIENT_DURATION, service_name=telemetry.service)
+        if s["peer_service"] == "orders"
+    }
+
+
+def retries(samples: Any, telemetry: Telemetry) -> dict[str, float]:
+    return {
+        s["reason"]: samples.value("http_client_retries_total", **s)
+        for s in samples.series("http_client_retries_total", service_name=telemetry.service)
+    }
+
+
+def instrumented_client(
+    telemetry: Telemetry, *answers: int | type[httpx.TransportError], **overrides: Any
+) -> tuple[ServiceClient, Recorder]:
+    recorder = Recorder(*answers)
+    client = ServiceClient(
+        config(**overrides), transport=httpx.MockTransport(recorder), telemetry=telemetry
+    )
+    return client, recorder
+
+
+def test_each_attempt_measured_with_its_status(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("flask")
+    client, _ = instrumented_client(telemetry, 503, 502, 200)
+    try:
+        assert client.request("GET", "/api/orders/1").status_code == 200
+    finally:
+        client.close()
+    assert attempts(samples, telemetry) == {
+        ("GET", "503", ""): 1,
+        ("GET", "502", ""): 1,
+        ("GET", "200", ""): 1,
+    }
+    assert retries(samples, telemetry) == {"HTTP 503": 1, "HTTP 502": 1}
+
+
+def test_transport_errors_labelled_by_their_class(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("flask")
+    client, _ = instrumented_client(telemetry, httpx.ConnectError, httpx.ReadTimeout, 404)
+    try:
+        assert client.request("DELETE", "/api/orders/1").status_code == 404
+    finally:
+        client.close()
+    assert attempts(samples, telemetry) == {
+        ("DELETE", "", "ConnectError"): 1,
+        ("DELETE", "", "ReadTimeout"): 1,
+        ("DELETE", "404", ""): 1,
+    }
+    assert retries(samples, telemetry) == {"ConnectError": 1, "ReadTimeout": 1}
+
+
+def test_a_call_sent_once_is_measured_once(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("flask")
+    client, _ = instrumented_client(telemetry, 503)
+    try:
+        with pytest.raises(ServiceUnavailableError):
+            client.request("POST", "/api/orders", json={})
+    finally:
+        client.close()
+    assert attempts(samples, telemetry) == {("POST", "503", ""): 1}
+    assert retries(samples, telemetry) == {}
+
+
+async def test_async_attempts_and_retries_measured(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("fastapi")
+    recorder = Recorder(httpx.ConnectError, 504, 201)
+    client = AsyncServiceClient(
+        config(), transport=httpx.MockTransport(recorder), telemetry=telemetry
+    )
+    try:
+        response = await client.request("PUT", "/api/orders/1", json={})
+    finally:
+        await client.aclose()
+    assert response.status_code == 201
+    assert attempts(samples, telemetry) == {
+        ("PUT", "", "ConnectError"): 1,
+        ("PUT", "504", ""): 1,
+        ("PUT", "201", ""): 1,
+    }
+    assert retries(samples, telemetry) == {"ConnectError": 1, "HTTP 504": 1}
+
+
+def test_disabled_telemetry_measures_nothing(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("flask", enabled=False)
+    client, _ = instrumented_client(telemetry, 503, 200)
+    try:
+        client.request("GET", "/x")
+    finally:
+        client.close()
+    for name in (CLIENT_DURATION, "http_client_retries_total", "http_client_circuit_state"):
+        assert samples.series(name, service_name=telemetry.service) == []
+
+
+def test_each_attempt_is_a_client_span_of_the_caller_s_trace(
+    make_telemetry: Callable[..., Telemetry], spans: Any
+) -> None:
+    telemetry = make_telemetry("flask")
+    client, recorder = instrumented_client(telemetry, 503, 200)
+    spans.clear()
+    try:
+        with trace.get_tracer("tests").start_as_current_span("server") as server:
+            client.request("GET", "/api/orders/1")
+    finally:
+        client.close()
+    context = server.get_span_context()
+    calls = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert len(calls) == 2
+    assert [s.attributes["http.response.status_code"] for s in calls] == [503, 200]
+    for span, request in zip(calls, recorder.requests, strict=True):
+        assert span.context.trace_id == context.trace_id
+        assert span.parent is not None
+        assert span.parent.span_id == context.span_id
+        # The peer continues the trace under this attempt's span.
+        _version, trace_id, parent_id, flags = request.headers["traceparent"].split("-")
+        assert trace_id == format(context.trace_id, "032x")
+        assert parent_id == format(span.context.span_id, "016x")
+        assert int(flags, 16) & 0x01  # sampled

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import random
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,11 +33,12 @@ from django.http import (
     HttpResponseRedirect,
 )
 from django.test import RequestFactory, override_settings
-from django.urls import ResolverMatch, include, path, resolve
+from django.urls import ResolverMatch, include, path, re_path, resolve
 from django.utils.functional import empty
 from django.views.decorators.http import require_http_methods
 from pydantic import BaseModel, Field, ValidationError
 
+from service_kit import django as kit_django
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import current_request_id
 from service_kit.django import (
@@ -45,11 +47,13 @@ from service_kit.django import (
     healthz,
     json_body,
     json_response,
+    metrics_view,
     problem_response,
     route_template,
     validation_error,
 )
 from service_kit.logs import configure_logging
+from service_kit.metrics import KNOWN_METHODS
 from service_kit.problems import (
     DEPENDENCY_UNAVAILABLE,
     INTERNAL,
@@ -62,6 +66,7 @@ from service_kit.problems import (
     conflict,
     unauthenticated,
 )
+from service_kit.telemetry import Telemetry
 from service_kit.tracecontext import current_trace_id
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -427,7 +432,10 @@ def test_access_log_unmatched_route(rf: RequestFactory, log_stream: io.StringIO)
 def test_probes_and_metrics_not_logged(
     rf: RequestFactory, log_stream: io.StringIO, url: str
 ) -> None:
-    response = RequestContextMiddleware(lambda request: HttpResponse("ok"))(rf.get(url))
+    def never(request: HttpRequest) -> HttpResponse:
+        raise AssertionError("the kit answers these itself, before any other middleware")
+
+    response = RequestContextMiddleware(never)(rf.get(url, headers={"Host": "10.1.2.3"}))
     assert response["X-Request-ID"]
     assert access_lines(log_stream) == []
 
@@ -740,3 +748,224 @@ def test_json_response_any_json_value() -> None:
     assert response.status_code == 202
     assert response["Content-Type"] == "application/json"
     assert json.loads(response.content) == [1, {"a": None}]
+
+
+# --- telemetry ------------------------------------------------------------------------------
+
+DURATION = "http_server_request_duration_seconds"
+ODD_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "PURGE", "BREW", "get"]
+
+
+def in_flight_view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+    state = request.polyframe_state  # type: ignore[attr-defined]
+    return json_response({"method": state.method, "kwargs": {k: str(v) for k, v in kwargs.items()}})
+
+
+def status_view(request: HttpRequest, code: int) -> HttpResponse:
+    return HttpResponse(status=code)
+
+
+class TelemetryUrls:
+    urlpatterns = [
+        path("healthz", healthz),
+        path("readyz", ok_view),  # stands in: the real one needs a database
+        path("metrics", metrics_view),
+        path("api/things/<int:thing_id>", in_flight_view),
+        path("api/status/<int:code>", status_view),
+        re_path(r"^files/(?P<name>[^/]+)/$", ok_view),
+        path(
+            "admin/",
+            include(
+                [
+                    re_path(r"^(?P<app_label>auth|audit)/$", ok_view),
+                    re_path(r"(?P<url>.*)$", ok_view),  # the admin's catch-all
+                ]
+            ),
+        ),
+    ]
+
+
+@pytest.fixture
+def instrumented(
+    monkeypatch: pytest.MonkeyPatch, make_telemetry: Callable[..., Telemetry]
+) -> Iterator[tuple[BaseHandler, Telemetry]]:
+    """Django's handler with the kit's middleware, recording into a telemetry of its own."""
+    telemetry = make_telemetry("django")
+    monkeypatch.setattr(kit_django, "_telemetry", telemetry)
+    with override_settings(
+        ROOT_URLCONF=TelemetryUrls,
+        MIDDLEWARE=["service_kit.django.RequestContextMiddleware"],
+        DEBUG=False,
+        DEBUG_PROPAGATE_EXCEPTIONS=False,
+    ):
+        handler = BaseHandler()
+        handler.load_middleware()
+        yield handler, telemetry
+
+
+@pytest.mark.parametrize(
+    ("url", "template"),
+    [
+        ("/admin/", "/admin/{url}"),
+        ("/admin/no/such/page", "/admin/{url}"),
+        ("/admin/audit/", "/admin/{app_label}/"),
+        ("/files/report.pdf/", "/files/{name}/"),
+    ],
+)
+def test_route_template_of_a_regex_pattern(rf: RequestFactory, url: str, template: str) -> None:
+    request = rf.get(url)
+    request.resolver_match = resolve(url, urlconf=TelemetryUrls)
+    assert route_template(request) == template
+
+
+def test_telemetry_records_a_request(
+    rf: RequestFactory, instrumented: tuple[BaseHandler, Telemetry], samples: Any
+) -> None:
+    handler, telemetry = instrumented
+    body = json.dumps({"name": "tea"}).encode()
+    response = handler.get_response(
+        rf.post("/api/things/7", data=body, content_type="application/json")
+    )
+    assert response.status_code == 200
+    assert json.loads(response.content)["method"] == "POST"
+    labels = {
+        "service_name": telemetry.service,
+        "framework": "django",
+        "http_request_method": "POST",
+        "http_route": "/api/things/{thing_id}",
+    }
+    assert samples.series(f"{DURATION}_count", service_name=telemetry.service) == [
+        {**labels, "http_response_status_code": "200"}
+    ]
+    assert samples.value("http_server_active_requests", **labels) == 0
+    assert samples.value("http_server_request_body_size_bytes_sum", **labels) == len(body)
+    assert samples.value("http_server_response_body_size_bytes_sum", **labels) == len(
+        response.content
+    )
+    # No statement ran: the database part was still observed, with zero queries.
+    route = {"service_name": telemetry.service, "http_route": "/api/things/{thing_id}"}
+    assert samples.value("polyframe_db_queries_per_request_count", **route) == 1
+    assert samples.value("polyframe_db_queries_per_request_sum", **route) == 0
+
+
+def test_telemetry_records_the_problem_answers(
+    rf: RequestFactory, instrumented: tuple[BaseHandler, Telemetry], samples: Any
+) -> None:
+    handler, telemetry = instrumented
+    assert handler.get_response(rf.get("/api/nowhere")).status_code == 404
+    assert handler.get_response(rf.get("/api/status/503")).status_code == 503
+    found = {
+        (s["http_request_method"], s["http_route"], s["http_response_status_code"])
+        for s in samples.series(f"{DURATION}_count", service_name=telemetry.service)
+    }
+    assert found == {("GET", UNMATCHED_ROUTE, "404"), ("GET", "/api/status/{code}", "503")}
+
+
+def test_admin_catch_all_is_one_route(
+    rf: RequestFactory, instrumented: tuple[BaseHandler, Telemetry], samples: Any
+) -> None:
+    handler, telemetry = instrumented
+    for url in ("/admin/", "/admin/x/y", "/admin/users/42/change/"):
+        handler.get_response(rf.get(url))
+    assert samples.series(f"{DURATION}_count", service_name=telemetry.service) == [
+        {
+            "service_name": telemetry.service,
+            "framework": "django",
+            "http_request_method": "GET",
+            "http_route": "/admin/{url}",
+            "http_response_status_code": "200",
+        }
+    ]
+
+
+def test_operational_paths_are_not_counted(
+    rf: RequestFactory, instrumented: tuple[BaseHandler, Telemetry], samples: Any
+) -> None:
+    handler, telemetry = instrumented
+    for url in ("/healthz", "/readyz", "/metrics"):
+        # The kit's own views answer them (/readyz: 503 here, without migrations).
+        assert handler.get_response(rf.get(url)).status_code in (200, 503)
+    assert samples.series(f"{DURATION}_count", service_name=telemetry.service) == []
+    assert samples.series("http_server_active_requests", service_name=telemetry.service) == []
+
+
+def test_disabled_telemetry_records_nothing_and_metrics_still_answers(
+    rf: RequestFactory,
+    instrumented: tuple[BaseHandler, Telemetry],
+    samples: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    make_telemetry: Callable[..., Telemetry],
+) -> None:
+    handler, _ = instrumented
+    telemetry = make_telemetry("django", enabled=False)
+    monkeypatch.setattr(kit_django, "_telemetry", telemetry)
+    assert handler.get_response(rf.get("/files/a/")).status_code == 200
+    scrape = handler.get_response(rf.get("/metrics", headers={"Accept": "text/plain"}))
+    assert scrape.status_code == 200
+    assert scrape["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert samples.series(f"{DURATION}_count", service_name=telemetry.service) == []
+
+
+def test_metrics_view_serves_openmetrics_when_asked(
+    rf: RequestFactory, instrumented: tuple[BaseHandler, Telemetry]
+) -> None:
+    handler, telemetry = instrumented
+    handler.get_response(rf.get("/files/a/"))
+    scrape = handler.get_response(
+        rf.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    )
+    assert scrape["Content-Type"].startswith("application/openmetrics-text")
+    assert scrape.content.endswith(b"# EOF\n")
+    assert f'service_name="{telemetry.service}"'.encode() in scrape.content
+
+
+def test_label_cardinality_stays_bounded(
+    rf: RequestFactory, instrumented: tuple[BaseHandler, Telemetry], samples: Any
+) -> None:
+    """Hundreds of distinct raw paths and odd methods make a handful of series."""
+    handler, telemetry = instrumented
+    rng = random.Random(20260303)
+    tokens: list[str] = []
+    for _ in range(300):
+        token = f"{rng.getrandbits(48):012x}"
+        tokens.append(token)
+        url = rng.choice(
+            [
+                f"/api/things/{rng.randrange(10**9)}?q={token}",
+                f"/api/things/{token}",
+                f"/api/status/{rng.choice([200, 204, 404, 418, 500, 599])}?t={token}",
+                f"/files/{token}/",
+                f"/admin/{token}/change/",
+                f"/api/{token}",
+                f"/{token}",
+            ]
+        )
+        handler.get_response(rf.generic(rng.choice(ODD_METHODS), url))
+    body = handler.get_response(rf.get("/metrics")).content.decode()
+    series = samples.series(f"{DURATION}_count", service_name=telemetry.service)
+    routes = {
+        "/api/things/{thing_id}",
+        "/api/status/{code}",
+        "/files/{name}/",
+        "/admin/{url}",
+        UNMATCHED_ROUTE,
+    }
+    for labels in series:
+        assert labels["http_route"] in routes
+        assert labels["http_request_method"] in {*KNOWN_METHODS, "_OTHER"}
+        assert 100 <= int(labels["http_response_status_code"]) <= 599
+    assert {labels["http_request_method"] for labels in series} >= {"_OTHER", "GET"}
+    assert len(series) <= 100  # from 300 distinct paths
+    assert not any(token in body for token in tokens)
+
+
+def test_kit_middleware_put_back_in_front_of_opentelemetry_s() -> None:
+    otel = "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
+    kit = "service_kit.django.RequestContextMiddleware"
+    common = "django.middleware.common.CommonMiddleware"
+    with override_settings(MIDDLEWARE=[otel, kit, common]):
+        kit_django._kit_middleware_first()
+        assert list(settings.MIDDLEWARE) == [kit, otel, common]
+    with override_settings(MIDDLEWARE=[otel, common]):  # a project without the kit's
+        kit_django._kit_middleware_first()
+        assert list(settings.MIDDLEWARE) == [otel, common]

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from service_kit import metrics
+from service_kit import telemetry as telemetry_module
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import current_request_id
 from service_kit.fastapi import (
@@ -22,6 +27,7 @@ from service_kit.fastapi import (
 )
 from service_kit.health import CheckFailedError
 from service_kit.logs import configure_logging
+from service_kit.metrics import KNOWN_METHODS
 from service_kit.problems import (
     CONFLICT,
     DEPENDENCY_UNAVAILABLE,
@@ -33,6 +39,7 @@ from service_kit.problems import (
     invalid_field,
     openapi_problem_responses,
 )
+from service_kit.telemetry import Telemetry
 
 MAX_BODY = 64
 SECRET_TEXT = "db password is hunter2"
@@ -504,3 +511,239 @@ def test_openapi_document_builds_with_problem_responses() -> None:
 
     document = app.openapi()
     assert PROBLEM_CONTENT_TYPE in document["paths"]["/x"]["get"]["responses"]["404"]["content"]
+
+
+# --- telemetry ------------------------------------------------------------------------------
+
+DURATION = "http_server_request_duration_seconds"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+class Readiness:
+    """A readiness check the test turns on and off."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    async def check(self) -> str:
+        if not self.ready:
+            raise CheckFailedError("not yet")
+        return "ok"
+
+
+def build_instrumented_app(telemetry: Telemetry, readiness: Readiness | None = None) -> FastAPI:
+    app = FastAPI()
+    install(app, max_body_bytes=1024, telemetry=telemetry)
+    check = readiness or Readiness()
+    add_health_routes(app, "demo", lambda request: {"db": check.check}, telemetry)
+    in_flight = {"service_name": telemetry.service, "framework": telemetry.framework}
+
+    @app.post("/things/{thing_id}", status_code=201)
+    async def create_thing(thing_id: int, item: Item) -> dict[str, Any]:
+        active = metrics.REGISTRY.get_sample_value(
+            "http_server_active_requests", {**in_flight, "http_request_method": "POST"}
+        )
+        return {"id": thing_id, "name": item.name, "active": active}
+
+    @app.get("/things/{thing_id}")
+    async def get_thing(thing_id: int) -> dict[str, int]:
+        return {"id": thing_id}
+
+    @app.api_route("/status/{code}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    async def status(code: int) -> Response:
+        return Response(status_code=code)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError(SECRET_TEXT)
+
+    return app
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://demo.test"
+        ) as http,
+    ):
+        yield http
+
+
+async def test_telemetry_records_a_request(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("fastapi")
+    body = json.dumps({"name": "tea", "quantity": 2}).encode()
+    async with serving(build_instrumented_app(telemetry)) as http:
+        response = await http.post(
+            "/things/7", content=body, headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 201
+    assert response.json()["active"] == 1  # in flight while the handler ran
+    labels = {
+        "service_name": telemetry.service,
+        "framework": "fastapi",
+        "http_request_method": "POST",
+        "http_route": "/things/{thing_id}",
+    }
+    assert samples.value(f"{DURATION}_count", **labels, http_response_status_code="201") == 1
+    assert samples.series(f"{DURATION}_count", service_name=telemetry.service) == [
+        {**labels, "http_response_status_code": "201"}
+    ]
+    assert samples.value("http_server_active_requests", **labels) == 0
+    assert samples.value("http_server_request_body_size_bytes_sum", **labels) == len(body)
+    assert samples.value("http_server_response_body_size_bytes_sum", **labels) == len(
+        response.content
+    )
+
+
+async def test_telemetry_records_errors_under_their_route(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("fastapi")
+    async with serving(build_instrumented_app(telemetry)) as http:
+        assert (await http.get("/boom")).status_code == 500
+        assert (await http.get("/things/not-a-number")).status_code == 422
+        assert (await http.get("/no/such/route")).status_code == 404
+        too_large = await http.post(
+            "/things/1", content=b"x" * 2048, headers={"Content-Type": "application/json"}
+        )
+        assert too_large.status_code == 413
+    found = {
+        (s["http_request_method"], s["http_route"], s["http_response_status_code"])
+        for s in samples.series(f"{DURATION}_count", service_name=telemetry.service)
+    }
+    assert found == {
+        ("GET", "/boom", "500"),
+        ("GET", "/things/{thing_id}", "422"),
+        ("GET", UNMATCHED_ROUTE, "404"),
+        ("POST", UNMATCHED_ROUTE, "413"),  # refused before routing
+    }
+
+
+async def test_operational_paths_are_not_counted(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("fastapi")
+    async with serving(build_instrumented_app(telemetry)) as http:
+        for path in ("/healthz", "/readyz", "/metrics"):
+            await http.get(path)
+    assert samples.series(f"{DURATION}_count", service_name=telemetry.service) == []
+    assert samples.series("http_server_active_requests", service_name=telemetry.service) == []
+
+
+async def test_disabled_telemetry_records_nothing_and_metrics_still_answers(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("fastapi", enabled=False)
+    async with serving(build_instrumented_app(telemetry)) as http:
+        assert (await http.get("/things/3")).status_code == 200
+        scrape = await http.get("/metrics")
+    assert scrape.status_code == 200
+    assert scrape.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert f'service_name="{telemetry.service}"' not in scrape.text
+    assert samples.series(f"{DURATION}_count", service_name=telemetry.service) == []
+    assert samples.series("http_server_active_requests", service_name=telemetry.service) == []
+
+
+async def test_metrics_route_serves_both_formats(
+    make_telemetry: Callable[..., Telemetry],
+) -> None:
+    telemetry = make_telemetry("fastapi")
+    async with serving(build_instrumented_app(telemetry)) as http:
+        await http.get("/things/3")
+        classic = await http.get("/metrics")
+        openmetrics = await http.get("/metrics", headers={"Accept": OPENMETRICS})
+    assert classic.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert openmetrics.text.endswith("# EOF\n")
+    for response in (classic, openmetrics):
+        assert f'service_name="{telemetry.service}"' in response.text
+
+
+@pytest.mark.parametrize(("flags", "exemplar"), [("01", True), ("00", False)])
+async def test_exemplar_points_to_the_request_s_trace(
+    make_telemetry: Callable[..., Telemetry], spans: Any, flags: str, exemplar: bool
+) -> None:
+    telemetry = make_telemetry("fastapi")
+    spans.clear()
+    async with serving(build_instrumented_app(telemetry)) as http:
+        await http.get(
+            "/things/3", headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-{flags}"}
+        )
+        scrape = await http.get("/metrics", headers={"Accept": OPENMETRICS})
+    lines = [
+        line
+        for line in scrape.text.splitlines()
+        if line.startswith(f"{DURATION}_bucket") and f'service_name="{telemetry.service}"' in line
+    ]
+    marked = [line for line in lines if " # {" in line]
+    if exemplar:
+        (line,) = marked
+        assert f'# {{trace_id="{TRACE_ID}"}}' in line
+        (server,) = [s for s in spans.get_finished_spans() if s.attributes.get("http.route")]
+        assert format(server.context.trace_id, "032x") == TRACE_ID
+    else:
+        assert lines
+        assert marked == []
+
+
+async def test_cold_start_recorded_on_the_first_passing_readyz(
+    make_telemetry: Callable[..., Telemetry], samples: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telemetry = make_telemetry("fastapi")
+    readiness = Readiness()
+    ages = iter([4.5, 60.0])
+    monkeypatch.setattr(telemetry_module, "server_age", lambda: next(ages))
+    async with serving(build_instrumented_app(telemetry, readiness)) as http:
+        assert (await http.get("/readyz")).status_code == 503
+        assert samples.series("polyframe_cold_start_seconds", service_name=telemetry.service) == []
+        readiness.ready = True
+        assert (await http.get("/readyz")).status_code == 200
+        assert (await http.get("/readyz")).status_code == 200
+    assert samples.value("polyframe_cold_start_seconds", service_name=telemetry.service) == 4.5
+
+
+#: Methods a client may send: the standard ones, lower case, and inventions.
+ODD_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "PURGE", "BREW", "get"]
+ODD_STATUSES = [200, 201, 204, 302, 404, 418, 429, 500, 503, 599, 600, 999]
+
+
+async def test_label_cardinality_stays_bounded(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    """Hundreds of distinct raw paths, odd methods and statuses make a handful of series."""
+    telemetry = make_telemetry("fastapi")
+    rng = random.Random(20260301)
+    tokens: list[str] = []
+    async with serving(build_instrumented_app(telemetry)) as http:
+        for _ in range(300):
+            token = f"{rng.getrandbits(48):012x}"
+            tokens.append(token)
+            path = rng.choice(
+                [
+                    f"/things/{rng.randrange(10**9)}?q={token}",
+                    f"/things/{token}",
+                    f"/status/{rng.choice(ODD_STATUSES)}?t={token}",
+                    f"/nowhere/{token}",
+                    f"/{token}/things/1",
+                ]
+            )
+            await http.request(rng.choice(ODD_METHODS), path)
+        body = (await http.get("/metrics")).text
+    series = samples.series(f"{DURATION}_count", service_name=telemetry.service)
+    routes = {"/things/{thing_id}", "/status/{code}", UNMATCHED_ROUTE}
+    for labels in series:
+        assert labels["http_route"] in routes
+        assert labels["http_request_method"] in {*KNOWN_METHODS, "_OTHER"}
+        code = labels["http_response_status_code"]
+        assert code == "_OTHER" or 100 <= int(code) <= 599
+    assert {labels["http_response_status_code"] for labels in series} >= {"_OTHER", "599", "418"}
+    assert {labels["http_request_method"] for labels in series} >= {"_OTHER", "GET"}
+    assert len(series) <= 60  # from 300 distinct paths
+    for name in ("http_server_request_body_size_bytes_count", "http_server_active_requests"):
+        assert len(samples.series(name, service_name=telemetry.service)) <= len(routes) * 10
+    assert not any(token in body for token in tokens)

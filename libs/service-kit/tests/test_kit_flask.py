@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import jsonschema  # type: ignore[import-untyped]
 import pytest
-from flask import Flask, abort, request
+from flask import Flask, Response, abort, request
 from flask.testing import FlaskClient
 from flask_openapi3.blueprint import APIBlueprint
 from flask_openapi3.openapi import OpenAPI
 from pydantic import BaseModel, Field, ValidationError, create_model
 from werkzeug.test import TestResponse
 
+from service_kit import metrics
+from service_kit import telemetry as telemetry_module
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import current_request_id
 from service_kit.flask import (
@@ -32,6 +35,7 @@ from service_kit.flask import (
 )
 from service_kit.health import CheckFailedError, SyncCheck
 from service_kit.logs import configure_logging
+from service_kit.metrics import KNOWN_METHODS
 from service_kit.problems import (
     CONFLICT,
     DEPENDENCY_UNAVAILABLE,
@@ -47,6 +51,7 @@ from service_kit.problems import (
     status_title,
     unauthenticated,
 )
+from service_kit.telemetry import Telemetry
 
 MAX_BODY = 64
 SECRET_TEXT = "db password is hunter2"
@@ -710,3 +715,212 @@ def test_openapi_blueprint_responses_accept_the_problem_schema() -> None:
     for status in ("404", "422"):
         schema = documented[status]["content"][PROBLEM_CONTENT_TYPE]["schema"]
         assert schema["properties"]["instance"] == {"anyOf": [{"type": "string"}, {"type": "null"}]}
+
+
+# --- telemetry ------------------------------------------------------------------------------
+
+DURATION = "http_server_request_duration_seconds"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+ODD_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "PURGE", "BREW", "get"]
+ODD_STATUSES = [200, 201, 204, 302, 404, 418, 429, 500, 503, 599, 600, 999]
+
+
+class Readiness:
+    """A readiness check the test turns on and off."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def check(self) -> str:
+        if not self.ready:
+            raise CheckFailedError("not yet")
+        return "ok"
+
+
+def build_instrumented_app(telemetry: Telemetry, readiness: Readiness | None = None) -> Flask:
+    app = Flask(__name__)
+    install(app, max_body_bytes=1024, telemetry=telemetry)
+    check = readiness or Readiness()
+    add_health_routes(app, "demo", lambda: {"db": check.check})
+    in_flight = {"service_name": telemetry.service, "framework": telemetry.framework}
+
+    @app.post("/things/<int:thing_id>")
+    def create_thing(thing_id: int) -> tuple[dict[str, Any], int]:
+        active = metrics.REGISTRY.get_sample_value(
+            "http_server_active_requests", {**in_flight, "http_request_method": "POST"}
+        )
+        return {"id": thing_id, "active": active}, 201
+
+    @app.get("/things/<int:thing_id>")
+    def get_thing(thing_id: int) -> dict[str, int]:
+        return {"id": thing_id}
+
+    @app.route("/status/<int:code>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    def status(code: int) -> Response:
+        return Response(status=code)
+
+    @app.get("/boom")
+    def boom() -> NoReturn:
+        raise RuntimeError(SECRET_TEXT)
+
+    return app
+
+
+def test_telemetry_records_a_request(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("flask")
+    client = build_instrumented_app(telemetry).test_client()
+    body = json.dumps({"name": "tea", "quantity": 2}).encode()
+    response = client.post("/things/7", data=body, content_type="application/json")
+    assert response.status_code == 201
+    assert response.json == {"id": 7, "active": 1.0}  # in flight while the view ran
+    labels = {
+        "service_name": telemetry.service,
+        "framework": "flask",
+        "http_request_method": "POST",
+        "http_route": "/things/{thing_id}",
+    }
+    assert samples.series(f"{DURATION}_count", service_name=telemetry.service) == [
+        {**labels, "http_response_status_code": "201"}
+    ]
+    assert samples.value(f"{DURATION}_count", **labels) == 1
+    assert samples.value("http_server_active_requests", **labels) == 0
+    assert samples.value("http_server_request_body_size_bytes_sum", **labels) == len(body)
+    assert samples.value("http_server_response_body_size_bytes_sum", **labels) == len(response.data)
+
+
+def test_telemetry_records_errors_once_under_their_route(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("flask")
+    client = build_instrumented_app(telemetry).test_client()
+    assert client.get("/boom").status_code == 500
+    assert client.get("/things/not-a-number").status_code == 404
+    assert client.delete("/things/3").status_code == 405
+    assert (
+        client.post("/things/1", data=b"x" * 2048, content_type="application/json").status_code
+        == 413
+    )
+    found = {
+        (s["http_request_method"], s["http_route"], s["http_response_status_code"])
+        for s in samples.series(f"{DURATION}_count", service_name=telemetry.service)
+    }
+    assert found == {
+        ("GET", "/boom", "500"),
+        ("GET", UNMATCHED_ROUTE, "404"),
+        ("DELETE", UNMATCHED_ROUTE, "405"),
+        ("POST", "/things/{thing_id}", "413"),
+    }
+    assert samples.value(f"{DURATION}_count", service_name=telemetry.service) == 4
+    assert samples.value("http_server_active_requests", service_name=telemetry.service) == 0
+
+
+def test_operational_paths_are_not_counted(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("flask")
+    client = build_instrumented_app(telemetry).test_client()
+    for path in ("/healthz", "/readyz", "/metrics"):
+        client.get(path)
+    assert samples.series(f"{DURATION}_count", service_name=telemetry.service) == []
+    assert samples.series("http_server_active_requests", service_name=telemetry.service) == []
+
+
+def test_disabled_telemetry_records_nothing_and_metrics_still_answers(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("flask", enabled=False)
+    client = build_instrumented_app(telemetry).test_client()
+    assert client.get("/things/3").status_code == 200
+    scrape = client.get("/metrics")
+    assert scrape.status_code == 200
+    assert scrape.content_type.startswith("text/plain; version=0.0.4")
+    assert f'service_name="{telemetry.service}"' not in scrape.text
+    assert samples.series(f"{DURATION}_count", service_name=telemetry.service) == []
+
+
+def test_metrics_route_serves_both_formats(make_telemetry: Callable[..., Telemetry]) -> None:
+    telemetry = make_telemetry("flask")
+    client = build_instrumented_app(telemetry).test_client()
+    client.get("/things/3")
+    classic = client.get("/metrics")
+    openmetrics = client.get("/metrics", headers={"Accept": OPENMETRICS})
+    assert classic.content_type.startswith("text/plain; version=0.0.4")
+    assert openmetrics.content_type.startswith("application/openmetrics-text")
+    assert openmetrics.text.endswith("# EOF\n")
+    for response in (classic, openmetrics):
+        assert f'service_name="{telemetry.service}"' in response.text
+
+
+def test_exemplar_points_to_the_request_s_trace(
+    make_telemetry: Callable[..., Telemetry], spans: Any
+) -> None:
+    telemetry = make_telemetry("flask")
+    client = build_instrumented_app(telemetry).test_client()
+    spans.clear()
+    client.get("/things/3", headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"})
+    scrape = client.get("/metrics", headers={"Accept": OPENMETRICS}).text
+    (line,) = [
+        line
+        for line in scrape.splitlines()
+        if line.startswith(f"{DURATION}_bucket")
+        and f'service_name="{telemetry.service}"' in line
+        and " # {" in line
+    ]
+    assert f'# {{trace_id="{TRACE_ID}"}}' in line
+    (server,) = [s for s in spans.get_finished_spans() if s.attributes.get("http.route")]
+    assert server.attributes["http.route"] == "/things/<int:thing_id>"
+    assert format(server.context.trace_id, "032x") == TRACE_ID
+
+
+def test_cold_start_recorded_on_the_first_passing_readyz(
+    make_telemetry: Callable[..., Telemetry], samples: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telemetry = make_telemetry("flask")
+    readiness = Readiness()
+    ages = iter([2.25, 60.0])
+    monkeypatch.setattr(telemetry_module, "server_age", lambda: next(ages))
+    client = build_instrumented_app(telemetry, readiness).test_client()
+    assert client.get("/readyz").status_code == 503
+    assert samples.series("polyframe_cold_start_seconds", service_name=telemetry.service) == []
+    readiness.ready = True
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert samples.value("polyframe_cold_start_seconds", service_name=telemetry.service) == 2.25
+
+
+def test_label_cardinality_stays_bounded(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    """Hundreds of distinct raw paths, odd methods and statuses make a handful of series."""
+    telemetry = make_telemetry("flask")
+    client = build_instrumented_app(telemetry).test_client()
+    rng = random.Random(20260302)
+    tokens: list[str] = []
+    for _ in range(300):
+        token = f"{rng.getrandbits(48):012x}"
+        tokens.append(token)
+        path = rng.choice(
+            [
+                f"/things/{rng.randrange(10**9)}?q={token}",
+                f"/things/{token}",
+                f"/status/{rng.choice(ODD_STATUSES)}?t={token}",
+                f"/nowhere/{token}",
+                f"/{token}/things/1",
+            ]
+        )
+        client.open(path, method=rng.choice(ODD_METHODS))
+    body = client.get("/metrics").text
+    series = samples.series(f"{DURATION}_count", service_name=telemetry.service)
+    routes = {"/things/{thing_id}", "/status/{code}", UNMATCHED_ROUTE}
+    for labels in series:
+        assert labels["http_route"] in routes
+        assert labels["http_request_method"] in {*KNOWN_METHODS, "_OTHER"}
+        code = labels["http_response_status_code"]
+        assert code == "_OTHER" or 100 <= int(code) <= 599
+    assert {labels["http_response_status_code"] for labels in series} >= {"_OTHER", "599", "418"}
+    assert {labels["http_request_method"] for labels in series} >= {"_OTHER", "GET"}
+    assert len(series) <= 60  # from 300 distinct paths
+    assert not any(token in body for token in tokens)

@@ -234,6 +234,16 @@ def wait_for(condition: Callable[[], bool], what: str, server: Server) -> None:
         time.sleep(0.05)
 
 
+def busy_settles_at(server: Server, monkeypatch: pytest.MonkeyPatch, expected: float) -> None:
+    """Busy threads, read from the files, become ``expected``: a thread that has sent its
+    response still counts itself busy for a moment, until its handler returns."""
+    wait_for(
+        lambda: server.files(monkeypatch).get("polyframe_worker_threads_busy{}", 0) == expected,
+        f"{expected} busy threads",
+        server,
+    )
+
+
 def threads_available(server: Server) -> float:
     try:
         return server.scrape()[1].get("polyframe_worker_threads{}", 0)
@@ -329,16 +339,18 @@ def test_thread_pool_busy_capacity_and_queue_time(
     assert 1 <= busy <= 4
     answers = [read_raw(connection) for connection in connections]
     assert all(status == 200 for status, _ in answers)
+    busy_settles_at(server, monkeypatch, 0)
 
     _, samples = server.scrape()
     assert samples["polyframe_worker_threads{}"] == 4
-    assert samples["polyframe_worker_threads_busy{}"] == 1  # the thread serving this scrape
-    assert server.files(monkeypatch)["polyframe_worker_threads_busy{}"] == 0
+    assert samples["polyframe_worker_threads_busy{}"] >= 1  # the thread serving this scrape
+    busy_settles_at(server, monkeypatch, 0)
     assert route_count(samples, "/slow") == 6
     queue_count = samples["polyframe_request_queue_duration_seconds_count{}"]
     assert queue_count >= 6  # every request handled by a thread (scrapes too) waited once
     waited = queue_count - samples["polyframe_request_queue_duration_seconds_bucket{le=0.25}"]
-    assert waited >= 2  # the two (or more) that found their worker's threads busy for 0.8 s
+    # The two (or more) that found their worker's threads busy for 0.8 s.
+    assert waited >= 2, {k: v for k, v in samples.items() if "queue" in k}
 
 
 def test_every_request_counted_once_whichever_worker_served_it(server: Server) -> None:
@@ -372,7 +384,7 @@ def test_a_killed_worker_leaves_no_busy_gauge_and_keeps_its_counters(
     (started,) = server.signals.glob(f"started-*-{name}")
     victim = int(started.name.split("-")[1])
     assert victim in server.workers()
-    assert server.files(monkeypatch)["polyframe_worker_threads_busy{}"] == 1
+    busy_settles_at(server, monkeypatch, 1)  # the held request's thread, and no other
     assert (server.multiproc / f"gauge_livesum_{victim}.db").exists()
 
     os.kill(victim, signal.SIGKILL)
@@ -391,9 +403,9 @@ def test_a_killed_worker_leaves_no_busy_gauge_and_keeps_its_counters(
     # The master replaced it: capacity is back, and the dead worker's busy thread is gone.
     wait_for(lambda: threads_available(server) == 4, "the replacement worker", server)
     assert victim not in server.workers()
-    assert server.files(monkeypatch)["polyframe_worker_threads_busy{}"] == 0
+    busy_settles_at(server, monkeypatch, 0)
     _, after = server.scrape()
-    assert after["polyframe_worker_threads_busy{}"] == 1  # the thread serving this scrape
+    assert after["polyframe_worker_threads_busy{}"] >= 1  # the thread serving this scrape
     # Counters did not go backwards: the dead worker's requests are still counted.
     assert route_count(after, "/fast") == 12
     if victim in served:

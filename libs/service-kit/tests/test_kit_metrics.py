@@ -239,7 +239,8 @@ WRITER = textwrap.dedent(
     requests, hold = int(sys.argv[1]), sys.argv[2] == "hold"
     tel = telemetry.setup("mp-tests", "tests")
     labels = tel.labels
-    with trace.get_tracer("writer").start_as_current_span("request"):
+    with trace.get_tracer("writer").start_as_current_span("request") as span:
+        assert span.get_span_context().trace_flags.sampled  # an exemplar would be due
         for _ in range(requests):
             state = tel.start_request("GET")
             tel.finish_request(
@@ -268,7 +269,9 @@ def multiproc_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def child_env(multiproc: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env[MULTIPROC_ENV] = str(multiproc)
+    # Nothing exported, but spans sampled and recorded (the writers observe under one).
     env["OTEL_TRACES_EXPORTER"] = "none"
+    env["OTEL_TRACES_SAMPLER"] = "parentbased_always_on"
     return env
 
 

@@ -29,6 +29,8 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 from sqlalchemy import Engine, Table, create_engine, event, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session
@@ -45,6 +47,7 @@ from service_kit.outbox import (
     serve_dispatcher,
     sync_database_url,
 )
+from service_kit.telemetry import Telemetry
 from service_kit.testing import fresh_postgres_database
 from service_kit.tracecontext import trace_id_var
 
@@ -1136,3 +1139,156 @@ def test_update_of_delivered_rows_matches_the_batch_only(
     admin.on_request = None
     assert dispatcher.dispatch_once() == BatchResult(1, 0)
     assert all(row.delivered_at is not None for row in rows_by_id(engine).values())
+
+
+# --- telemetry: delivery spans in the writer's trace, backlog, dispatcher metrics ---------------
+
+
+def write_in_a_trace(engine: Engine, count: int, *, sampled: bool = True) -> tuple[Any, list[str]]:
+    """``count`` events written inside a request's span (the producer's view): the span."""
+    tracer = trace.get_tracer("tests")
+    if sampled:
+        with tracer.start_as_current_span("POST /api/orders") as span:
+            rows = [event_values(index) for index in range(count)]
+    else:
+        remote = SpanContext(int(TRACE_ID, 16), 0x00F067AA0BA902B7, True, TraceFlags(0))
+        with trace.use_span(NonRecordingSpan(remote)) as span:
+            rows = [event_values(index) for index in range(count)]
+    with engine.begin() as connection:
+        connection.execute(insert(TABLE), rows)
+    return span, [str(row["id"]) for row in rows]
+
+
+def deliveries(spans: Any) -> list[Any]:
+    return [s for s in spans.get_finished_spans() if s.name.startswith("audit.deliver")]
+
+
+def test_delivery_spans_join_the_writer_s_trace(
+    engine: Engine, admin: AdminAudit, make_dispatcher: MakeDispatcher, spans: Any
+) -> None:
+    writer, traced = write_in_a_trace(engine, 2)
+    untraced = add_events(engine, 1)
+    spans.clear()
+    assert make_dispatcher(engine).dispatch_once() == BatchResult(3, 0)
+
+    context = writer.get_span_context()
+    found = {span.attributes["audit.event_id"]: span for span in deliveries(spans)}
+    assert set(found) == set(traced)
+    for span in found.values():
+        assert span.name == "audit.deliver user.created"
+        assert span.kind is SpanKind.PRODUCER
+        assert span.context.trace_id == context.trace_id
+        assert span.parent is not None
+        assert span.parent.span_id == context.span_id
+        assert span.parent.is_remote
+        assert span.attributes["audit.attempt"] == 1
+        assert span.status.status_code is StatusCode.UNSET
+    events = {event["id"]: event for event in admin.batches[0]}
+    for event_id in traced:
+        # admin-django records the event as a child of its delivery span.
+        assert events[event_id]["span_id"] == format(found[event_id].context.span_id, "016x")
+        assert events[event_id]["trace_id"] == format(context.trace_id, "032x")
+    assert "span_id" not in events[untraced[0]]
+    assert events[untraced[0]]["trace_id"] is None
+
+
+def test_failed_delivery_spans_say_so_and_the_retry_is_a_new_attempt(
+    engine: Engine,
+    admin: AdminAudit,
+    make_dispatcher: MakeDispatcher,
+    clock: Clock,
+    spans: Any,
+) -> None:
+    _, (event_id,) = write_in_a_trace(engine, 1)
+    dispatcher = make_dispatcher(engine)
+    admin.fail_next(503)
+    spans.clear()
+    assert dispatcher.dispatch_once() == BatchResult(0, 1)
+    (failed,) = deliveries(spans)
+    assert failed.status.status_code is StatusCode.ERROR
+    assert "503" in (failed.status.description or "")
+    clock.advance(60)
+    spans.clear()
+    assert dispatcher.dispatch_once() == BatchResult(1, 0)
+    (delivered,) = deliveries(spans)
+    assert delivered.attributes["audit.attempt"] == 2
+    assert delivered.status.status_code is StatusCode.UNSET
+    assert delivered.context.trace_id == failed.context.trace_id
+    assert admin.recorded[event_id]["span_id"] == format(delivered.context.span_id, "016x")
+
+
+def test_an_unsampled_trace_gets_no_delivery_span(
+    engine: Engine, admin: AdminAudit, make_dispatcher: MakeDispatcher, spans: Any
+) -> None:
+    _, (event_id,) = write_in_a_trace(engine, 1, sampled=False)
+    spans.clear()
+    make_dispatcher(engine).dispatch_once()
+    assert deliveries(spans) == []
+    assert admin.recorded[event_id]["trace_id"] == TRACE_ID  # the id still travels
+    assert "span_id" not in admin.recorded[event_id]
+
+
+def test_backlog_counts_and_ages(
+    engine: Engine, make_dispatcher: MakeDispatcher, clock: Clock
+) -> None:
+    dispatcher = make_dispatcher(engine)
+    assert dispatcher.backlog() == (0, 0.0)
+    add_events(engine, 2)
+    clock.advance(30)
+    add_events(engine, 1)
+    clock.advance(15)
+    assert dispatcher.backlog() == (3, 45.0)
+    drain(dispatcher)
+    assert dispatcher.backlog() == (0, 0.0)
+
+
+def test_dispatcher_metrics(
+    engine: Engine,
+    admin: AdminAudit,
+    make_dispatcher: MakeDispatcher,
+    clock: Clock,
+    make_telemetry: Callable[..., Telemetry],
+    samples: Any,
+) -> None:
+    telemetry = make_telemetry("dispatcher")
+    service = {"service_name": telemetry.service}
+    dispatcher = make_dispatcher(engine, telemetry=telemetry, batch_size=3)
+    add_events(engine, 4)
+    admin.fail_next(503)
+    dispatcher.dispatch_once()  # 3 failed
+    assert samples.value("polyframe_outbox_failed_total", **service) == 3
+    clock.advance(120)
+    drain(dispatcher)
+    assert samples.value("polyframe_outbox_delivered_total", **service) == 4
+    assert samples.value("polyframe_outbox_failed_total", **service) == 3
+
+
+def test_dispatcher_reports_its_backlog_while_running(
+    engine: Engine,
+    admin: AdminAudit,
+    make_dispatcher: MakeDispatcher,
+    clock: Clock,
+    make_telemetry: Callable[..., Telemetry],
+    samples: Any,
+) -> None:
+    telemetry = make_telemetry("dispatcher")
+    service = {"service_name": telemetry.service}
+    add_events(engine, 2)
+    clock.advance(90)
+    admin.outage = 503  # nothing gets through: the backlog stays
+    dispatcher = make_dispatcher(engine, telemetry=telemetry)
+    with running(dispatcher, idle_seconds=0.01):
+        wait_until(lambda: samples.value("polyframe_outbox_pending", **service) == 2)
+    assert samples.value("polyframe_outbox_oldest_pending_age_seconds", **service) == 90
+
+
+def test_dispatcher_without_telemetry_records_nothing(
+    engine: Engine,
+    make_dispatcher: MakeDispatcher,
+    make_telemetry: Callable[..., Telemetry],
+    samples: Any,
+) -> None:
+    telemetry = make_telemetry("dispatcher", enabled=False)
+    add_events(engine, 2)
+    drain(make_dispatcher(engine, telemetry=telemetry))
+    assert samples.series("polyframe_outbox_delivered_total", service_name=telemetry.service) == []

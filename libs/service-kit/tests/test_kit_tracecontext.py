@@ -15,6 +15,8 @@ import pytest
 from fastapi import FastAPI
 from flask import Flask
 from flask.testing import FlaskClient
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from service_kit import fastapi as kit_fastapi
 from service_kit import flask as kit_flask
@@ -27,6 +29,8 @@ from service_kit.tracecontext import (
     current_trace_id,
     new_trace_id,
     propagate,
+    sampled_span_id,
+    start_span_in,
     trace_id_from,
     trace_id_var,
 )
@@ -411,3 +415,73 @@ def test_flask_problem_answers_keep_the_trace(
     (access,) = access_lines(log_stream)
     assert access["trace_id"] == TRACE_ID
     assert current_trace_id() is None
+
+
+# --- with OpenTelemetry: its span wins ------------------------------------------------------
+
+
+def test_the_opentelemetry_span_wins_over_the_carried_trace_id(
+    trace: str, span_exporter: Any
+) -> None:
+    with otel_trace.get_tracer("tests").start_as_current_span("request") as span:
+        context = span.get_span_context()
+        assert current_trace_id() == format(context.trace_id, "032x") != trace
+        assert current_span_id() == format(context.span_id, "016x")
+        assert sampled_span_id() == current_span_id()
+    assert current_trace_id() == trace  # the carried one again
+    assert current_span_id() is None
+
+
+def test_sampled_span_id_only_for_a_recorded_trace() -> None:
+    unsampled = SpanContext(int(TRACE_ID, 16), int(PARENT_ID, 16), True, TraceFlags(0))
+    with otel_trace.use_span(NonRecordingSpan(unsampled)):
+        assert current_span_id() == PARENT_ID
+        assert sampled_span_id() is None  # nothing will record it: nothing can join it
+    assert sampled_span_id() is None
+
+
+@pytest.mark.usefixtures("span_exporter")
+def test_propagate_sends_the_current_span_as_parent() -> None:
+    with otel_trace.get_tracer("tests").start_as_current_span("request") as span:
+        headers: dict[str, str] = {}
+        propagate(headers)
+    context = span.get_span_context()
+    version, trace_id, parent_id, flags = headers["traceparent"].split("-")
+    assert (version, trace_id, parent_id) == (
+        "00",
+        format(context.trace_id, "032x"),
+        format(context.span_id, "016x"),
+    )
+    assert int(flags, 16) & 0x01
+
+
+@pytest.mark.usefixtures("span_exporter")
+def test_log_lines_carry_the_span_id(log_stream: io.StringIO) -> None:
+    with otel_trace.get_tracer("tests").start_as_current_span("request") as span:
+        logging.getLogger("demo").info("inside a span")
+    (entry,) = log_entries(log_stream)
+    assert entry["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert entry["span_id"] == format(span.get_span_context().span_id, "016x")
+
+
+def test_no_span_id_without_an_opentelemetry_span(log_stream: io.StringIO, trace: str) -> None:
+    logging.getLogger("demo").info("carried trace only")
+    (entry,) = log_entries(log_stream)
+    assert entry["trace_id"] == trace
+    assert "span_id" not in entry
+
+
+@pytest.mark.usefixtures("span_exporter")
+def test_start_span_in_makes_a_child_of_the_named_span(spans: Any) -> None:
+    spans.clear()
+    span = start_span_in(
+        TRACE_ID, PARENT_ID, "later work", kind=SpanKind.CONSUMER, attributes={"n": 1}
+    )
+    span.end()
+    (finished,) = spans.get_finished_spans()
+    assert format(finished.context.trace_id, "032x") == TRACE_ID
+    assert finished.parent is not None
+    assert format(finished.parent.span_id, "016x") == PARENT_ID
+    assert finished.parent.is_remote
+    assert finished.kind is SpanKind.CONSUMER
+    assert finished.attributes["n"] == 1
