@@ -135,6 +135,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "ADMIN_STATIC_ROOT": str(scratch / "static"),
         "ADMIN_USERS_URL": USERS_URL,
         "ADMIN_ORDERS_URL": ORDERS_URL,
+        # Spans recorded, as in a deployment that names a sampler (the tracer provider is
+        # made here, once per process, when Django starts the audit app).
+        "OTEL_TRACES_SAMPLER": os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
     }
     with _environment(environment), _logging_kept():
         django.setup()

@@ -40,6 +40,12 @@ PASSWORD = "correct horse battery staple"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Spans recorded, as in a deployment that names a sampler: the tracer provider is made
+    # once per process, by the first app built (the observability tests read its spans).
+    os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+
+
 def generate_private_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65_537, key_size=2048)
 
