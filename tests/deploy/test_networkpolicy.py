@@ -48,14 +48,16 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def _peer_matches(peer: dict[str, Any], labels: dict[str, str]) -> bool:
-    """A NetworkPolicyPeer against a pod of this release's namespace."""
+def _peer_matches(peer: dict[str, Any], labels: dict[str, str], namespace: str = NAMESPACE) -> bool:
+    """A NetworkPolicyPeer against a pod of ``namespace`` (by default this release's)."""
     if "ipBlock" in peer:
         return False  # addresses outside the cluster's pods
     if "namespaceSelector" in peer:
-        namespace_labels = {"kubernetes.io/metadata.name": NAMESPACE}
+        namespace_labels = {"kubernetes.io/metadata.name": namespace}
         if not _selects(peer["namespaceSelector"], namespace_labels):
             return False
+    elif namespace != NAMESPACE:
+        return False  # a peer without namespaceSelector is in the policy's own namespace
     return _selects(peer.get("podSelector") or {}, labels)
 
 
@@ -76,6 +78,7 @@ def _allowed(
     pod: dict[str, str],
     other: dict[str, str],
     port: dict[str, Any],
+    other_namespace: str = NAMESPACE,
 ) -> bool:
     """Does ``pod`` allow traffic to (egress) or from (ingress) ``other`` on ``port``?"""
     types = "Egress" if direction == "egress" else "Ingress"
@@ -91,7 +94,7 @@ def _allowed(
         for rule in policy["spec"].get(direction) or []:
             peers = rule.get(field)
             if (
-                peers is None or any(_peer_matches(peer, other) for peer in peers)
+                peers is None or any(_peer_matches(peer, other, other_namespace) for peer in peers)
             ) and _port_matches(rule, port):
                 return True
     return False
@@ -117,6 +120,71 @@ def allowed_edges(rendered: Any) -> set[tuple[str, str, str, str]]:
                         destination["app.kubernetes.io/component"],
                     ))  # fmt: skip
     return edges
+
+
+def reachable_ports(
+    rendered: Any, source: dict[str, str], namespace: str = NAMESPACE
+) -> dict[tuple[str, str], set[str]]:
+    """The release's pods and their named ports a pod with labels ``source`` in ``namespace``
+    may connect to: (name, component) -> port names. A source outside the release's namespace
+    is not isolated by the release's policies (only the destination's ingress rules apply)."""
+    policies = [m.obj for m in rendered.of_kind("NetworkPolicy")]
+    found: dict[tuple[str, str], set[str]] = {}
+    for _manifest, spec, labels in rendered.pods():
+        for container in spec["containers"]:
+            for port in container.get("ports") or []:
+                out = namespace != NAMESPACE or _allowed(policies, "egress", source, labels, port)
+                if out and _allowed(policies, "ingress", labels, source, port, namespace):
+                    key = (labels["app.kubernetes.io/name"], labels["app.kubernetes.io/component"])
+                    found.setdefault(key, set()).add(port["name"])
+    return found
+
+
+PROMETHEUS = ("monitoring", {"app.kubernetes.io/name": "prometheus"})
+TRAEFIK = ("traefik", {"app.kubernetes.io/name": "traefik"})
+#: Where Prometheus scrapes each pod: gunicorn's master on `metrics` (legacy-flask, admin-django),
+#: uvicorn on `http` (users-fastapi), the dispatchers on their own `metrics`.
+SCRAPED = {
+    ("users-fastapi", "web"): {"http"},
+    ("legacy-flask", "web"): {"metrics"},
+    ("admin-django", "web"): {"metrics"},
+    ("users-fastapi", "outbox"): {"metrics"},
+    ("legacy-flask", "outbox"): {"metrics"},
+}
+#: The ingress controller reaches the routed web pods on `http` only.
+ROUTED = {(service, "web"): {"http"} for service in SERVICES}
+
+
+@pytest.mark.parametrize("case", ["all-on", "kind"])
+def test_prometheus_reaches_exactly_the_metrics_ports(render_case: Any, case: str) -> None:
+    rendered = render_case("polyframe", case)
+    namespace, labels = PROMETHEUS
+    assert reachable_ports(rendered, labels, namespace) == SCRAPED
+    namespace, labels = TRAEFIK
+    assert reachable_ports(rendered, labels, namespace) == ROUTED
+
+
+@pytest.mark.parametrize("case", ["all-on", "kind"])
+def test_nothing_in_the_release_reaches_a_metrics_port(render_case: Any, case: str) -> None:
+    """Callers and `helm test` pods reach the web pods on `http`, never on `metrics`."""
+    rendered = render_case("polyframe", case)
+    for manifest, _spec, labels in rendered.pods():
+        for target, ports in reachable_ports(rendered, labels).items():
+            if target[1] in ("web", "outbox"):
+                assert "metrics" not in ports, f"{manifest} reaches {target} on {ports}"
+
+
+def test_the_port_evaluation_sees_a_wrong_scrape_port(render_case: Any) -> None:
+    """The checks above mean something: a Prometheus rule on `http` shows up as such."""
+    rendered = copy.deepcopy(render_case("polyframe", "all-on"))
+    web = next(
+        m.obj for m in rendered.of_kind("NetworkPolicy") if m.name == "polyframe-legacy-flask-web"
+    )
+    web["spec"]["ingress"][1]["ports"] = [{"port": "http", "protocol": "TCP"}]
+    namespace, labels = PROMETHEUS
+    assert reachable_ports(rendered, labels, namespace)[("legacy-flask", "web")] == {"http"}
+    # and Prometheus in another namespace reaches nothing
+    assert reachable_ports(rendered, labels, "elsewhere") == {}
 
 
 def _every_policy_render(render_case: Any) -> list[Any]:
@@ -210,8 +278,11 @@ def test_outside_the_release_only_ingress_prometheus_dns_and_configured_egress(
         outside_in = [p for r in spec.get("ingress") or [] for p in _external_peers(r, "from")]
         if component == "web":
             assert outside_in == [traefik, prometheus], manifest
-            for rule in spec["ingress"][:2]:
-                assert rule["ports"] == [{"port": "http", "protocol": "TCP"}], manifest
+            # The ingress controller on `http`; Prometheus where /metrics is served: gunicorn's
+            # master on `metrics` (legacy-flask, admin-django), uvicorn on `http`.
+            scraped = "http" if "users-fastapi" in manifest.name else "metrics"
+            assert spec["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}], manifest
+            assert spec["ingress"][1]["ports"] == [{"port": scraped, "protocol": "TCP"}], manifest
         elif component == "outbox":
             # Prometheus scrapes the dispatcher's own /metrics; nothing else reaches it.
             assert spec["ingress"] == [

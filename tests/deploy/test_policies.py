@@ -20,12 +20,18 @@ RESTRICTED_VOLUMES = {
     "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
     "projected", "secret",
 }  # fmt: skip
-#: Where each long-running container is probed: port name -> (startup, liveness, readiness) paths.
+#: Where each long-running container is probed: port name -> (startup, liveness, readiness) paths,
+#: the first port of these a container has (web servers that also serve their master's metrics on
+#: port `metrics` are probed on `http`).
 PROBED = {
     "http": ("/healthz", "/healthz", "/readyz"),  # the web servers
     # The outbox dispatchers serve no health endpoint, only their /metrics.
     "metrics": ("/metrics", "/metrics", "/metrics"),
 }
+#: Where gunicorn's master serves the merged metrics of its workers: PROMETHEUS_MULTIPROC_DIR and
+#: <PREFIX>_METRICS_BIND (service_kit.gunicorn), for the services served by gunicorn.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+GUNICORN_PREFIX = {"legacy-flask": "ORDERS", "admin-django": "ADMIN"}
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -121,6 +127,7 @@ def check_every_long_running_container_has_probes(rendered: Any) -> None:
                     ("startupProbe", "livenessProbe", "readinessProbe"), paths, strict=True
                 ):
                     assert container[probe]["httpGet"] == {"path": path, "port": port}, (at, probe)
+                break
 
 
 def _drain_seconds(chart: str, values: dict[str, Any]) -> int:
@@ -249,6 +256,79 @@ def check_service_monitors_select_their_services_and_ports(rendered: Any) -> Non
         for endpoint in monitor.obj["spec"]["endpoints"]:
             assert endpoint["port"] in ports, f"{monitor}: no port {endpoint['port']}"
             assert endpoint["path"] == "/metrics", monitor
+
+
+def _is_gunicorn(chart: str) -> bool:
+    """Served by gunicorn: the service has a gunicorn configuration module."""
+    import importlib.util
+
+    module = chart.replace("-", "_")
+    return importlib.util.find_spec(f"{module}.gunicorn_conf") is not None
+
+
+def check_metrics_are_scraped_where_they_are_served(rendered: Any) -> None:
+    """gunicorn's master serves the merged metrics on port `metrics`; uvicorn on `http`.
+
+    For a gunicorn service's web pods: <PREFIX>_METRICS_BIND is 0.0.0.0 on the container port
+    named `metrics`; PROMETHEUS_MULTIPROC_DIR is a folder of the /tmp emptyDir that is mounted
+    (a subPath, so it exists before gunicorn starts); one worker process. The Service has the
+    port `metrics`, the ServiceMonitor scrapes it (not `http`). users-fastapi (one uvicorn
+    process, exemplars) has none of that and is scraped on `http`. No other container of the
+    release runs in multiprocess mode (the dispatchers serve their own /metrics).
+    """
+    services = rendered.of_kind("Service")
+    monitors = rendered.of_kind("ServiceMonitor")
+    checked = 0
+    for manifest, spec, labels in rendered.pods():
+        chart = labels.get("app.kubernetes.io/name", "")
+        web = manifest.kind == "Deployment" and labels.get("app.kubernetes.io/component") == "web"
+        for container in containers_of(spec):
+            at = f"{manifest} container {container['name']}"
+            env = {e["name"]: e for e in container.get("env") or []}
+            ports = {p["name"]: p["containerPort"] for p in container.get("ports") or []}
+            gunicorn = web and _is_gunicorn(chart)
+            bind = f"{GUNICORN_PREFIX.get(chart, '?')}_METRICS_BIND"
+            if not gunicorn:
+                assert MULTIPROC_ENV not in env, f"{at}: multiprocess mode"
+                assert not any(n.endswith("_METRICS_BIND") and "OUTBOX" not in n for n in env), at
+                if web:
+                    assert "metrics" not in ports, f"{at}: a metrics port nothing serves"
+                continue
+            checked += 1
+            assert env[f"{GUNICORN_PREFIX[chart]}_WORKERS"]["value"] == "1", at
+            assert "metrics" in ports, f"{at}: no container port `metrics`"
+            assert ports["metrics"] != ports["http"], at
+            assert env[bind]["value"] == f"0.0.0.0:{ports['metrics']}", f"{at}: {bind}"
+            folder = env[MULTIPROC_ENV]["value"]
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+            assert folder in mounts, f"{at}: {folder} is not mounted (it must exist at start)"
+            mount = mounts[folder]
+            assert "emptyDir" in volumes[mount["name"]], f"{at}: {folder} is not an emptyDir"
+            assert mounts.get("/tmp", {}).get("name") == mount["name"], f"{at}: not on /tmp's"
+            assert folder.startswith("/tmp/"), at
+            assert mount.get("subPath"), f"{at}: {folder} must exist before gunicorn starts"
+            assert not mount.get("readOnly"), at
+            (service,) = [
+                s for s in services if _selects({"matchLabels": s.obj["spec"]["selector"]}, labels)
+            ]
+            service_ports = {p["name"]: p for p in service.obj["spec"]["ports"]}
+            assert "metrics" in service_ports, f"{service}: no port `metrics`"
+            assert service_ports["metrics"]["targetPort"] == "metrics", service
+            for monitor in monitors:
+                if _selects(monitor.obj["spec"]["selector"], service.labels):
+                    endpoints = [e["port"] for e in monitor.obj["spec"]["endpoints"]]
+                    assert endpoints == ["metrics"], f"{monitor}: scrapes {endpoints}"
+    for monitor in monitors:
+        chart = monitor.labels["app.kubernetes.io/name"]
+        if monitor.labels["app.kubernetes.io/component"] == "web" and not _is_gunicorn(chart):
+            assert [e["port"] for e in monitor.obj["spec"]["endpoints"]] == ["http"], monitor
+    if rendered.chart in (*GUNICORN_PREFIX, "polyframe"):
+        assert checked, f"{rendered}: no gunicorn web container checked"
+
+
+def containers_of(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*(spec.get("initContainers") or []), *spec["containers"]]
 
 
 # -- images and namespaces -----------------------------------------------------------------------
@@ -409,6 +489,10 @@ def test_service_monitors_select_their_services_and_ports(rendered: Any) -> None
     check_service_monitors_select_their_services_and_ports(rendered)
 
 
+def test_metrics_are_scraped_where_they_are_served(rendered: Any) -> None:
+    check_metrics_are_scraped_where_they_are_served(rendered)
+
+
 def test_every_image_names_a_version(rendered: Any) -> None:
     check_every_image_names_a_version(rendered)
 
@@ -557,3 +641,84 @@ def test_each_policy_check_fails_on_a_broken_render(render_case: Any, breakage: 
     breaker(broken)
     with pytest.raises(AssertionError):
         check(broken)
+
+
+def _named(rendered: Any, kind: str, chart: str, component: str = "web") -> dict[str, Any]:
+    for manifest in rendered.of_kind(kind):
+        if (
+            manifest.labels["app.kubernetes.io/name"] == chart
+            and manifest.labels["app.kubernetes.io/component"] == component
+        ):
+            return manifest.obj  # type: ignore[no-any-return]
+    raise AssertionError(f"no {kind} of {chart} ({component})")
+
+
+def _gunicorn_web(rendered: Any, chart: str) -> dict[str, Any]:
+    return _named(rendered, "Deployment", chart)["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def _set_env(container: dict[str, Any], name: str, value: str) -> None:
+    (variable,) = [e for e in container["env"] if e["name"] == name]
+    variable["value"] = value
+
+
+def _drop_mount(spec: dict[str, Any], path: str) -> None:
+    container = spec["containers"][0]
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["mountPath"] != path]
+
+
+def _add_multiproc_env(spec: dict[str, Any]) -> None:
+    spec["containers"][0]["env"].append(
+        {"name": MULTIPROC_ENV, "value": "/tmp/prometheus-multiproc"}
+    )
+
+
+#: Breakages of the metrics wiring of the gunicorn services (rendered: chart all-on).
+METRICS_BREAKAGES: dict[str, Any] = {
+    "monitor scrapes the workers' http port": lambda r, c: _named(r, "ServiceMonitor", c)["spec"][
+        "endpoints"
+    ][0].update(port="http"),
+    "Service without the metrics port": lambda r, c: _named(r, "Service", c)["spec"].update(
+        ports=_named(r, "Service", c)["spec"]["ports"][:1]
+    ),
+    "master binds loopback": lambda r, c: _set_env(
+        _gunicorn_web(r, c)["containers"][0],
+        f"{GUNICORN_PREFIX[c]}_METRICS_BIND",
+        "127.0.0.1:9100",
+    ),
+    "master binds another port than `metrics`": lambda r, c: _set_env(
+        _gunicorn_web(r, c)["containers"][0], f"{GUNICORN_PREFIX[c]}_METRICS_BIND", "0.0.0.0:9999"
+    ),
+    "multiprocess folder not mounted": lambda r, c: _drop_mount(
+        _gunicorn_web(r, c), "/tmp/prometheus-multiproc"
+    ),
+    "multiprocess folder on the read-only root": lambda r, c: _set_env(
+        _gunicorn_web(r, c)["containers"][0], MULTIPROC_ENV, "/var/run/prometheus"
+    ),
+    "two workers per pod": lambda r, c: _set_env(
+        _gunicorn_web(r, c)["containers"][0], f"{GUNICORN_PREFIX[c]}_WORKERS", "2"
+    ),
+    "dispatcher in multiprocess mode": lambda r, c: _add_multiproc_env(
+        _named(r, "Deployment", "legacy-flask", "outbox")["spec"]["template"]["spec"]
+    ),
+    "users-fastapi in multiprocess mode": lambda r, c: _add_multiproc_env(
+        _gunicorn_web(r, "users-fastapi")
+    ),
+    "users-fastapi scraped on a port it lacks": lambda r, c: _named(
+        r, "ServiceMonitor", "users-fastapi"
+    )["spec"]["endpoints"][0].update(port="metrics"),
+}
+
+
+@pytest.mark.parametrize("chart", sorted(GUNICORN_PREFIX))
+@pytest.mark.parametrize("breakage", sorted(METRICS_BREAKAGES))
+def test_the_metrics_check_fails_on_a_broken_render(
+    render_case: Any, breakage: str, chart: str
+) -> None:
+    import copy
+
+    broken = copy.deepcopy(render_case("polyframe", "all-on"))
+    check_metrics_are_scraped_where_they_are_served(broken)  # the render itself passes
+    METRICS_BREAKAGES[breakage](broken, chart)
+    with pytest.raises(AssertionError):
+        check_metrics_are_scraped_where_they_are_served(broken)

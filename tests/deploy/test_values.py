@@ -146,6 +146,8 @@ BAD_VALUES = [
     ("users-fastapi", {"server": {"workers": 4}}, "workers"),
     ("users-fastapi", {"tracing": {"samplerArg": "2"}}, "/tracing/samplerArg"),
     ("legacy-flask", {"server": {"threads": 0}}, "/server/threads"),
+    ("legacy-flask", {"server": {"metricsPort": 80}}, "/server/metricsPort"),
+    ("admin-django", {"server": {"metricsPort": "9100"}}, "/server/metricsPort"),
     ("legacy-flask", {"secrets": {"existingSecret": "x"}}, "secrets"),
     ("admin-django", {"outbox": {"enabled": True}}, "outbox"),
     ("admin-django", {"csrfTrustedOrigins": ["example.com"]}, "/csrfTrustedOrigins/0"),
@@ -181,6 +183,17 @@ def test_bad_values_are_refused_naming_the_key(
     ):
         loaded.render(values, name="polyframe", namespace="polyframe-under-test")
     assert key in str(refused.value), str(refused.value)
+
+
+@pytest.mark.parametrize("chart", ["legacy-flask", "admin-django"])
+def test_the_metrics_port_must_not_be_the_server_port(chart: str) -> None:
+    """gunicorn's master and its workers cannot share a port: refused at render, naming the key."""
+    values = {"server": {"metricsPort": 8000}, "database": {"existingSecret": "db"}}
+    with (
+        helm.Chart.load(HELM_DIR / chart) as loaded,
+        pytest.raises(helm.HelmRenderError, match=r"server\.metricsPort: 8000 is server\.port"),
+    ):
+        loaded.render(values, name="polyframe", namespace="polyframe-under-test")
 
 
 @pytest.mark.parametrize("chart", ["users-fastapi", "polyframe"])

@@ -27,8 +27,9 @@ PREFIX = {"users-fastapi": "USERS_", "legacy-flask": "ORDERS_", "admin-django": 
 ELSEWHERE = {
     "ADMIN_STATIC_ROOT": "the image (collected at build time)",
 }
-#: Local settings of prometheus_client's multiprocess mode (gunicorn's master and workers):
-#: one server process per container needs none of them, and must not set them.
+#: Settings of prometheus_client's multiprocess mode: gunicorn's master serves the merged metrics
+#: of its worker on a port of its own (<PREFIX>_METRICS_BIND), locally and in the cluster alike,
+#: even with one worker; a single uvicorn process and the outbox dispatchers never use it.
 MULTIPROCESS_ONLY = ("PROMETHEUS_MULTIPROC_DIR", "_METRICS_BIND")
 #: Server options the local command line passes as flags and the image reads from UVICORN_*.
 UVICORN_FLAGS = {
@@ -89,20 +90,29 @@ def _local_env(service: str, local: Context, worker: str | None = None) -> dict[
     return dict(spec.server_env(local)) if hasattr(spec, "server_env") else dict(spec.env(local))
 
 
+def _multiprocess_only(name: str) -> bool:
+    return name == MULTIPROCESS_ONLY[0] or (
+        name.endswith(MULTIPROCESS_ONLY[1]) and "OUTBOX" not in name
+    )
+
+
 def _check_settings(
     service: str, local_env: dict[str, str], chart_env: dict[str, dict[str, Any]]
 ) -> None:
-    # One process per container: never prometheus_client's multiprocess mode in a cluster.
-    assert "PROMETHEUS_MULTIPROC_DIR" not in chart_env, service
+    # Multiprocess mode exactly where `make up` uses it with one worker per server: gunicorn's
+    # web servers (the master serves the metrics), never uvicorn alone or a dispatcher.
+    local_multiprocess = {name for name in local_env if _multiprocess_only(name)}
+    chart_multiprocess = {name for name in chart_env if _multiprocess_only(name)}
+    assert chart_multiprocess == local_multiprocess, service
     for name, value in local_env.items():
         if name in ELSEWHERE:
             continue
-        if name == MULTIPROCESS_ONLY[0] or (
-            name.endswith(MULTIPROCESS_ONLY[1]) and "OUTBOX" not in name
-        ):
-            assert name not in chart_env, f"{service}: {name} belongs to multiprocess mode"
-            continue
         assert name in chart_env, f"{service}: {name} is set by `make up` but not by the chart"
+        if name == MULTIPROCESS_ONLY[0]:
+            # A folder of the pod's writable /tmp (locally one under the data folder).
+            assert chart_env[name]["value"].startswith("/tmp/"), name
+        elif name.endswith(MULTIPROCESS_ONLY[1]):
+            assert chart_env[name]["value"].startswith("0.0.0.0:"), name  # the pod's address
         if name.endswith("_ENVIRONMENT"):
             assert chart_env[name]["value"] == "production"  # locally: development
         elif name.endswith(("_INSTRUMENTATION", "_DRILLS")):
@@ -320,8 +330,52 @@ def test_admin_settings_accept_the_chart(
     assert settings.secret_key is not None
     assert len(settings.secret_key.get_secret_value()) == 50
     assert set(settings.trusted_services) == {"users-fastapi", "legacy-flask"}
-    # Probes and scrapes (Host: the pod's IP) and the peers (Host: the Service's name) are allowed.
-    assert {"localhost", "polyframe-admin-django", "10.244.0.7"} <= set(settings.allowed_hosts)
+    # The ingress's host names and the Service's (its peers call it by them) are allowed; the
+    # pod's IP is not needed (see the next test) and not added.
+    assert {"localhost", "polyframe-admin-django"} <= set(settings.allowed_hosts)
+    assert "polyframe-admin-django.polyframe-under-test.svc.cluster.local" in settings.allowed_hosts
+    assert "10.244.0.7" not in settings.allowed_hosts  # what $(POD_IP) would have become
+
+
+def test_probes_and_scrapes_of_admin_django_need_no_allowed_host(render_case: Any) -> None:
+    """Why the chart no longer adds the pod's IP to ADMIN_ALLOWED_HOSTS.
+
+    kubelet's probes (Host: the pod's IP) ask /healthz and /readyz of the http port, which the
+    kit's outermost middleware answers before Django's host check (CommonMiddleware);
+    Prometheus scrapes gunicorn's master on port `metrics`, which is not Django. If either
+    changes, the pod's IP is needed again: this test says so.
+    """
+    import ast
+
+    from service_kit.django import OPERATIONAL_VIEWS
+
+    rendered = render_case("polyframe", "all-on")
+    spec = _deployment(rendered, "admin-django", "web")["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    probed = {
+        (container[probe]["httpGet"]["port"], container[probe]["httpGet"]["path"])
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert {port for port, _ in probed} == {"http"}
+    assert {path for _, path in probed} <= set(OPERATIONAL_VIEWS), (
+        "a probe path Django's host check would see: add the pod's IP to ADMIN_ALLOWED_HOSTS"
+    )
+    settings = REPO_ROOT / "services" / "admin-django" / "src" / "admin_django" / "settings.py"
+    middleware = next(
+        ast.literal_eval(node.value)
+        for node in ast.parse(settings.read_text()).body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "MIDDLEWARE" for t in node.targets)
+    )
+    assert middleware[0] == "service_kit.django.RequestContextMiddleware", middleware
+    assert "django.middleware.common.CommonMiddleware" in middleware[1:]
+    (monitor,) = [
+        m
+        for m in rendered.of_kind("ServiceMonitor")
+        if m.labels["app.kubernetes.io/name"] == "admin-django"
+    ]
+    assert [e["port"] for e in monitor.obj["spec"]["endpoints"]] == ["metrics"]
+    assert "POD_IP" not in {e["name"] for e in container["env"]}
 
 
 def test_a_missing_secret_file_is_refused(

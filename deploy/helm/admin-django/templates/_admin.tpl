@@ -6,24 +6,22 @@ files are collected into the image at build time (ADMIN_STATIC_ROOT is set there
 */}}
 
 {{/*
-The host names Django accepts: the ingress's (allowedHosts), the Service's own names (peers
-and the `helm test` pod call it by them), and the pod's IP, which kubelet probes and Prometheus
-scrapes send as Host (expanded by Kubernetes from POD_IP, defined before it).
+The host names Django accepts: the ingress's (allowedHosts) and the Service's own names (peers
+and the `helm test` pod call it by them). Not the pod's IP: kubelet's probes and Prometheus come
+by IP, but /healthz, /readyz and /metrics are answered by the kit's outermost middleware, before
+Django's host check (service_kit.django.OPERATIONAL_VIEWS), and Prometheus scrapes gunicorn's
+master on port `metrics`, which is not Django at all.
 */}}
 {{- define "admin-django.allowedHosts" -}}
 {{- $fullname := include "polyframe-lib.fullname" . -}}
 {{- $ns := .Release.Namespace -}}
-{{- $hosts := concat .Values.allowedHosts (list $fullname (printf "%s.%s" $fullname $ns) (printf "%s.%s.svc" $fullname $ns) (printf "%s.%s.svc.cluster.local" $fullname $ns) "$(POD_IP)") -}}
+{{- $hosts := concat .Values.allowedHosts (list $fullname (printf "%s.%s" $fullname $ns) (printf "%s.%s.svc" $fullname $ns) (printf "%s.%s.svc.cluster.local" $fullname $ns)) -}}
 {{- $hosts | uniq | toJson -}}
 {{- end -}}
 
 {{/* ADMIN_* settings of every container of the service. */}}
 {{- define "admin-django.env" -}}
 {{- $secrets := include "polyframe-lib.secretsDir" . -}}
-- name: POD_IP
-  valueFrom:
-    fieldRef:
-      fieldPath: status.podIP
 - name: ADMIN_ENVIRONMENT
   value: {{ .Values.environment | quote }}
 - name: ADMIN_LOG_LEVEL

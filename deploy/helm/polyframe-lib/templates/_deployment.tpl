@@ -1,7 +1,8 @@
 {{/*
 A Deployment of the service.
   component "web":    the production server (the image's entry point), one worker process
-                      per container, scaled with replicas; probes on /healthz and /readyz.
+                      per container, scaled with replicas; probes on /healthz and /readyz;
+                      with `server.metricsPort` (gunicorn), the master's /metrics on port `metrics`.
   component "outbox": the audit-outbox dispatcher (`outbox.command`), one per release, its
                       /metrics on port `metrics`.
 Usage: include "polyframe-lib.deployment" (dict "ctx" $ "component" "web")
@@ -69,6 +70,16 @@ spec:
           {{- end }}
           env:
             {{- include "polyframe-lib.env" $ctx | nindent 12 }}
+            {{- if and $web $ctx.Values.server.metricsPort }}
+            # gunicorn's master serves the merged /metrics of its worker(s) on port `metrics`
+            # (service_kit.gunicorn), so a scrape never waits for a busy worker thread. That is
+            # prometheus_client's multiprocess mode: the workers write their samples into a folder
+            # of the /tmp emptyDir, which the master empties when it starts.
+            - name: PROMETHEUS_MULTIPROC_DIR
+              value: {{ include "polyframe-lib.multiprocessDir" $ctx }}
+            - name: {{ include (printf "%s.prefix" $ctx.Chart.Name) $ctx }}_METRICS_BIND
+              value: "0.0.0.0:{{ $ctx.Values.server.metricsPort }}"
+            {{- end }}
             {{- if not $web }}
             # The dispatcher's own /metrics (backlog, deliveries, calls to admin-django).
             - name: {{ include (printf "%s.prefix" $ctx.Chart.Name) $ctx }}_OUTBOX_METRICS_BIND
@@ -79,6 +90,11 @@ spec:
             - name: http
               containerPort: {{ $ctx.Values.server.port }}
               protocol: TCP
+            {{- with $ctx.Values.server.metricsPort }}
+            - name: metrics
+              containerPort: {{ include "polyframe-lib.masterMetricsPort" $ctx }}
+              protocol: TCP
+            {{- end }}
           {{- include "polyframe-lib.probes" (dict "ctx" $ctx "port" "http" "started" "/healthz" "alive" "/healthz" "ready" "/readyz") | nindent 10 }}
           lifecycle:
             preStop:
@@ -101,6 +117,13 @@ spec:
             {{- include "polyframe-lib.containerSecurityContext" $ctx | nindent 12 }}
           volumeMounts:
             {{- include "polyframe-lib.volumeMounts" $ctx | nindent 12 }}
+            {{- if and $web $ctx.Values.server.metricsPort }}
+            # The multiprocess folder, a folder of the tmp emptyDir that exists before gunicorn
+            # starts (kubelet creates the subPath; the kit's master only empties it).
+            - name: tmp
+              mountPath: {{ include "polyframe-lib.multiprocessDir" $ctx }}
+              subPath: {{ base (include "polyframe-lib.multiprocessDir" $ctx) }}
+            {{- end }}
       volumes:
         {{- include "polyframe-lib.volumes" $ctx | nindent 8 }}
       {{- with $ctx.Values.nodeSelector }}
@@ -120,10 +143,32 @@ spec:
 {{- end -}}
 
 {{/*
+The web pods' metrics port: `metrics` where gunicorn's master serves them on a port of its own
+(`server.metricsPort`, legacy-flask and admin-django), else `http` (users-fastapi: one uvicorn
+process answers /metrics on its own port). The Service, the ServiceMonitor and the
+NetworkPolicy's Prometheus rule all use this name.
+*/}}
+{{- define "polyframe-lib.webMetricsPortName" -}}
+{{- if .Values.server.metricsPort -}}metrics{{- else -}}http{{- end -}}
+{{- end -}}
+
+{{/* server.metricsPort, refused when it is the server's own port. */}}
+{{- define "polyframe-lib.masterMetricsPort" -}}
+{{- if eq (int .Values.server.metricsPort) (int .Values.server.port) -}}
+{{- fail (printf "server.metricsPort: %v is server.port; gunicorn's master needs a port of its own" .Values.server.metricsPort) -}}
+{{- end -}}
+{{- .Values.server.metricsPort -}}
+{{- end -}}
+
+{{/* prometheus_client's multiprocess folder (PROMETHEUS_MULTIPROC_DIR), on the /tmp emptyDir. */}}
+{{- define "polyframe-lib.multiprocessDir" -}}/tmp/prometheus-multiproc{{- end -}}
+
+{{/*
 Probes: started when `started` answers, alive while `alive` does, ready while `ready` does,
 on the named port. For the web container: /healthz, /healthz and /readyz (database reachable,
-migrations at head). The Host header is the pod's own address, which every service accepts
-(admin-django's ALLOWED_HOSTS includes the pod IP).
+migrations at head). The Host header is the pod's own address: the services answer /healthz,
+/readyz and /metrics whatever the Host (admin-django in the kit's outermost middleware, before
+Django's host check).
 Usage: include "polyframe-lib.probes" (dict "ctx" $ "port" "http" "started" "/healthz" "alive" "/healthz" "ready" "/readyz")
 */}}
 {{- define "polyframe-lib.probes" -}}

@@ -47,10 +47,11 @@ spec:
         - port: http
           protocol: TCP
     {{- end }}
+    # Prometheus, on the port /metrics is served on (gunicorn's master: `metrics`).
     - from:
         - {{ include "polyframe-lib.networkPeer" $.Values.networkPolicy.prometheus | indent 10 | trim }}
       ports:
-        - port: http
+        - port: {{ include "polyframe-lib.webMetricsPortName" $ }}
           protocol: TCP
     - from:
         - podSelector:

@@ -1,4 +1,7 @@
-{{/* The web pods' ClusterIP Service; its port is named `http` and targets the named container port. */}}
+{{/*
+The web pods' ClusterIP Service; its port is named `http` and targets the named container port,
+and, with `server.metricsPort` (gunicorn's master), a port `metrics` for the ServiceMonitor.
+*/}}
 {{- define "polyframe-lib.service" -}}
 apiVersion: v1
 kind: Service
@@ -16,6 +19,13 @@ spec:
       targetPort: http
       protocol: TCP
       appProtocol: http
+    {{- if .Values.server.metricsPort }}
+    - name: metrics
+      port: {{ include "polyframe-lib.masterMetricsPort" . }}
+      targetPort: metrics
+      protocol: TCP
+      appProtocol: http
+    {{- end }}
 {{- end -}}
 
 {{/*

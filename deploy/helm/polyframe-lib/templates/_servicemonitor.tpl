@@ -1,6 +1,7 @@
 {{/*
-Prometheus Operator ServiceMonitor (serviceMonitor.enabled): /metrics of the web Service on port
-`http` (component "web"), or of the outbox dispatcher's headless Service on port `metrics`
+Prometheus Operator ServiceMonitor (serviceMonitor.enabled): /metrics of the web Service
+(component "web") on port `metrics` where gunicorn's master serves it (legacy-flask, admin-django),
+else `http` (users-fastapi); or of the outbox dispatcher's headless Service on port `metrics`
 (component "outbox").
 Usage: include "polyframe-lib.serviceMonitor" (dict "ctx" $ "component" "web")
 */}}
@@ -22,7 +23,7 @@ spec:
     matchLabels:
       {{- include "polyframe-lib.selectorLabels" . | nindent 6 }}
   endpoints:
-    - port: {{ ternary "http" "metrics" $web }}
+    - port: {{ ternary (include "polyframe-lib.webMetricsPortName" $ctx) "metrics" $web }}
       path: /metrics
       scheme: http
       interval: {{ $ctx.Values.serviceMonitor.interval }}
