@@ -160,6 +160,9 @@ class OutboxDispatcher:
         self.batch_size = batch_size
         self.max_backoff = max_backoff_seconds
         self.telemetry = telemetry if telemetry is not None and telemetry.enabled else None
+        if self.telemetry is not None:  # charted from 0, not from the first failure
+            for counter in (metrics.OUTBOX_DELIVERED, metrics.OUTBOX_FAILED):
+                counter.labels(*self.telemetry.labels)
 
     def _event(self, row: Any) -> dict[str, Any]:
         return {

@@ -37,6 +37,9 @@ DEFAULT_PORTS = {
     "admin-django": 8103,
     "users-outbox": 9464,
     "orders-outbox": 9465,
+    # gunicorn masters' merged metrics (see service_kit.gunicorn)
+    "legacy-flask-metrics": 9102,
+    "admin-django-metrics": 9103,
 }
 ME = "polyframe"
 
