@@ -969,3 +969,22 @@ def test_kit_middleware_put_back_in_front_of_opentelemetry_s() -> None:
     with override_settings(MIDDLEWARE=[otel, common]):  # a project without the kit's
         kit_django._kit_middleware_first()
         assert list(settings.MIDDLEWARE) == [otel, common]
+
+
+@pytest.mark.parametrize("url", ["/healthz", "/metrics"])
+def test_probes_and_scrapes_by_ip_pass_the_host_check(rf: RequestFactory, url: str) -> None:
+    """Kubelet and Prometheus come by pod IP, which ALLOWED_HOSTS does not list."""
+    with override_settings(
+        ROOT_URLCONF=TelemetryUrls,
+        ALLOWED_HOSTS=["testserver"],
+        MIDDLEWARE=[
+            "service_kit.django.RequestContextMiddleware",
+            "django.middleware.common.CommonMiddleware",  # the host check
+        ],
+        DEBUG=False,
+    ):
+        handler = BaseHandler()
+        handler.load_middleware()
+        assert handler.get_response(rf.get(url, HTTP_HOST="10.42.0.17:8103")).status_code == 200
+        refused = handler.get_response(rf.get("/api/things/1", HTTP_HOST="10.42.0.17:8103"))
+    assert problem_body(refused, 400)

@@ -4,9 +4,9 @@ The real-server tests start ``python -m gunicorn`` with the kit's :func:`setting
 :class:`ThreadWorker` (2 workers x 2 threads, a multiprocess folder, a free port on
 127.0.0.1) serving a tiny WSGI app written here, which records its requests into the
 catalogue the way the adapters do and answers with the pid of the worker that served it.
-While every thread is busy, a scrape would wait for a thread like any other request, so
-the in-flight state is read from the workers' files with ``exposition()`` here: the same
-merge the ``/metrics`` route runs.
+While every thread is busy, a scrape of the app's own ``/metrics`` would wait for a thread
+like any other request; the master's ``/metrics`` (``<PREFIX>_METRICS_BIND``) answers
+from a thread of the master, so the in-flight state is read there.
 """
 
 from __future__ import annotations
@@ -164,6 +164,17 @@ CONF = textwrap.dedent(
 )
 
 
+STALE_RUN = textwrap.dedent(
+    """
+    from service_kit import metrics
+
+    requests = metrics.HTTP_SERVER_DURATION.labels("gunicorn-test", "wsgi", "GET", "/fast", "200")
+    for _ in range(1000):
+        requests.observe(0.01)
+    """
+)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -175,12 +186,15 @@ def free_port() -> int:
 class Server:
     process: subprocess.Popen[bytes]
     port: int
+    metrics_port: int
     multiproc: Path
     signals: Path
     log: Path
 
-    def get(self, path: str, timeout: float = PATIENCE) -> tuple[int, dict[str, str], bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+    def get(
+        self, path: str, timeout: float = PATIENCE, *, port: int | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
         try:
             connection.request("GET", path, headers={"Connection": "close"})
             response = connection.getresponse()
@@ -194,11 +208,11 @@ class Server:
         assert status == 200
         return int(headers["X-Worker"]), parse(body)
 
-    def files(self, monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
-        """The workers' files merged here, as a scrape merges them (no thread needed)."""
-        with monkeypatch.context() as patched:
-            patched.setenv(metrics.MULTIPROC_ENV, str(self.multiproc))
-            return parse(metrics.exposition(None)[0])
+    def master(self) -> dict[str, float]:
+        """The master's ``/metrics``: every worker's samples, no worker thread needed."""
+        status, _, body = self.get("/metrics", port=self.metrics_port)
+        assert status == 200
+        return parse(body)
 
     def workers(self) -> set[int]:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
@@ -234,14 +248,14 @@ def wait_for(condition: Callable[[], bool], what: str, server: Server) -> None:
         time.sleep(0.05)
 
 
-def busy_settles_at(server: Server, monkeypatch: pytest.MonkeyPatch, expected: float) -> None:
-    """Busy threads, read from the files, become ``expected``: a thread that has sent its
-    response still counts itself busy for a moment, until its handler returns."""
-    wait_for(
-        lambda: server.files(monkeypatch).get("polyframe_worker_threads_busy{}", 0) == expected,
-        f"{expected} busy threads",
-        server,
-    )
+def busy(server: Server) -> float:
+    return server.master().get("polyframe_worker_threads_busy{}", 0)
+
+
+def busy_settles_at(server: Server, expected: float) -> None:
+    """Busy threads become ``expected``: a thread that has sent its response still
+    counts itself busy for a moment, until its handler returns."""
+    wait_for(lambda: busy(server) == expected, f"{expected} busy threads", server)
 
 
 def threads_available(server: Server) -> float:
@@ -259,18 +273,31 @@ def server(tmp_path: Path) -> Iterator[Server]:
     signals = tmp_path / "signals"
     multiproc.mkdir()
     signals.mkdir()
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KITTEST_"))}
     env.update(
         {
             metrics.MULTIPROC_ENV: str(multiproc),
             "OTEL_TRACES_EXPORTER": "none",
             "KITTEST_BIND": f"127.0.0.1:{port}",
+            "KITTEST_METRICS_BIND": f"127.0.0.1:{metrics_port}",
             "KITTEST_LOG_LEVEL": "WARNING",
             "GUNICORN_TEST_SIGNALS": str(signals),
             "PYTHONPATH": str(tmp_path),
         }
     )
+    # Files of an earlier run in the folder (a restarted container keeps its emptyDir):
+    # requests that this server never served.
+    stale = subprocess.run(
+        [sys.executable, "-c", STALE_RUN],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        check=True,
+    )
+    stale_files = sorted(multiproc.iterdir())
+    assert stale_files, stale.stderr
     log = tmp_path / "gunicorn.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -280,10 +307,12 @@ def server(tmp_path: Path) -> Iterator[Server]:
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    running = Server(process, port, multiproc, signals, log)
+    running = Server(process, port, metrics_port, multiproc, signals, log)
     try:
         # Both workers loaded the app and reported their threads (post_worker_init).
         wait_for(lambda: threads_available(running) == 4, "2 workers x 2 threads", running)
+        # The master emptied the folder before its workers started (on_starting).
+        assert not any(path.exists() for path in stale_files)
         yield running
     finally:
         (signals / "release").touch()
@@ -325,27 +354,22 @@ def route_count(samples: dict[str, float], route: str) -> float:
     )
 
 
-def test_thread_pool_busy_capacity_and_queue_time(
-    server: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_thread_pool_busy_capacity_and_queue_time(server: Server) -> None:
     # Six requests of 0.8 s on four threads: at least two wait for a thread.
     connections = [send_raw(server.port, "/slow?ms=800") for _ in range(6)]
-    wait_for(
-        lambda: server.files(monkeypatch).get("polyframe_worker_threads_busy{}", 0) >= 1,
-        "busy threads",
-        server,
-    )
-    busy = server.files(monkeypatch)["polyframe_worker_threads_busy{}"]
-    assert 1 <= busy <= 4
+    wait_for(lambda: busy(server) >= 1, "busy threads on the master's /metrics", server)
+    during = server.master()
+    assert 1 <= during["polyframe_worker_threads_busy{}"] <= 4
+    assert during["polyframe_worker_threads{}"] == 4
     answers = [read_raw(connection) for connection in connections]
     assert all(status == 200 for status, _ in answers)
-    busy_settles_at(server, monkeypatch, 0)
+    busy_settles_at(server, 0)
 
-    _, samples = server.scrape()
+    _, samples = server.scrape()  # through a worker: its own thread is busy meanwhile
     assert samples["polyframe_worker_threads{}"] == 4
-    assert samples["polyframe_worker_threads_busy{}"] >= 1  # the thread serving this scrape
-    busy_settles_at(server, monkeypatch, 0)
+    assert samples["polyframe_worker_threads_busy{}"] >= 1
     assert route_count(samples, "/slow") == 6
+    assert route_count(server.master(), "/slow") == 6
     queue_count = samples["polyframe_request_queue_duration_seconds_count{}"]
     assert queue_count >= 6  # every request handled by a thread (scrapes too) waited once
     waited = queue_count - samples["polyframe_request_queue_duration_seconds_bucket{le=0.25}"]
@@ -370,9 +394,7 @@ def test_every_request_counted_once_whichever_worker_served_it(server: Server) -
     assert by_worker <= server.workers()
 
 
-def test_a_killed_worker_leaves_no_busy_gauge_and_keeps_its_counters(
-    server: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_killed_worker_leaves_no_busy_gauge_and_keeps_its_counters(server: Server) -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         served = [int(body) for _, _, body in pool.map(lambda _: server.get("/fast"), range(12))]
     _, before = server.scrape()
@@ -384,7 +406,7 @@ def test_a_killed_worker_leaves_no_busy_gauge_and_keeps_its_counters(
     (started,) = server.signals.glob(f"started-*-{name}")
     victim = int(started.name.split("-")[1])
     assert victim in server.workers()
-    busy_settles_at(server, monkeypatch, 1)  # the held request's thread, and no other
+    busy_settles_at(server, 1)  # the held request's thread, and no other
     assert (server.multiproc / f"gauge_livesum_{victim}.db").exists()
 
     os.kill(victim, signal.SIGKILL)
@@ -403,9 +425,9 @@ def test_a_killed_worker_leaves_no_busy_gauge_and_keeps_its_counters(
     # The master replaced it: capacity is back, and the dead worker's busy thread is gone.
     wait_for(lambda: threads_available(server) == 4, "the replacement worker", server)
     assert victim not in server.workers()
-    busy_settles_at(server, monkeypatch, 0)
-    _, after = server.scrape()
-    assert after["polyframe_worker_threads_busy{}"] >= 1  # the thread serving this scrape
+    busy_settles_at(server, 0)
+    after = server.master()
+    assert after["polyframe_worker_threads{}"] == 4
     # Counters did not go backwards: the dead worker's requests are still counted.
     assert route_count(after, "/fast") == 12
     if victim in served:

@@ -487,3 +487,9 @@ def test_gc_callback_never_deadlocks_recording_threads(multiproc_dir: Path) -> N
     assert collections['python_gc_collections_total{"generation": "2"}'] >= 1
     pauses = samples['python_gc_pause_seconds_count{"generation": "0"}']
     assert pauses == collections['python_gc_collections_total{"generation": "0"}']
+
+
+def test_serve_merged_needs_multiprocess_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    with pytest.raises(ValueError, match=MULTIPROC_ENV):
+        metrics.serve_merged("127.0.0.1:0")

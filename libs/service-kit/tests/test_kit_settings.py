@@ -274,3 +274,46 @@ def test_field_error_does_not_echo_the_input(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ValidationError, match="trusted_services") as caught:
         DemoSettings()
     assert "django-0c4d" not in str(caught.value)
+
+
+# --- observability switches -------------------------------------------------------------------
+
+
+def test_drills_refused_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_API_SECRET", "s3cr3t-value-9f2c")
+    monkeypatch.setenv("DEMO_DRILLS", "true")
+    with pytest.raises(ValueError, match="DEMO_DRILLS must stay off in production"):
+        DemoSettings()
+
+
+@pytest.mark.parametrize("environment", ["development", "test"])
+def test_drills_allowed_outside_production(
+    monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
+    monkeypatch.setenv("DEMO_ENVIRONMENT", environment)
+    monkeypatch.setenv("DEMO_API_SECRET", "s3cr3t-value-9f2c")
+    monkeypatch.setenv("DEMO_DRILLS", "true")
+    assert DemoSettings().drills is True
+
+
+def test_observability_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_ENVIRONMENT", "test")
+    monkeypatch.setenv("DEMO_API_SECRET", "s3cr3t-value-9f2c")
+    settings = DemoSettings()
+    assert settings.drills is False
+    assert settings.instrumentation is True
+    assert settings.db_repeated_query_threshold == 10
+
+
+@pytest.mark.parametrize(("value", "accepted"), [("1", False), ("2", True), ("10001", False)])
+def test_repeated_query_threshold_bounds(
+    monkeypatch: pytest.MonkeyPatch, value: str, accepted: bool
+) -> None:
+    monkeypatch.setenv("DEMO_ENVIRONMENT", "test")
+    monkeypatch.setenv("DEMO_API_SECRET", "s3cr3t-value-9f2c")
+    monkeypatch.setenv("DEMO_DB_REPEATED_QUERY_THRESHOLD", value)
+    if accepted:
+        assert DemoSettings().db_repeated_query_threshold == int(value)
+    else:
+        with pytest.raises(ValueError, match="db_repeated_query_threshold"):
+            DemoSettings()

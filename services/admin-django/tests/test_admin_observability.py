@@ -169,6 +169,13 @@ def test_a_disallowed_host_under_api_still_gets_a_problem(
     assert "evil.example" not in response.content.decode()
 
 
+@pytest.mark.parametrize("url", ["/healthz", "/metrics"])
+def test_probes_and_scrapes_by_pod_ip_are_answered(url: str) -> None:
+    response = Client().get(url, HTTP_HOST="10.42.0.17:8103")
+    assert response.status_code == 200
+    assert response["X-Request-ID"]
+
+
 # --- route labels ------------------------------------------------------------------------------
 
 
