@@ -3,6 +3,10 @@
 Counted: every long-running pod of the umbrella chart's defaults (replicas x containers),
 the in-cluster PostgreSQL included. Hooks that come and go (migration Jobs, one at a time,
 and `helm test` pods) are reported separately. docs/kubernetes.md states the same totals.
+
+The kind values run two web replicas of each service (with a PodDisruptionBudget) for the
+e2e suite's pod-loss check: they request more, within 1.5 GiB (Docker gets about 3 GB on a
+laptop, docs/kubernetes.md), and docs/kubernetes.md states their totals too.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUDGET_MIB = 1024
+KIND_BUDGET_MIB = 1536
 
 
 def _mib(quantity: str) -> float:
@@ -45,16 +52,26 @@ def test_the_defaults_request_less_than_one_gibibyte(render_case: Any) -> None:
     assert cpu <= 1000, f"{cpu:g}m CPU requested"
 
 
-def test_the_kind_values_stay_within_the_budget(render_case: Any) -> None:
-    _cpu, memory = requests_of(render_case("polyframe", "kind"))
-    assert memory <= BUDGET_MIB
+def test_the_kind_values_stay_within_their_budget(render_case: Any) -> None:
+    cpu, memory = requests_of(render_case("polyframe", "kind"))
+    assert memory <= KIND_BUDGET_MIB, f"{memory:g} MiB requested"
+    assert cpu <= 1000, f"{cpu:g}m CPU requested"
 
 
-def test_the_documented_totals_are_the_rendered_ones(render_case: Any) -> None:
-    cpu, memory = requests_of(render_case("polyframe", "default"))
+@pytest.mark.parametrize(
+    ("case", "sentence"),
+    [
+        ("default", r"Total requests of the defaults: \*\*(\d+)m CPU, (\d+) MiB memory\*\*"),
+        ("kind", r"the kind values request \*\*(\d+)m CPU, (\d+) MiB memory\*\*"),
+    ],
+)
+def test_the_documented_totals_are_the_rendered_ones(
+    render_case: Any, case: str, sentence: str
+) -> None:
+    cpu, memory = requests_of(render_case("polyframe", case))
     docs = (REPO_ROOT / "docs" / "kubernetes.md").read_text()
-    match = re.search(r"Total requests of the defaults: \*\*(\d+)m CPU, (\d+) MiB memory\*\*", docs)
-    assert match, "docs/kubernetes.md does not state the total requests"
+    match = re.search(sentence, docs)
+    assert match, f"docs/kubernetes.md does not state the total requests of the {case} values"
     assert (int(match.group(1)), int(match.group(2))) == (round(cpu), round(memory))
 
 

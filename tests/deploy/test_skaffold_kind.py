@@ -220,6 +220,11 @@ def _make_targets() -> dict[str, tuple[str, str]]:
     return targets
 
 
+def _release() -> dict[str, Any]:
+    (release,) = yaml.safe_load(SKAFFOLD.read_text())["deploy"]["helm"]["releases"]
+    return release  # type: ignore[no-any-return]
+
+
 def test_make_targets_exist_with_help() -> None:
     targets = _make_targets()
     for target in ("kind-up", "kind-e2e", "kind-down", "test-deploy"):
@@ -258,7 +263,8 @@ def test_make_targets_do_what_the_docs_say() -> None:
         variable = f"E2E_STAFF_{group.upper().replace('-', '_')}"
         assert f'{variable}="$$(secret polyframe-admin-django-demo-staff {group})"' in e2e
     assert "skaffold verify --profile kind" in e2e
-    assert "helm test polyframe" in e2e
+    assert "helm test $(KIND_RELEASE)" in e2e
+    assert _make_variable("KIND_RELEASE") == _release()["name"]
     assert "kind delete cluster --name $(KIND_CLUSTER)" in _recipe("kind-down")
     assert _recipe("test-deploy").strip() == "@$(PYTEST) tests/deploy"
     cluster = yaml.safe_load((KIND_DIR / "cluster.yaml").read_text())
@@ -286,3 +292,147 @@ def test_the_workflow_runs_the_make_targets_on_pull_requests() -> None:
         s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/setup-python@")
     ]
     assert setup_python[0]["with"]["python-version-file"] == ".python-version"
+
+
+# -- tests/e2e in cluster mode (tests/e2e/polyframe_e2e_cluster.py) ------------------------------
+
+E2E_PLUGIN = REPO_ROOT / "tests" / "e2e" / "polyframe_e2e_cluster.py"
+
+
+def _plugin_constant(name: str) -> Any:
+    """A constant of the e2e cluster plugin, read from its source (it is not importable here)."""
+    import ast
+
+    for node in ast.parse(E2E_PLUGIN.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{E2E_PLUGIN.name} has no {name}")
+
+
+def _rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_the_e2e_runner_may_do_exactly_what_the_cluster_plugin_needs(render_case: Any) -> None:
+    """The Role the kind values create grants what the plugin declares it asks (RBAC_RULES;
+    its tests' fake API refuses anything else), nothing more: read-only, and delete on pods."""
+    rendered = render_case("polyframe", "kind")
+    (role,) = rendered.of_kind("Role")
+    needed = {
+        (group, resource, verb)
+        for group, resources, verbs in _plugin_constant("RBAC_RULES")
+        for resource in resources
+        for verb in verbs
+    }
+    assert _rules(role.obj) == needed
+    writes = {rule for rule in needed if rule[2] not in ("get", "list", "watch")}
+    assert writes == {("", "pods", "delete")}
+    (account,) = [m for m in rendered.of_kind("ServiceAccount") if m.name == "polyframe-e2e"]
+    (binding,) = rendered.of_kind("RoleBinding")
+    assert binding.obj["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.name,
+    }  # fmt: skip
+    assert binding.obj["subjects"] == [
+        {"kind": "ServiceAccount", "name": account.name, "namespace": "polyframe-under-test"}
+    ]
+    assert account.obj["automountServiceAccountToken"] is False  # only the Job mounts it
+
+
+def test_the_e2e_runner_is_off_by_default_and_pod_deletion_can_be_withheld(render: Any) -> None:
+    default = render("polyframe", {})
+    assert not default.of_kind("Role")
+    assert not default.of_kind("RoleBinding")
+    assert "polyframe-e2e" not in {m.name for m in default.of_kind("ServiceAccount")}
+    read_only = render("polyframe", {"e2eRunner": {"enabled": True, "podDeletion": False}})
+    (role,) = read_only.of_kind("Role")
+    assert {verb for _g, _r, verb in _rules(role.obj)} == {"get", "list", "watch"}
+
+
+def test_the_verify_job_runs_as_the_e2e_runner_in_cluster_mode(
+    skaffold: dict[str, Any], render_case: Any
+) -> None:
+    job = yaml.safe_load((KIND_DIR / "verify-job.yaml").read_text())
+    spec = job["spec"]["template"]["spec"]
+    accounts = {m.name for m in render_case("polyframe", "kind").of_kind("ServiceAccount")}
+    assert spec["serviceAccountName"] in accounts
+    assert spec["serviceAccountName"] == f"{_release()['name']}-e2e"
+    assert spec["automountServiceAccountToken"] is True  # the in-cluster credentials
+    (verify,) = skaffold["verify"]
+    env = {e["name"]: e["value"] for e in verify["container"]["env"]}
+    script = " ".join(verify["container"]["args"])
+    assert "E2E_KUBE_CONTEXT=in-cluster" in script
+    assert 'E2E_KUBE_NAMESPACE="$E2E_CLUSTER_NAMESPACE"' in script
+    assert 'E2E_HELM_RELEASE="$E2E_CLUSTER_RELEASE"' in script
+    assert "E2E_DIAGNOSTICS_DIR=/tmp/" in script  # the image's root file system is not /tmp
+    assert env["E2E_CLUSTER_NAMESPACE"] == _release()["namespace"] == job["metadata"]["namespace"]
+    assert env["E2E_CLUSTER_RELEASE"] == _release()["name"]
+
+
+def test_make_kind_e2e_runs_the_suite_in_cluster_mode_after_helm_test() -> None:
+    e2e = _recipe("kind-e2e")
+    for variable, value in (
+        ("E2E_BASE_URL", "$(KIND_INGRESS_URL)"),
+        ("E2E_KUBE_CONTEXT", "$(KIND_CONTEXT)"),
+        ("E2E_KUBE_NAMESPACE", "$(KIND_NAMESPACE)"),
+        ("E2E_HELM_RELEASE", "$(KIND_RELEASE)"),
+        ("E2E_DIAGNOSTICS_DIR", "$(KIND_DIAGNOSTICS_DIR)"),
+    ):
+        assert f"{variable}={value}" in e2e, variable
+    # The plugin reads exactly these (and nothing else names the cluster).
+    for variable in ("E2E_KUBE_CONTEXT", "E2E_KUBE_NAMESPACE", "E2E_HELM_RELEASE"):
+        assert f'"{variable}"' in E2E_PLUGIN.read_text(), variable
+    # helm test runs first: the suite checks its Pods succeeded.
+    assert e2e.index("helm test") < e2e.index("$(PYTEST) tests/e2e")
+    assert _make_variable("KIND_CONTEXT") == "kind-$(KIND_CLUSTER)"
+    assert _make_variable("KIND_NAMESPACE") == _release()["namespace"]
+    # skaffold's verify Job sets its own cluster mode: the host's context is not passed on.
+    assert "env -u E2E_BASE_URL -u E2E_KUBE_CONTEXT skaffold verify" in e2e
+
+
+def test_the_workflow_uploads_what_the_suite_collects_on_failure() -> None:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    (job,) = workflow["jobs"].values()
+    (upload,) = [
+        s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@")
+    ]
+    assert upload["if"] == "failure()"
+    uploaded = Path(upload["with"]["path"])
+    diagnostics = Path(_make_variable("KIND_DIAGNOSTICS_DIR"))
+    assert diagnostics == uploaded or uploaded in diagnostics.parents
+    for step in job["steps"]:
+        if step.get("name") == "Diagnostics":
+            assert "test-artifacts/kind" in step["run"]
+            assert uploaded in (Path("test-artifacts/kind"), *Path("test-artifacts/kind").parents)
+
+
+def test_the_kind_values_give_every_service_two_replicas_and_a_disruption_budget(
+    render_case: Any,
+) -> None:
+    """What the pod-loss check needs (it skips, saying so, without them)."""
+    rendered = render_case("polyframe", "kind")
+    budgets = rendered.of_kind("PodDisruptionBudget")
+    for service in SERVICES:
+        (web,) = [
+            m
+            for m in rendered.of_kind("Deployment")
+            if m.labels["app.kubernetes.io/name"] == service
+            and m.labels["app.kubernetes.io/component"] == "web"
+        ]
+        assert web.obj["spec"]["replicas"] == 2, service
+        # maxUnavailable 0: the rolling update never takes the second replica away either.
+        assert web.obj["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        labels = web.obj["spec"]["template"]["metadata"]["labels"]
+        (budget,) = [
+            b
+            for b in budgets
+            if all(labels.get(k) == v for k, v in b.obj["spec"]["selector"]["matchLabels"].items())
+        ]
+        assert budget.obj["spec"]["maxUnavailable"] == 1, service

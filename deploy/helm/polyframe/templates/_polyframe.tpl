@@ -68,3 +68,8 @@ helm.sh/hook-delete-policy: before-hook-creation
 {{- define "polyframe.fileId" -}}
 {{- regexReplaceAll "[^a-z0-9-]+" (base . | trimSuffix (ext .) | lower) "-" | trimAll "-" -}}
 {{- end -}}
+
+{{/* The ServiceAccount (and Role, RoleBinding) of tests/e2e running in the cluster (e2eRunner). */}}
+{{- define "polyframe.e2eRunner.name" -}}
+{{- printf "%s-e2e" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
