@@ -2,9 +2,9 @@
 
 No cluster exists here. The fake API below stands in for a cluster's API server: a small
 HTTP server on 127.0.0.1, started by these tests, that answers what the official
-``kubernetes`` client asks with object shapes a real API server returned (kube_api_shapes/),
-filters lists by label selector as the API server does, and refuses (403, as RBAC would)
-every request the e2e runner's Role does not grant. The plugin runs unchanged through the
+``kubernetes`` client asks with objects in the shapes a real API server returns
+(kube_api_shapes/, see its README), filters lists by label selector as the API server does,
+and refuses (403, as RBAC would) every request the e2e runner's Role does not grant. The plugin runs unchanged through the
 real client, configured with the fake's host or with a kubeconfig naming it: rollout waiting
 (ready, progressing then ready, stuck), the live checks, diagnostics collection, and the
 skip reasons outside a cluster. Nothing here starts the local platform.
