@@ -114,7 +114,7 @@ class _Meter:
 
 def _instrument(http: httpx.Client | httpx.AsyncClient, telemetry: Telemetry | None) -> None:
     """Client spans (and the trace header) from OpenTelemetry's httpx instrumentation."""
-    if telemetry is not None and telemetry.enabled:
+    if telemetry is not None and telemetry.tracing:
         HTTPXClientInstrumentor.instrument_client(http, tracer_provider=tracer_provider())
 
 

@@ -231,7 +231,7 @@ def instrument(settings: ServiceSettings) -> Telemetry:
     """
     global _telemetry
     _telemetry = for_service(settings, "django")
-    if _telemetry.enabled:
+    if _telemetry.tracing:
         DjangoInstrumentor().instrument(
             excluded_urls=UNTRACED_URLS,
             tracer_provider=tracer_provider(),

@@ -272,6 +272,7 @@ def install(
     if telemetry is not None and telemetry.enabled:
         monitor = LoopMonitor(telemetry)
         _wrap_lifespan(app, telemetry, monitor)
+    if telemetry is not None and telemetry.tracing:
         FastAPIInstrumentor.instrument_app(
             app,
             excluded_urls=UNTRACED_URLS,

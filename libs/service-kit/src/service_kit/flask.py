@@ -190,7 +190,7 @@ def install(
     hooks run before the kit's, so its span is current in them), the metrics of every
     request, and ``/metrics``.
     """
-    if telemetry is not None and telemetry.enabled:
+    if telemetry is not None and telemetry.tracing:
         FlaskInstrumentor().instrument_app(  # type: ignore[no-untyped-call]
             app, excluded_urls=UNTRACED_URLS, tracer_provider=tracer_provider()
         )

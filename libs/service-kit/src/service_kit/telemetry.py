@@ -9,10 +9,11 @@ It returns a :class:`Telemetry` the framework adapter records requests into.
 Tracing follows the standard ``OTEL_*`` variables: ``OTEL_SERVICE_NAME``
 (default: the service's name), ``OTEL_TRACES_SAMPLER``/``_ARG`` (default:
 parent-based, always on), and ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
-``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (OTLP over HTTP). Without an endpoint
-nothing is exported, and (unless a sampler is named) spans are not recorded at
-all: the trace context still flows, so logs, audit events and the next service
-still carry trace ids, at a fraction of the cost.
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (OTLP over HTTP). Without an endpoint (or an
+explicit ``OTEL_TRACES_SAMPLER``) there is no tracing at all: no span, no
+framework instrumentation, since nothing would collect them; the adapters still
+carry the incoming trace id (or make one) so logs, audit events and the next
+service keep it, at a fraction of the cost. Metrics do not depend on it.
 
 ``enabled=False`` (``<PREFIX>_INSTRUMENTATION=false``) turns all of it off —
 metrics, traces, probes — so a benchmark can measure what observability costs.
@@ -40,7 +41,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from service_kit import dbstats, metrics
 
@@ -83,6 +83,11 @@ class Telemetry:
 
     def __post_init__(self) -> None:
         self._labels = (self.service, self.framework)
+
+    @property
+    def tracing(self) -> bool:
+        """Are spans made in this process (an exporter, or a sampler, was configured)?"""
+        return self.enabled and _tracer_provider is not None
 
     @property
     def labels(self) -> tuple[str, str]:
@@ -202,7 +207,8 @@ def setup(
     if not enabled:
         return telemetry
     with _lock:
-        _start_tracing(service)
+        if _exporter_configured() or os.environ.get("OTEL_TRACES_SAMPLER"):
+            _start_tracing(service)
         _start_sampler(telemetry)
     metrics.BUILD_INFO.labels(
         service,
@@ -239,14 +245,8 @@ def _start_tracing(service: str) -> None:
     attributes: dict[str, Any] = {SERVICE_VERSION: _version(service)}
     if not os.environ.get("OTEL_SERVICE_NAME"):
         attributes[SERVICE_NAME] = service
-    exporting = _exporter_configured()
-    sampler = None
-    if not exporting and not os.environ.get("OTEL_TRACES_SAMPLER"):
-        # Nothing would read them: spans are not recorded (the trace context still is,
-        # so trace ids still reach logs, audit events and the next service).
-        sampler = ALWAYS_OFF
-    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
-    if exporting:
+    provider = TracerProvider(resource=Resource.create(attributes))
+    if _exporter_configured():
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
