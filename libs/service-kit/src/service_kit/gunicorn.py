@@ -68,13 +68,14 @@ def settings(
 
 
 def on_starting(_server: Any) -> None:
-    """Master side, before any worker exists: empty the multiprocess folder.
+    """Master side, before any worker exists: make the multiprocess folder, or empty it.
 
     Files of an earlier run (a restarted container keeps its emptyDir) would add old
     samples, and could name a pid that a new process has again.
     """
     path = metrics.multiprocess_dir()
     if path:
+        Path(path).mkdir(parents=True, exist_ok=True)  # a fresh emptyDir has no subfolder
         for stale in Path(path).glob("*.db"):
             stale.unlink(missing_ok=True)
 
