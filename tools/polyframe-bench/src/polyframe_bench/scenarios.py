@@ -101,53 +101,71 @@ def service_scenarios(on: Platform, off: Platform, *, quick: bool) -> list[Scena
     if quick:
         return [s for s in scenarios if s.via == "direct"]
 
-    def write(
-        name: str,
-        service: str,
-        build: Callable[[], Target],
-        connections: int,
-        kind: str = "write",
-    ) -> None:
-        scenarios.append(Scenario(name, service, kind, "direct", True, connections, build))
-
-    write(
-        "users-fastapi write (register) direct instr-on",
-        "users-fastapi",
-        lambda: Target(
-            on.service("users-fastapi") + "/api/users/register",
-            on.server_pid("users-fastapi"),
-            method="POST",
-            unique="register",
-        ),
-        16,
-    )
-    write(
-        "admin-django write (audit event) direct instr-on",
-        "admin-django",
-        lambda: Target(
-            on.service("admin-django") + "/api/audit/events",
-            on.server_pid("admin-django"),
-            method="POST",
-            auth=_basic(on, "users-fastapi"),
-            unique="audit",
-        ),
-        READ_CONNECTIONS,
-    )
     order = '{"currency":"EUR","items":[{"sku":"BENCH-1","quantity":1,"unit_price_cents":100}]}'
-    for connections in (50, 200):
-        write(
-            f"legacy-flask create order (calls users) ingress c{connections} instr-on",
-            "legacy-flask",
-            lambda: Target(
-                on.ingress + "/api/orders",
-                on.server_pid("legacy-flask"),
+    # Writes go to both platforms alike, so that both hold the same amount of data when
+    # their reads are compared (and what instrumentation costs a write is measured too).
+    for platform, instrumented in ((on, True), (off, False)):
+        flag = "on" if instrumented else "off"
+
+        def register(platform: Platform = platform) -> Target:
+            return Target(
+                platform.service("users-fastapi") + "/api/users/register",
+                platform.server_pid("users-fastapi"),
                 method="POST",
-                auth=on.bearer(),
-                body=order,
+                unique="register",
+            )
+
+        def audit(platform: Platform = platform) -> Target:
+            return Target(
+                platform.service("admin-django") + "/api/audit/events",
+                platform.server_pid("admin-django"),
+                method="POST",
+                auth=_basic(platform, "users-fastapi"),
+                unique="audit",
+            )
+
+        scenarios += [
+            Scenario(
+                f"users-fastapi write (register) direct instr-{flag}",
+                "users-fastapi",
+                "write",
+                "direct",
+                instrumented,
+                16,
+                register,
             ),
-            connections,
-            kind="io",
-        )
+            Scenario(
+                f"admin-django write (audit event) direct instr-{flag}",
+                "admin-django",
+                "write",
+                "direct",
+                instrumented,
+                READ_CONNECTIONS,
+                audit,
+            ),
+        ]
+        for connections in (50, 200) if instrumented else (50,):
+
+            def create(platform: Platform = platform) -> Target:
+                return Target(
+                    platform.ingress + "/api/orders",
+                    platform.server_pid("legacy-flask"),
+                    method="POST",
+                    auth=platform.bearer(),
+                    body=order,
+                )
+
+            scenarios.append(
+                Scenario(
+                    f"legacy-flask create order (calls users) ingress c{connections} instr-{flag}",
+                    "legacy-flask",
+                    "io",
+                    "ingress",
+                    instrumented,
+                    connections,
+                    create,
+                )
+            )
     return scenarios
 
 

@@ -35,9 +35,10 @@ function request()
       '{"email":"bench-%s@example.com","password":"a long passphrase","full_name":"Bench"}', id)
   elseif unique == "audit" then
     payload = string.format(
-      '{"events":[{"id":"%s","occurred_at":"2026-01-01T00:00:00+00:00","service":"users-fastapi",'
+      '{"events":[{"id":"%s","occurred_at":"%s","service":"users-fastapi",'
       .. '"actor":{"type":"service","id":"users-fastapi"},"action":"bench.write",'
-      .. '"subject":{"type":"bench","id":"%s"},"payload":{}}]}', uuid(), nonce)
+      .. '"subject":{"type":"bench","id":"%s"},"payload":{}}]}',
+      uuid(), os.date("!%Y-%m-%dT%H:%M:%S+00:00"), nonce)
   end
   return wrk.format(method, nil, headers, payload)
 end
