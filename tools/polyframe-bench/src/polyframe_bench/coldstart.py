@@ -33,6 +33,7 @@ def service(platform: Platform, name: str, workers: int, scratch: Path) -> float
         ports=ports,
         workers=workers,
         instrumentation="--no-instrumentation" not in platform.options,
+        postgres=platform.option("--postgres"),
     )
     env = spec.server_env(context)
     if "PROMETHEUS_MULTIPROC_DIR" in env:  # never the running server's own folder

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from polyframe_bench.servers import BareServer
+from polyframe_dev.services import SERVICES, drop_postgres_databases
 
 READY_TIMEOUT = 180.0
 
@@ -109,6 +110,14 @@ class Platform:
     def stop(self) -> None:
         if self.process is not None:
             stop(self.process, signal.SIGINT, timeout=60)
+        server = self.option("--postgres")
+        if server and self.ready:  # its databases were made for this run only
+            drop_postgres_databases(server, Path(self.ready["data_dir"]), SERVICES)
+
+    def option(self, name: str) -> str | None:
+        """The value given to ``polyframe-dev up`` option ``name`` (None if not given)."""
+        options = list(self.options)
+        return options[options.index(name) + 1] if name in options else None
 
     @property
     def ingress(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +60,18 @@ def postgres_database_url(server: str, database: str, driver: str) -> str:
 
     url = make_url(server).set(drivername=driver, database=database)
     return url.render_as_string(hide_password=False)
+
+
+def drop_postgres_databases(server: str, data_dir: Path, services: Iterable[str]) -> None:
+    """Drop the databases ``--postgres`` made for the platform of ``data_dir`` (tests, bench)."""
+    import psycopg
+
+    admin = postgres_database_url(server, "postgres", "postgresql")
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as connection:
+        for service in services:
+            connection.execute(
+                f'DROP DATABASE IF EXISTS "{database_name(data_dir, service)}" WITH (FORCE)'
+            )
 
 
 def ensure_postgres_databases(ctx: Context, services: list[str]) -> list[str]:
