@@ -4,8 +4,9 @@ No cluster exists here. The fake API below stands in for a cluster's API server:
 HTTP server on 127.0.0.1, started by these tests, that answers what the official
 ``kubernetes`` client asks with objects in the shapes a real API server returns
 (kube_api_shapes/, see its README), filters lists by label selector as the API server does,
-and refuses (403, as RBAC would) every request the e2e runner's Role does not grant. The plugin runs unchanged through the
-real client, configured with the fake's host or with a kubeconfig naming it: rollout waiting
+and refuses (403, as RBAC would) every request the e2e runner's Role does not grant. The
+plugin runs unchanged through the real client, configured with the fake's host or with a
+kubeconfig naming it: rollout waiting
 (ready, progressing then ready, stuck), the live checks, diagnostics collection, and the
 skip reasons outside a cluster. Nothing here starts the local platform.
 """
