@@ -369,9 +369,46 @@ async def test_streamed_body_too_large(client: httpx.AsyncClient, path: str) -> 
 
 
 async def test_streamed_body_within_limit(client: httpx.AsyncClient) -> None:
-    response = await client.put("/raw", content=chunks(MAX_BODY))
+    response = await client.put(
+        "/raw", content=chunks(MAX_BODY), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 200
     assert response.json() == {"received": MAX_BODY}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "named"),
+    [
+        ("text/plain", "text/plain"),
+        ("application/x-www-form-urlencoded", "application/x-www-form-urlencoded"),
+        ("text/json; charset=utf-8", "text/json"),
+        (None, "none"),
+    ],
+)
+async def test_a_body_that_is_not_json_is_415(
+    client: httpx.AsyncClient, content_type: str | None, named: str
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await client.post("/items", content=b'{"name": "x"}', headers=headers)
+    body = assert_problem(response, 415)
+    assert body["detail"] == f"Send the body as application/json, not {named}"
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/merge-patch+json"])
+async def test_json_media_types_are_accepted(client: httpx.AsyncClient, content_type: str) -> None:
+    response = await client.put(
+        "/raw", content=b"{}", headers={"Content-Type": f"{content_type}; charset=utf-8"}
+    )
+    assert response.status_code == 200
+
+
+async def test_responses_carry_the_security_headers(client: httpx.AsyncClient) -> None:
+    problem = await client.get("/nowhere")
+    assert problem.headers["x-content-type-options"] == "nosniff"
+    assert problem.headers["x-frame-options"] == "DENY"
+    assert problem.headers["referrer-policy"] == "no-referrer"
+    assert problem.headers["cache-control"] == "no-store"
+    assert problem.headers["content-security-policy"].startswith("default-src 'none'")
 
 
 # --- request ids ----------------------------------------------------------------------

@@ -106,9 +106,9 @@ async def test_block_loop_drill_is_counted_under_its_route(
     before = value("polyframe_event_loop_blocks_total", http_route=DRILL)
     # Well past the monitor's 150 ms detection bound, so that its watchdog thread gets to
     # look even on a busy machine.
-    response = await drills.post(DRILL, params={"ms": 600})
+    response = await drills.post(DRILL, params={"ms": 1000})
     assert response.status_code == 200
-    assert response.json() == {"blocked_ms": 600}
+    assert response.json() == {"blocked_ms": 1000}
     deadline = time.monotonic() + PATIENCE
     while value("polyframe_event_loop_blocks_total", http_route=DRILL) == before:
         blocks = {
@@ -117,7 +117,8 @@ async def test_block_loop_drill_is_counted_under_its_route(
         }
         assert time.monotonic() < deadline, f"the drill was never named: {blocks}"
         await asyncio.sleep(0.01)
-    assert value("polyframe_event_loop_blocks_total", http_route=DRILL) == before + 1
+    # Once, or more on a starved machine (a stall right after the block joins it).
+    assert value("polyframe_event_loop_blocks_total", http_route=DRILL) >= before + 1
     count = value(
         "http_server_request_duration_seconds_count",
         http_route=DRILL,

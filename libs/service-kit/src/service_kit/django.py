@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from opentelemetry import trace
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from service_kit import dbstats, health, metrics
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from service_kit.headers import missing as security_headers
 from service_kit.metrics import UNMATCHED_ROUTE
 from service_kit.problems import (
     KEPT_ERROR_HEADERS,
@@ -35,6 +36,7 @@ from service_kit.problems import (
     FieldError,
     Problem,
     ProblemError,
+    database_unavailable,
     internal_error,
     malformed_body,
     unsupported_media_type,
@@ -139,6 +141,10 @@ class RequestContextMiddleware:
             if request.path.startswith(API_PREFIX) and response.status_code >= 400:
                 response = self._as_problem(request, response)
             response[REQUEST_ID_HEADER] = request_id
+            for name, value in security_headers(
+                response.get("Content-Type"), response.headers.keys()
+            ).items():
+                response[name] = value
             access_log.info(
                 "request",
                 extra={
@@ -181,6 +187,9 @@ class RequestContextMiddleware:
                 "dependency unavailable", extra={"peer": exc.peer, "reason": exc.reason}
             )
             return problem_response(exc.as_problem().problem, request)
+        if isinstance(exc, OperationalError | InterfaceError):  # the database is unreachable
+            error_log.warning("database unavailable", extra={"error": type(exc).__name__})
+            return problem_response(database_unavailable().problem, request)
         if isinstance(exc, RequestDataTooBig):
             return problem_response(
                 Problem(status=413, detail="The request body is too large"), request

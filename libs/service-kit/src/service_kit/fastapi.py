@@ -23,6 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service_kit import health, metrics
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from service_kit.headers import is_json
+from service_kit.headers import missing as security_headers
 from service_kit.loopmonitor import LoopMonitor
 from service_kit.metrics import OPERATIONAL_PATHS, UNMATCHED_ROUTE
 from service_kit.problems import (
@@ -30,8 +32,10 @@ from service_kit.problems import (
     FieldError,
     Problem,
     ProblemError,
+    database_unavailable,
     internal_error,
     malformed_body,
+    unsupported_media_type,
     validation_problem,
 )
 from service_kit.telemetry import UNTRACED_URLS, RequestState, Telemetry, flush, tracer_provider
@@ -101,10 +105,10 @@ class RequestContextMiddleware:
         received = 0
         sent = 0
 
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            status = 413
-            await self._send_problem(scope, send, request_id, _too_large(self.max_body_bytes))
+        refusal = self._refusal(scope, headers)
+        if refusal is not None:
+            status = refusal.status
+            sent = await self._send_problem(scope, send, request_id, refusal)
             self._finish(scope, state, status, started, received, sent)
             trace_id_var.reset(trace_token)
             request_id_var.reset(token)
@@ -125,9 +129,15 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
+                raw = list(message.get("headers", []))
+                content_type = next(
+                    (v.decode("latin-1") for k, v in raw if k.lower() == b"content-type"), None
+                )
+                extra = security_headers(content_type, (k.decode("latin-1") for k, _ in raw))
                 message["headers"] = [
-                    *message.get("headers", []),
+                    *raw,
                     (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
+                    *((k.lower().encode(), v.encode()) for k, v in extra.items()),
                 ]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
@@ -174,6 +184,20 @@ class RequestContextMiddleware:
                 response_bytes=sent,
             )
 
+    def _refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> Problem | None:
+        """A request refused before the app sees it: a body too large, or not JSON (415)."""
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            return _too_large(self.max_body_bytes)
+        has_body = (declared is not None and declared not in (b"", b"0")) or (
+            b"transfer-encoding" in headers
+        )
+        if scope["method"] in _BODY_METHODS and has_body:
+            content_type = headers.get(b"content-type", b"").decode("latin-1")
+            if not is_json(content_type):
+                return unsupported_media_type(content_type.split(";", 1)[0].strip() or None)
+        return None
+
     @staticmethod
     async def _send_problem(scope: Scope, send: Send, request_id: str, problem: Problem) -> int:
         problem.instance = problem.instance or scope["path"]
@@ -183,6 +207,10 @@ class RequestContextMiddleware:
             (b"content-length", str(len(body)).encode()),
             (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
             *((k.lower().encode(), v.encode()) for k, v in problem.headers.items()),
+            *(
+                (k.lower().encode(), v.encode())
+                for k, v in security_headers(PROBLEM_CONTENT_TYPE, problem.headers).items()
+            ),
         ]
         await send(
             {"type": "http.response.start", "status": problem.status, "headers": response_headers}
@@ -203,6 +231,17 @@ class RequestContextMiddleware:
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             },
         )
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    try:
+        from service_kit.sqla import UNAVAILABLE
+    except ImportError:  # a service without SQLAlchemy
+        return ()
+    return UNAVAILABLE
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def _too_large(limit: int) -> Problem:
@@ -249,6 +288,11 @@ async def _on_problem(request: Request, exc: Exception) -> ProblemResponse:
     return problem_response(exc.problem, request)
 
 
+async def _on_database_unavailable(request: Request, exc: Exception) -> ProblemResponse:
+    error_log.warning("database unavailable", extra={"error": type(exc).__name__})
+    return problem_response(database_unavailable().problem, request)
+
+
 async def _on_unavailable(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, ServiceUnavailableError)
     error_log.warning("dependency unavailable", extra={"peer": exc.peer, "reason": exc.reason})
@@ -268,6 +312,8 @@ def install(
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(ServiceUnavailableError, _on_unavailable)
+    for database_error in _database_errors():
+        app.add_exception_handler(database_error, _on_database_unavailable)
     monitor = None
     if telemetry is not None and telemetry.enabled:
         monitor = LoopMonitor(telemetry)

@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from service_kit import health, metrics
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from service_kit.headers import missing as security_headers
 from service_kit.metrics import OPERATIONAL_PATHS, UNMATCHED_ROUTE
 from service_kit.problems import (
     KEPT_ERROR_HEADERS,
@@ -29,6 +30,7 @@ from service_kit.problems import (
     FieldError,
     Problem,
     ProblemError,
+    database_unavailable,
     internal_error,
     malformed_body,
     unsupported_media_type,
@@ -113,6 +115,7 @@ def _after_request(response: Response) -> Response:
     request_id = g.get("kit_request_id")
     if request_id:
         response.headers[REQUEST_ID_HEADER] = request_id
+    response.headers.update(security_headers(response.content_type, response.headers.keys()))
     _finish(response.status_code, response.calculate_content_length())
     if request.path not in OPERATIONAL_PATHS:
         started = g.get("kit_started", time.perf_counter())
@@ -165,6 +168,11 @@ def _on_problem(exc: ProblemError) -> Response:
     return problem_response(exc.problem)
 
 
+def _on_database_unavailable(exc: Exception) -> Response:
+    error_log.warning("database unavailable", extra={"error": type(exc).__name__})
+    return problem_response(database_unavailable().problem)
+
+
 def _on_unavailable(exc: ServiceUnavailableError) -> Response:
     error_log.warning("dependency unavailable", extra={"peer": exc.peer, "reason": exc.reason})
     return problem_response(exc.as_problem().problem)
@@ -179,6 +187,14 @@ def _on_unhandled(exc: Exception) -> Response:
         extra={"method": request.method, "path": request.path},
     )
     return problem_response(internal_error())
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    try:
+        from service_kit.sqla import UNAVAILABLE
+    except ImportError:  # a service without SQLAlchemy
+        return ()
+    return UNAVAILABLE
 
 
 def install(
@@ -207,6 +223,8 @@ def install(
     app.register_error_handler(HTTPException, _on_http_error)
     app.register_error_handler(ProblemError, _on_problem)
     app.register_error_handler(ServiceUnavailableError, _on_unavailable)
+    for database_error in _database_errors():
+        app.register_error_handler(database_error, _on_database_unavailable)
     app.register_error_handler(Exception, _on_unhandled)
 
 

@@ -156,6 +156,11 @@ def dependency_unavailable(detail: str, retry_after: int = 2) -> ProblemError:
     )
 
 
+def database_unavailable() -> ProblemError:
+    """503 when the service's own database cannot be reached (it retries by itself)."""
+    return dependency_unavailable("The database is unavailable right now; try again shortly")
+
+
 def internal_error() -> Problem:
     """What a client sees of an unhandled exception: nothing of its internals."""
     return Problem(

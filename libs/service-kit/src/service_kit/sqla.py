@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import DateTime, Engine, Select, and_, event, or_
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.types import TypeDecorator
@@ -16,6 +17,14 @@ from sqlalchemy.types import TypeDecorator
 from service_kit import dbstats
 from service_kit.pagination import decode_cursor, encode_cursor
 from service_kit.telemetry import Telemetry
+
+#: What SQLAlchemy raises when the database cannot be used right now (down, unreachable,
+#: connection lost, pool exhausted): a 503 for the client, never a 500.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+)
 
 #: Seconds a SQLite writer waits for the lock before failing (the busy timeout).
 SQLITE_BUSY_SECONDS = 15
