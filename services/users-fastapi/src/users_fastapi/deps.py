@@ -8,7 +8,7 @@ open by omission.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -19,6 +19,7 @@ from service_kit.problems import forbidden, unauthenticated
 from service_kit.tokens import AccessClaims, InvalidTokenError
 from users_fastapi import accounts
 from users_fastapi.models import Role
+from users_fastapi.ratelimit import RateLimits
 from users_fastapi.security import KeyRing, Passwords
 from users_fastapi.settings import UsersSettings
 
@@ -32,6 +33,10 @@ class AppState:
     passwords: Passwords
     keys: KeyRing
     migration_heads: frozenset[str]
+    limits: RateLimits = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limits = RateLimits.from_settings(self.settings)
 
 
 # Dependencies are ``async def`` even when they never await: FastAPI runs a plain ``def``

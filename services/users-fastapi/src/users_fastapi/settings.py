@@ -49,6 +49,17 @@ class UsersSettings(ProducerSettings):
     #: Services that may act for a staff member (deactivate/reactivate users).
     acting_services: frozenset[str] = frozenset({"admin-django"})
     max_body_bytes: int = Field(default=65_536, ge=1_024)
+    #: Rate limits (``users_fastapi.ratelimit``; counters per worker process). Log-in
+    #: attempts and registrations per client address per ``ip_limit_window_seconds``.
+    login_limit_per_ip: int = Field(default=30, ge=1)
+    register_limit_per_ip: int = Field(default=10, ge=1)
+    ip_limit_window_seconds: float = Field(default=60, gt=0, le=86_400)
+    #: Failed log-ins per account (e-mail) per ``login_failure_window_seconds``; over it,
+    #: log-ins to that account are refused (429) until the window ends.
+    login_failure_limit: int = Field(default=5, ge=1)
+    login_failure_window_seconds: float = Field(default=900, gt=0, le=86_400)
+    #: Keys (addresses, accounts) each counter remembers at most (least recent dropped).
+    rate_limit_max_keys: int = Field(default=100_000, ge=1)
 
     @cached_property
     def signing_key(self) -> rsa.RSAPrivateKey:

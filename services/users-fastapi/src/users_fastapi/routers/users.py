@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from service_kit.outbox import Actor
 from service_kit.pagination import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
@@ -38,10 +38,13 @@ router = APIRouter(prefix=PREFIX, tags=["users"], responses=openapi_problem_resp
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
-    responses=openapi_problem_responses(409),
+    responses=openapi_problem_responses(409, 429),
     summary="Register an account (anonymous)",
 )
-async def register_user(body: UserCreate, session: SessionDep, state: StateDep) -> UserPublic:
+async def register_user(
+    body: UserCreate, session: SessionDep, state: StateDep, request: Request
+) -> UserPublic:
+    state.limits.check_register(request)
     user = await accounts.user_register(
         session, state.passwords, email=body.email, password=body.password, full_name=body.full_name
     )
@@ -51,16 +54,21 @@ async def register_user(body: UserCreate, session: SessionDep, state: StateDep) 
 
 @router.post(
     "/login",
-    responses=openapi_problem_responses(401),
+    responses=openapi_problem_responses(401, 429),
     summary="Exchange e-mail and password for an access token (anonymous)",
 )
-async def login_user(body: LoginRequest, session: SessionDep, state: StateDep) -> TokenResponse:
+async def login_user(
+    body: LoginRequest, session: SessionDep, state: StateDep, request: Request
+) -> TokenResponse:
+    state.limits.check_login(request, body.email)
     user = await accounts.user_authenticate(
         session, state.passwords, email=body.email, password=body.password
     )
     if user is None:
+        state.limits.login_failed(body.email)
         log.info("log-in refused")
         raise unauthenticated("Wrong e-mail or password, or the account is deactivated")
+    state.limits.login_succeeded(body.email)
     token, expires_in = state.keys.issue(subject=str(user.id), email=user.email, role=user.role)
     return TokenResponse(access_token=token, expires_in=expires_in)
 

@@ -1,0 +1,197 @@
+"""Rate limits on log-in and registration: the counters, and the app's 429 answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from service_kit.problems import PROBLEM_CONTENT_TYPE
+from users_fastapi.main import create_app
+from users_fastapi.ratelimit import FixedWindow, RateLimits
+from users_fastapi.settings import UsersSettings
+
+PASSWORD = "correct horse battery staple"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_window_allows_its_limit_then_says_how_long_to_wait() -> None:
+    clock = Clock()
+    window = FixedWindow(3, 60, clock=clock)
+    assert [window.hit("a") for _ in range(3)] == [None, None, None]
+    clock.now += 20
+    assert window.hit("a") == pytest.approx(40)
+    assert window.retry_after("a") == pytest.approx(40)
+    assert window.hit("b") is None  # another key has its own count
+    clock.now += 40
+    assert window.retry_after("a") is None  # a new window
+    assert window.hit("a") is None
+
+
+def test_a_refused_hit_does_not_extend_the_window() -> None:
+    clock = Clock()
+    window = FixedWindow(1, 10, clock=clock)
+    assert window.hit("a") is None
+    for _ in range(5):
+        clock.now += 1
+        assert window.hit("a") is not None
+    clock.now += 5
+    assert window.hit("a") is None
+
+
+def test_clear_forgets_a_key_and_memory_is_bounded() -> None:
+    clock = Clock()
+    window = FixedWindow(1, 60, max_keys=2, clock=clock)
+    window.hit("a")
+    window.clear("a")
+    assert window.hit("a") is None
+    window.hit("b")
+    window.hit("c")  # "a" is the least recently used: dropped
+    assert window.hit("a") is None
+    assert window.hit("c") is not None
+
+
+def test_limits_are_settings_with_real_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = UsersSettings(environment="development")
+    assert defaults.login_limit_per_ip == 30
+    assert defaults.register_limit_per_ip == 10
+    assert defaults.ip_limit_window_seconds == 60
+    assert defaults.login_failure_limit == 5
+    assert defaults.login_failure_window_seconds == 900
+    monkeypatch.setenv("USERS_LOGIN_LIMIT_PER_IP", "7")
+    monkeypatch.setenv("USERS_LOGIN_FAILURE_WINDOW_SECONDS", "30")
+    configured = UsersSettings(environment="development")
+    assert configured.login_limit_per_ip == 7
+    assert configured.login_failure_window_seconds == 30
+
+
+@asynccontextmanager
+async def _client(settings: UsersSettings, **limits: float) -> AsyncIterator[Any]:
+    """The app with ``limits``, and ``connect(ip)``: a client whose address is ``ip``."""
+    app = create_app(settings.model_copy(update=limits))
+    async with LifespanManager(app) as manager:
+        clients: list[httpx.AsyncClient] = []
+
+        def connect(ip: str = "203.0.113.7") -> httpx.AsyncClient:
+            transport = httpx.ASGITransport(app=manager.app, client=(ip, 40_000))
+            clients.append(httpx.AsyncClient(transport=transport, base_url="http://test"))
+            return clients[-1]
+
+        try:
+            connect.app = app  # type: ignore[attr-defined]
+            yield connect
+        finally:
+            for each in clients:
+                await each.aclose()
+
+
+async def _register(client: httpx.AsyncClient, email: str) -> httpx.Response:
+    return await client.post(
+        "/api/users/register",
+        json={"email": email, "password": PASSWORD, "full_name": "Ada Lovelace"},
+    )
+
+
+async def _login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> httpx.Response:
+    return await client.post("/api/users/login", json={"email": email, "password": password})
+
+
+def _assert_429(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 429, response.text
+    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    assert int(response.headers["retry-after"]) >= 1
+    body: dict[str, Any] = response.json()
+    assert body["status"] == 429
+    assert body["type"].endswith(":rate-limited")
+    return body
+
+
+async def test_registrations_per_address_are_limited(settings: UsersSettings) -> None:
+    async with _client(settings, register_limit_per_ip=2) as connect:
+        first, other = connect("203.0.113.7"), connect("198.51.100.9")
+        for number in range(2):
+            assert (await _register(first, f"r{number}@example.com")).status_code == 201
+        body = _assert_429(await _register(first, "r2@example.com"))
+        assert "registrations" in body["detail"]
+        # A client's own X-Forwarded-For is not believed: the server resolves the address.
+        spoofed = await first.post(
+            "/api/users/register",
+            json={"email": "r3@example.com", "password": PASSWORD, "full_name": "A"},
+            headers={"X-Forwarded-For": "192.0.2.99"},
+        )
+        _assert_429(spoofed)
+        # Another address is not affected.
+        assert (await _register(other, "r4@example.com")).status_code == 201
+
+
+async def test_log_ins_per_address_are_limited(settings: UsersSettings) -> None:
+    async with _client(settings, login_limit_per_ip=3) as connect:
+        client, other = connect("203.0.113.7"), connect("198.51.100.9")
+        assert (await _register(client, "l@example.com")).status_code == 201
+        for _ in range(3):
+            assert (await _login(client, "l@example.com")).status_code == 200
+        body = _assert_429(await _login(client, "l@example.com"))
+        assert "address" in body["detail"]
+        assert (await _login(other, "l@example.com")).status_code == 200
+
+
+async def test_failures_lock_one_account_only_until_the_window_ends(
+    settings: UsersSettings,
+) -> None:
+    async with _client(settings, login_failure_limit=2) as connect:
+        client = connect()
+        for email in ("victim@example.com", "bystander@example.com"):
+            assert (await _register(client, email)).status_code == 201
+        for _ in range(2):
+            assert (await _login(client, "victim@example.com", "wrong password")).status_code == 401
+        # Now even the right password is refused, without being checked.
+        body = _assert_429(await _login(client, "VICTIM@example.com"))
+        assert "account" in body["detail"]
+        assert int((await _login(client, "victim@example.com")).headers["retry-after"]) <= 900
+        # Another account, from the same address, logs in.
+        assert (await _login(client, "bystander@example.com")).status_code == 200
+        # An unknown account is locked the same way (nothing tells which accounts exist).
+        for _ in range(2):
+            assert (await _login(client, "nobody@example.com", "wrong password")).status_code == 401
+        _assert_429(await _login(client, "nobody@example.com", "wrong password"))
+
+
+async def test_a_success_clears_the_failures(settings: UsersSettings) -> None:
+    async with _client(settings, login_failure_limit=2) as connect:
+        client = connect()
+        assert (await _register(client, "s@example.com")).status_code == 201
+        for _ in range(3):
+            assert (await _login(client, "s@example.com", "wrong password")).status_code == 401
+            assert (await _login(client, "s@example.com")).status_code == 200
+
+
+async def test_the_window_ends(settings: UsersSettings) -> None:
+    now = [5_000.0]
+    async with _client(settings, login_limit_per_ip=1, ip_limit_window_seconds=30) as connect:
+        state = connect.app.state.users
+        state.limits = RateLimits.from_settings(state.settings, clock=lambda: now[0])
+        client = connect()
+        assert (await _register(client, "w@example.com")).status_code == 201
+        assert (await _login(client, "w@example.com")).status_code == 200
+        assert _assert_429(await _login(client, "w@example.com"))
+        assert (await _login(client, "w@example.com")).headers["retry-after"] == "30"
+        now[0] += 30
+        assert (await _login(client, "w@example.com")).status_code == 200
+
+
+async def test_the_openapi_document_names_the_429(settings: UsersSettings) -> None:
+    async with _client(settings) as connect:
+        paths = (await connect().get("/api/users/openapi.json")).json()["paths"]
+    for path in ("/api/users/login", "/api/users/register"):
+        assert "429" in paths[path]["post"]["responses"], path
