@@ -27,7 +27,12 @@ import httpx
 from polyframe_dev import prometheus
 from polyframe_dev.localsecrets import ensure_local_secrets
 from polyframe_dev.routes import load_routes
-from polyframe_dev.services import SERVICES, Context, ensure_postgres_databases
+from polyframe_dev.services import (
+    RATE_LIMIT_SETTINGS,
+    SERVICES,
+    Context,
+    ensure_postgres_databases,
+)
 from polyframe_dev.supervisor import Child, Interrupted, StartupError, Supervisor
 from polyframe_dev.traefik import dynamic_config, write_configs
 
@@ -85,6 +90,24 @@ def _resolve_ports(
         _check_port("127.0.0.1", port, name, f"--service-port {name}=PORT")
         ports[name] = port
     return ingress, internal, ports
+
+
+def _rate_limits(items: list[str]) -> dict[str, str]:
+    """``--rate-limit NAME=VALUE`` items as a map, checked (a positive number each)."""
+    limits: dict[str, str] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = 0
+        if name not in RATE_LIMIT_SETTINGS or not number > 0:
+            raise StartupError(
+                f"--rate-limit {item!r}: expected NAME=NUMBER (over 0) with NAME in "
+                f"{list(RATE_LIMIT_SETTINGS)}"
+            )
+        limits[name] = value
+    return limits
 
 
 def _reset(folder: Path) -> Callable[[], None]:
@@ -161,6 +184,7 @@ def up(args: argparse.Namespace) -> int:
             instrumentation=not args.no_instrumentation,
             drills=args.drills,
             postgres=args.postgres,
+            rate_limits=_rate_limits(args.rate_limit),
         )
         sup.say(ME, f"data folder {data_dir} (kept between runs)")
         if ctx.postgres is not None:
@@ -435,6 +459,15 @@ def main(argv: list[str] | None = None) -> int:
         "--scrape-interval",
         default="5s",
         help="how often the local Prometheus scrapes and evaluates rules (default 5s)",
+    )
+    run.add_argument(
+        "--rate-limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a rate limit of the users service (USERS_<NAME>), NAME one of "
+        f"{', '.join(RATE_LIMIT_SETTINGS)}; locally log-ins and registrations per address "
+        "default to 100000 a minute (every request comes from 127.0.0.1)",
     )
     run.add_argument("--ready-file", help="write URLs and pids here as JSON once ready (tests)")
     run.add_argument("--no-color", action="store_true", help="no colours in the log prefixes")

@@ -32,6 +32,8 @@ class Context:
     #: A PostgreSQL server (``postgresql://user@host:port/db``) to keep the services'
     #: databases in, one per service, instead of SQLite files (``--postgres``).
     postgres: str | None = None
+    #: The users service's rate limits (``--rate-limit NAME=VALUE``), over ``LOCAL_RATE_LIMITS``.
+    rate_limits: Mapping[str, str] = field(default_factory=dict)
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
@@ -44,6 +46,29 @@ class Context:
         if self.postgres is None:
             return f"{sqlite_driver}:///{self.data_dir / f'{service}.db'}"
         return postgres_database_url(self.postgres, database_name(self.data_dir, service), driver)
+
+
+#: The users service's rate-limit settings ``--rate-limit`` may set (``USERS_<NAME>``).
+RATE_LIMIT_SETTINGS = (
+    "login-limit-per-ip",
+    "register-limit-per-ip",
+    "ip-limit-window-seconds",
+    "login-failure-limit",
+    "login-failure-window-seconds",
+)
+#: A local platform takes every log-in and registration from one address (127.0.0.1): the
+#: e2e suite and the soak register and log in hundreds of accounts, which the per-address
+#: defaults of a deployment (30 log-ins, 10 registrations a minute) would refuse. The
+#: per-account limit on failed log-ins keeps the service's default.
+LOCAL_RATE_LIMITS = {"login-limit-per-ip": "100000", "register-limit-per-ip": "100000"}
+
+
+def rate_limit_env(overrides: Mapping[str, str]) -> dict[str, str]:
+    """``USERS_*`` variables of the rate limits: the local defaults, then ``overrides``."""
+    return {
+        f"USERS_{name.upper().replace('-', '_')}": value
+        for name, value in {**LOCAL_RATE_LIMITS, **overrides}.items()
+    }
 
 
 def database_name(data_dir: Path, service: str) -> str:
@@ -157,6 +182,7 @@ def _users_env(ctx: Context) -> dict[str, str]:
         "USERS_SERVICE_SECRET_FILE": str(ctx.secrets.service_secret("users-fastapi")),
         "USERS_TRUSTED_SERVICES_FILE": str(ctx.secrets.trusted_services("users-fastapi")),
         "USERS_ADMIN_URL": ctx.url("admin-django"),
+        **rate_limit_env(ctx.rate_limits),
     }
 
 
