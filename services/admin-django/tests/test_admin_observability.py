@@ -132,6 +132,17 @@ def test_n_plus_one_drill_refuses_out_of_range_values(
     assert [(error["field"], error["location"]) for error in body["errors"]] == [("n", "query")]
 
 
+@pytest.mark.usefixtures("drills")
+def test_slow_drill_holds_its_thread_and_refuses_bad_values(
+    problem: Callable[[Any, int], dict[str, Any]],
+) -> None:
+    response = Client().get("/api/audit/_drills/slow", {"ms": "5"})
+    assert response.status_code == 200
+    assert response.json() == {"slept_ms": 5}
+    body = problem(Client().get("/api/audit/_drills/slow", {"ms": "30001"}), 422)
+    assert [(error["field"], error["location"]) for error in body["errors"]] == [("ms", "query")]
+
+
 def test_drills_are_absent_unless_enabled(problem: Callable[[Any, int], dict[str, Any]]) -> None:
     body = problem(Client().get(DRILL, {"n": "3"}), 404)
     assert body["instance"] == DRILL

@@ -139,6 +139,18 @@ async def test_block_loop_drill_refuses_out_of_range_values(
     assert [(error["field"], error["location"]) for error in body["errors"]] == [("ms", "query")]
 
 
+async def test_slow_drill_answers_and_refuses_bad_values(drills: httpx.AsyncClient) -> None:
+    slow, quick = await asyncio.gather(
+        drills.get("/api/users/_drills/slow", params={"ms": 300}),
+        drills.get("/api/users/_drills/slow", params={"ms": 1}),
+    )
+    assert slow.status_code == quick.status_code == 200
+    assert slow.json() == {"slept_ms": 300}
+    assert quick.json() == {"slept_ms": 1}
+    refused = await drills.get("/api/users/_drills/slow", params={"ms": 0})
+    assert refused.status_code == 422
+
+
 async def test_drills_are_absent_unless_enabled(api: Any) -> None:
     response = await api.client.post(DRILL, params={"ms": 1})
     body = api.problem(response, 404)

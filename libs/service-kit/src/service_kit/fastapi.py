@@ -20,7 +20,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service_kit import health, metrics
+from service_kit import drain, health, metrics
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
 from service_kit.headers import is_json
@@ -300,7 +300,11 @@ async def _on_unavailable(request: Request, exc: Exception) -> ProblemResponse:
 
 
 def install(
-    app: FastAPI, *, max_body_bytes: int = 1_048_576, telemetry: Telemetry | None = None
+    app: FastAPI,
+    *,
+    max_body_bytes: int = 1_048_576,
+    telemetry: Telemetry | None = None,
+    drain_seconds: float = 0.0,
 ) -> None:
     """Give ``app`` the kit's error shape and request context, and ``telemetry`` if given.
 
@@ -317,7 +321,7 @@ def install(
     monitor = None
     if telemetry is not None and telemetry.enabled:
         monitor = LoopMonitor(telemetry)
-        _wrap_lifespan(app, telemetry, monitor)
+    _wrap_lifespan(app, monitor, drain_seconds)
     if telemetry is not None and telemetry.tracing:
         FastAPIInstrumentor.instrument_app(
             app,
@@ -341,17 +345,22 @@ def _metrics(request: Request) -> Response:
     return Response(body, media_type=content_type)
 
 
-def _wrap_lifespan(app: FastAPI, telemetry: Telemetry, monitor: LoopMonitor) -> None:
+def _wrap_lifespan(app: FastAPI, monitor: LoopMonitor | None, drain_seconds: float) -> None:
+    """Around the app's own lifespan: the drain on SIGTERM, the event-loop monitor, and the
+    last spans sent on the way out."""
     inner = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
-        monitor.start()
+        drain.install(drain_seconds)  # uvicorn's signal handlers are in place by now
+        if monitor is not None:
+            monitor.start()
         try:
             async with inner(app) as state:
                 yield state
         finally:
-            await monitor.stop()
+            if monitor is not None:
+                await monitor.stop()
             flush()
 
     app.router.lifespan_context = lifespan

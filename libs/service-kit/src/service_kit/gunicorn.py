@@ -22,7 +22,7 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
 
-from service_kit import metrics, telemetry
+from service_kit import drain, metrics, telemetry
 from service_kit.logs import gunicorn_logconfig
 
 
@@ -38,6 +38,8 @@ def settings(
     """gunicorn settings from ``<PREFIX>_BIND``, ``_WORKERS``, ``_THREADS``, ``_LOG_LEVEL``
     and ``_METRICS_BIND`` (the master's metrics address)."""
     env = os.environ
+    global _drain_seconds
+    _drain_seconds = float(env.get(f"{prefix}_DRAIN_SECONDS", "2"))
     return {
         "wsgi_app": wsgi_app,
         "bind": env.get(f"{prefix}_BIND", f"127.0.0.1:{default_port}"),
@@ -46,7 +48,8 @@ def settings(
         "threads": int(env.get(f"{prefix}_THREADS", str(default_threads))),
         # A request that takes longer than this is a bug or a hang: the worker is recycled.
         "timeout": 30,
-        # On SIGTERM, in-flight requests get this long to finish (a chart's grace period is
+        # On SIGTERM a worker drains (<PREFIX>_DRAIN_SECONDS: serving on, /readyz failing),
+        # then in-flight requests get the rest of this to finish (a chart's grace period is
         # longer, so nothing is cut off).
         "graceful_timeout": 15,
         "keepalive": 5,
@@ -117,8 +120,20 @@ def worker_exit(_server: Any, _worker: Any) -> None:
     telemetry.flush()
 
 
+#: Seconds a worker serves on after SIGTERM, ``/readyz`` failing (set by :func:`settings`
+#: in the master, inherited by the workers it forks).
+_drain_seconds = 2.0
+
+
 class ThreadWorker(GThreadWorker):  # type: ignore[misc]
-    """gunicorn's gthread worker, reporting its thread pool into the metric catalogue."""
+    """gunicorn's gthread worker, reporting its thread pool into the metric catalogue, and
+    draining on SIGTERM (see :mod:`service_kit.drain`)."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if _drain_seconds <= 0:
+            super().handle_exit(sig, frame)
+            return
+        drain.begin(_drain_seconds, lambda: GThreadWorker.handle_exit(self, sig, frame))
 
     _busy: Any = None
     _queue: Any = None

@@ -10,12 +10,19 @@ Body: ``{"status": "ok"|"fail", "service": name, "checks": {name: {"status", "de
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 HEALTH_PATHS = ("/healthz", "/readyz")
+
+#: Set when the server was told to stop (see :mod:`service_kit.drain`): readiness fails
+#: from then on while the server keeps serving for its drain time, so that whatever routes
+#: traffic to it stops sending new requests before it stops accepting them. Liveness is
+#: not affected: a draining server is alive.
+DRAINING = threading.Event()
 
 SyncCheck = Callable[[], str | None]
 AsyncCheck = Callable[[], Awaitable[str | None]]
@@ -62,7 +69,16 @@ def _failure_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}"
 
 
+def _shutdown(results: dict[str, CheckResult]) -> dict[str, CheckResult]:
+    if DRAINING.is_set():
+        results["shutdown"] = CheckResult(
+            False, "the server is shutting down (draining its requests)", 0.0
+        )
+    return results
+
+
 def run_sync_checks(checks: Mapping[str, SyncCheck]) -> dict[str, CheckResult]:
+    """Readiness: run ``checks``; a server that is shutting down is never ready."""
     results: dict[str, CheckResult] = {}
     for name, check in checks.items():
         started = time.perf_counter()
@@ -73,7 +89,7 @@ def run_sync_checks(checks: Mapping[str, SyncCheck]) -> dict[str, CheckResult]:
             results[name] = CheckResult(
                 False, _failure_text(exc), (time.perf_counter() - started) * 1000
             )
-    return results
+    return _shutdown(results)
 
 
 async def run_async_checks(
@@ -96,4 +112,4 @@ async def run_async_checks(
             results[name] = CheckResult(
                 False, _failure_text(exc), (time.perf_counter() - started) * 1000
             )
-    return results
+    return _shutdown(results)

@@ -75,6 +75,9 @@ class ServiceSettings(BaseSettings):
     client_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     #: Attempts (first try included) for idempotent calls through the service client.
     client_max_attempts: int = Field(default=2, ge=1, le=10)
+    #: Seconds a server keeps serving after SIGTERM while ``/readyz`` already fails, so
+    #: that traffic is routed elsewhere before it stops accepting (0: stop at once).
+    drain_seconds: float = Field(default=2.0, ge=0, le=60)
     #: Metrics, traces and runtime probes, all on or all off (off: to measure their cost).
     instrumentation: bool = True
     #: More runs of one SQL shape within one request than this are reported as an N+1.

@@ -16,4 +16,7 @@ urlpatterns = [
 ]
 
 if settings.CONFIG.drills:
-    urlpatterns.insert(0, path("api/audit/_drills/n-plus-one", drills.n_plus_one))
+    urlpatterns[:0] = [
+        path("api/audit/_drills/n-plus-one", drills.n_plus_one),
+        path("api/audit/_drills/slow", drills.slow),
+    ]

@@ -53,7 +53,12 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
         docs_url=f"{users.PREFIX}/docs",
         redoc_url=None,
     )
-    kit.install(app, max_body_bytes=settings.max_body_bytes, telemetry=instruments)
+    kit.install(
+        app,
+        max_body_bytes=settings.max_body_bytes,
+        telemetry=instruments,
+        drain_seconds=settings.drain_seconds,
+    )
     kit.add_health_routes(app, settings.service_name, _readiness_checks, instruments)
     app.include_router(users.router)
     if settings.drills:

@@ -5,9 +5,14 @@ list of ``n``, the N+1 pattern an ORM makes easy (a ``ForeignKey`` followed in a
 loop without ``select_related``). The per-request
 query count shows it, the repeated-query detector counts it under this route and
 flags the trace, and ``PolyframeRepeatedQueries`` fires.
+
+``GET /api/audit/_drills/slow?ms=2000`` keeps its worker thread for ``ms`` (a slow
+dependency); the shutdown tests keep one in flight.
 """
 
 from __future__ import annotations
+
+import time
 
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
@@ -29,3 +34,12 @@ def n_plus_one(request: HttpRequest) -> HttpResponse:
         AuditEvent.objects.filter(pk=event_id).exists()
         queries += 1
     return json_response({"queries": queries})
+
+
+@require_GET
+def slow(request: HttpRequest) -> HttpResponse:
+    raw = request.GET.get("ms", "1000")
+    if not raw.isdigit() or not 1 <= int(raw) <= 30_000:
+        raise invalid_field("ms", "An integer from 1 to 30000", location="query")
+    time.sleep(int(raw) / 1000)
+    return json_response({"slept_ms": int(raw)})

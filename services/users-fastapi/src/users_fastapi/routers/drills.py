@@ -5,10 +5,14 @@ async handler, as a synchronous call in async code does (a driver without async
 support, a CPU-heavy hash): every other request of this worker waits meanwhile.
 The event-loop monitor counts it under this route, the lag histogram shows it,
 and ``PolyframeEventLoopBlocked`` fires.
+
+``GET /api/users/_drills/slow?ms=2000`` is a slow request that does not block: it
+awaits, as a call to a slow peer does (the shutdown tests keep one in flight).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated
 
@@ -21,3 +25,9 @@ router = APIRouter(prefix="/api/users/_drills", tags=["drills"], include_in_sche
 async def block_loop(ms: Annotated[int, Query(ge=1, le=10_000)] = 300) -> dict[str, int]:
     time.sleep(ms / 1000)  # noqa: ASYNC251 - the point of the drill
     return {"blocked_ms": ms}
+
+
+@router.get("/slow")
+async def slow(ms: Annotated[int, Query(ge=1, le=30_000)] = 1000) -> dict[str, int]:
+    await asyncio.sleep(ms / 1000)
+    return {"slept_ms": ms}

@@ -1,0 +1,53 @@
+"""Graceful shutdown that fails readiness first.
+
+On SIGTERM a server normally stops accepting connections at once: requests the
+load balancer (Traefik, a Kubernetes Service) is still sending it are refused.
+Here, SIGTERM first marks the process as draining (``/readyz`` answers 503, see
+:data:`service_kit.health.DRAINING`) and lets it serve on for ``seconds``; only
+then does the server's own shutdown begin (stop accepting, finish what is in
+flight). A second SIGTERM during the drain (a supervisor passing it on) changes
+nothing; SIGINT and SIGQUIT stay immediate.
+
+:func:`install` wraps uvicorn's SIGTERM handler (from the app's lifespan);
+gunicorn's workers do the same in ``service_kit.gunicorn.ThreadWorker``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from service_kit.health import DRAINING
+
+log = logging.getLogger("service_kit.drain")
+
+
+def begin(seconds: float, then: Callable[[], Any]) -> bool:
+    """Start draining (once): ``then`` runs after ``seconds``. False if already draining."""
+    if DRAINING.is_set():
+        return False
+    DRAINING.set()
+    log.info("draining before shutdown", extra={"drain_seconds": seconds})
+    timer = threading.Timer(seconds, then)
+    timer.daemon = True
+    timer.start()
+    return True
+
+
+def install(seconds: float) -> None:
+    """Put the drain in front of this process's SIGTERM handler (uvicorn's)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous) or getattr(previous, "polyframe_drain", False):
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        begin(seconds, lambda: previous(signum, frame))
+
+    on_sigterm.polyframe_drain = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, on_sigterm)
