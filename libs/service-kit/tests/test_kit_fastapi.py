@@ -199,6 +199,19 @@ async def test_query_and_path_errors_located(client: httpx.AsyncClient) -> None:
     assert "pointer" not in body["errors"][0]
 
 
+@pytest.mark.parametrize("content", [b"m\xff", b'{"name": "\xe9"}'], ids=["bytes", "latin-1"])
+async def test_a_body_that_is_not_utf8_is_malformed_json(
+    client: httpx.AsyncClient, content: bytes
+) -> None:
+    """FastAPI's own answer is a 400 "error parsing the body"; like the other services, 422."""
+    response = await client.post(
+        "/items", content=content, headers={"Content-Type": "application/json"}
+    )
+    body = assert_problem(response, 422)
+    assert body["type"] == MALFORMED_BODY
+    assert body["instance"] == "/items"
+
+
 async def test_malformed_json(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/items", content=b'{"name": "a",', headers={"Content-Type": "application/json"}

@@ -277,6 +277,10 @@ async def _on_validation_error(request: Request, exc: Exception) -> ProblemRespo
 
 async def _on_http_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        # FastAPI's 400 for a body it could not even decode (bytes that are not UTF-8): as
+        # unreadable as broken JSON, so the same 422 as in the other services.
+        return problem_response(malformed_body(), request)
     detail = exc.detail if isinstance(exc.detail, str) else None
     return problem_response(
         Problem(status=exc.status_code, detail=detail, headers=dict(exc.headers or {})), request
