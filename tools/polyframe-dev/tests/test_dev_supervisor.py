@@ -77,7 +77,42 @@ time.sleep(60)
     while _alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not _alive(grandchild)
-    assert "did not stop within" in out.getvalue()
+    assert "did not stop in time" in out.getvalue()
+
+
+def test_stop_all_stops_the_ingress_after_the_servers(tmp_path: Path) -> None:
+    """A server still finishing requests keeps its way back to the client: the ingress
+    gets SIGTERM only once every server has exited."""
+    log = tmp_path / "order.log"
+    script = """
+import signal, sys, time
+name, log = sys.argv[1], sys.argv[2]
+def on_term(*_):
+    open(log, "a").write(f"{name} got SIGTERM\\n")
+    if name == "server":
+        time.sleep(0.5)  # finishing what is in flight
+    open(log, "a").write(f"{name} exited\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+time.sleep(60)
+"""
+    sup = Supervisor(out=io.StringIO(), colour=False)
+    ingress = sup.start("traefik", [sys.executable, "-c", script, "traefik", str(log)], {})
+    server = sup.start("server", [sys.executable, "-c", script, "server", str(log)], {})
+    for child in (ingress, server):
+        for _ in range(400):  # bounded: 20 s at most
+            if any("ready" in line for line in child.tail):
+                break
+            assert child.popen.poll() is None, "the test's child died early"
+            time.sleep(0.05)
+    sup.stop_all(grace=10, last=("traefik",))
+    assert log.read_text().splitlines() == [
+        "server got SIGTERM",
+        "server exited",
+        "traefik got SIGTERM",
+        "traefik exited",
+    ]
 
 
 def test_ctrl_c_during_start_up_interrupts_the_waits() -> None:

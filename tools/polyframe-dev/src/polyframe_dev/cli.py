@@ -110,6 +110,20 @@ def _rate_limits(items: list[str]) -> dict[str, str]:
     return limits
 
 
+def _postgres_for(items: list[str]) -> dict[str, str]:
+    """``--postgres-for NAME=URL`` items as a map, checked (a known service, a PostgreSQL URL)."""
+    servers: dict[str, str] = {}
+    for item in items:
+        name, _, url = item.partition("=")
+        if name not in SERVICES or not url.startswith(("postgresql://", "postgres://")):
+            raise StartupError(
+                f"--postgres-for {item!r}: expected NAME=postgresql://… with NAME in "
+                f"{list(SERVICES)}"
+            )
+        servers[name] = url
+    return servers
+
+
 def _reset(folder: Path) -> Callable[[], None]:
     """Empty a server's metrics folder before it (re)starts, as multiprocess mode needs."""
 
@@ -184,16 +198,17 @@ def up(args: argparse.Namespace) -> int:
             instrumentation=not args.no_instrumentation,
             drills=args.drills,
             postgres=args.postgres,
+            postgres_for=_postgres_for(args.postgres_for),
             rate_limits=_rate_limits(args.rate_limit),
         )
         sup.say(ME, f"data folder {data_dir} (kept between runs)")
-        if ctx.postgres is not None:
+        if any(ctx.postgres_server(name) is not None for name in names):
             try:
                 created = ensure_postgres_databases(ctx, names)
             except Exception as exc:  # psycopg's errors name host and cause
                 raise StartupError(
-                    f"PostgreSQL at --postgres is not usable: {str(exc).strip()[:200]}; "
-                    "check the URL, or leave --postgres out for SQLite"
+                    f"PostgreSQL is not usable: {str(exc).strip()[:200]}; check the URL of "
+                    "--postgres (or --postgres-for), or leave it out for SQLite"
                 ) from exc
             sup.say(ME, f"PostgreSQL databases: {', '.join(created) or 'all there already'}")
         otlp = _otlp_env(args.otlp_endpoint)
@@ -305,7 +320,7 @@ def up(args: argparse.Namespace) -> int:
             sup.say(ME, f"{signal.Signals(received[0]).name} received: stopping everything")
         if sup.children:
             sup.say(ME, "stopping…")
-            sup.stop_all(grace=args.grace)
+            sup.stop_all(grace=args.grace, last=("traefik",))
             sup.say(ME, "stopped")
 
 
@@ -426,6 +441,14 @@ def main(argv: list[str] | None = None) -> int:
         help="keep each service's database on this PostgreSQL server (one database per "
         "service, created if missing), e.g. postgresql://postgres@127.0.0.1:5432/postgres; "
         "default: SQLite files in the data folder (env POLYFRAME_POSTGRES)",
+    )
+    run.add_argument(
+        "--postgres-for",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="keep service NAME's database on this PostgreSQL server instead (repeatable), "
+        "e.g. legacy-flask=postgresql://postgres@127.0.0.1:5433/postgres",
     )
     run.add_argument(
         "--no-instrumentation",

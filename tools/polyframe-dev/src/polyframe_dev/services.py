@@ -32,6 +32,9 @@ class Context:
     #: A PostgreSQL server (``postgresql://user@host:port/db``) to keep the services'
     #: databases in, one per service, instead of SQLite files (``--postgres``).
     postgres: str | None = None
+    #: A PostgreSQL server for one service, over ``postgres`` (``--postgres-for NAME=URL``):
+    #: e.g. one a test stops to take the database away from that service alone.
+    postgres_for: Mapping[str, str] = field(default_factory=dict)
     #: The users service's rate limits (``--rate-limit NAME=VALUE``), over ``LOCAL_RATE_LIMITS``.
     rate_limits: Mapping[str, str] = field(default_factory=dict)
 
@@ -41,11 +44,16 @@ class Context:
     def metrics_dir(self, service: str) -> Path:
         return self.data_dir / "metrics" / service
 
+    def postgres_server(self, service: str) -> str | None:
+        """The PostgreSQL server that keeps ``service``'s database (None: a SQLite file)."""
+        return self.postgres_for.get(service, self.postgres)
+
     def database_url(self, service: str, driver: str, sqlite_driver: str = "sqlite") -> str:
-        """The service's own database: a SQLite file, or its database on ``postgres``."""
-        if self.postgres is None:
+        """The service's own database: a SQLite file, or its database on its PostgreSQL."""
+        server = self.postgres_server(service)
+        if server is None:
             return f"{sqlite_driver}:///{self.data_dir / f'{service}.db'}"
-        return postgres_database_url(self.postgres, database_name(self.data_dir, service), driver)
+        return postgres_database_url(server, database_name(self.data_dir, service), driver)
 
 
 #: The users service's rate-limit settings ``--rate-limit`` may set (``USERS_<NAME>``).
@@ -100,21 +108,26 @@ def drop_postgres_databases(server: str, data_dir: Path, services: Iterable[str]
 
 
 def ensure_postgres_databases(ctx: Context, services: list[str]) -> list[str]:
-    """Create the services' databases on ``ctx.postgres`` that do not exist yet."""
+    """Create the services' databases on their PostgreSQL servers that do not exist yet."""
     import psycopg
 
-    assert ctx.postgres is not None
-    admin = postgres_database_url(ctx.postgres, "postgres", "postgresql")
+    by_server: dict[str, list[str]] = {}
+    for service in services:
+        server = ctx.postgres_server(service)
+        if server is not None:
+            by_server.setdefault(server, []).append(service)
     created = []
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as connection:
-        for service in services:
-            name = database_name(ctx.data_dir, service)
-            exists = connection.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
-            ).fetchone()
-            if not exists:
-                connection.execute(f'CREATE DATABASE "{name}"')
-                created.append(name)
+    for server, served in by_server.items():
+        admin = postgres_database_url(server, "postgres", "postgresql")
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as connection:
+            for service in served:
+                name = database_name(ctx.data_dir, service)
+                exists = connection.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+                ).fetchone()
+                if not exists:
+                    connection.execute(f'CREATE DATABASE "{name}"')
+                    created.append(name)
     return created
 
 

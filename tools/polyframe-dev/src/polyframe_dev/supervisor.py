@@ -2,8 +2,9 @@
 
 Every child runs in its own session (process group), so a Ctrl-C in the
 terminal reaches only this supervisor, which then stops the children in an
-orderly way: SIGTERM to each group, a grace period for the servers to drain,
-SIGKILL to what is left. No child outlives ``make up``.
+orderly way: SIGTERM to each server's group, a grace period for the servers to
+drain, then the same for the ingress, SIGKILL to what is left. No child outlives
+``make up``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -215,19 +216,30 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.popen.pid, sig)
 
-    def stop_all(self, grace: float = 20) -> None:
-        """SIGTERM every child's process group, wait for them, SIGKILL the rest."""
-        running = [c for c in self.children if c.popen.poll() is None]
-        for child in running:
-            self._signal(child, signal.SIGTERM)
+    def stop_all(self, grace: float = 20, last: Collection[str] = ()) -> None:
+        """SIGTERM every child's process group, wait for them, SIGKILL the rest.
+
+        The children named in ``last`` (the ingress) are stopped only once the others
+        have exited: requests the servers are finishing still have a way back to their
+        clients, as in a cluster where the ingress outlives a server's rollout.
+        """
         deadline = time.monotonic() + grace
-        for child in running:
-            try:
-                child.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.say("polyframe", f"{child.name} did not stop within {grace:g}s: killing it")
-                self._signal(child, signal.SIGKILL)
-                child.popen.wait()
+        first = [c for c in self.children if c.name not in last]
+        then = [c for c in self.children if c.name in last]
+        for wave in (first, then):
+            running = [c for c in wave if c.popen.poll() is None]
+            for child in running:
+                self._signal(child, signal.SIGTERM)
+            for child in running:
+                try:
+                    # The ingress gets a few seconds of its own even when the servers used
+                    # up the grace period.
+                    left = max(0.0, deadline - time.monotonic())
+                    child.popen.wait(timeout=left if wave is first else max(left, 5.0))
+                except subprocess.TimeoutExpired:
+                    self.say("polyframe", f"{child.name} did not stop in time: killing it")
+                    self._signal(child, signal.SIGKILL)
+                    child.popen.wait()
         # Workers left behind by a crashed master are still in the child's group.
         for child in self.children:
             self._signal(child, signal.SIGKILL)
