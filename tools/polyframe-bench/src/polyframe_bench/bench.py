@@ -189,6 +189,11 @@ def run(
 
 
 def _meta(settings: Settings) -> dict[str, Any]:
+    return {**run_meta(), "settings": asdict(settings)}
+
+
+def run_meta() -> dict[str, Any]:
+    """When, at which commit and on what machine a run was made."""
     try:
         revision = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -204,7 +209,6 @@ def _meta(settings: Settings) -> dict[str, Any]:
         "python": host.python_version(),
         "machine": host.machine(),
         "cpus": _cpus(),
-        "settings": asdict(settings),
     }
 
 

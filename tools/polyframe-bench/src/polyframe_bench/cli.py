@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from polyframe_bench import report, wrk
+from polyframe_bench import report, soak, wrk
 from polyframe_bench.bench import Settings, run
+from polyframe_bench.platform import Platform
 from polyframe_dev.paths import repo_root
 
 
@@ -58,6 +61,78 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soak(args: argparse.Namespace) -> int:
+    numbers = {flag.removeprefix("--").replace("-", "_") for flag in SOAK_NUMBERS}
+    settings = soak.Settings(
+        warmup=args.warmup, seed=args.seed, **{name: getattr(args, name) for name in numbers}
+    )
+    own: Platform | None = None
+    try:
+        if args.base_url:
+            target = _soak_target(args)
+        else:
+            options = ["--workers", str(args.workers)]
+            if args.postgres:
+                options += ["--postgres", args.postgres]
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            own = Platform("soak", Path(args.scratch) / stamp, tuple(options))
+            print(
+                f"soak | starting the platform (logs: {own.folder}/platform.log)", file=sys.stderr
+            )
+            try:
+                own.start()
+            except RuntimeError as exc:
+                raise soak.SoakError(f"{exc}; fix what it says, then run again") from exc
+            target = soak.Target.from_ready(own.ready)
+        results = soak.run(target, settings)
+    except soak.SoakError as exc:
+        print(f"polyframe-bench soak: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if own is not None:
+            own.stop()
+    print(report.soak_markdown(results))
+    if own is not None:
+        if results["failures"]:
+            print(f"soak | the platform's data and logs are kept in {own.folder}", file=sys.stderr)
+        else:
+            shutil.rmtree(own.folder, ignore_errors=True)  # a throw-away data folder
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"results: {args.json}", file=sys.stderr)
+    return 1 if results["failures"] else 0
+
+
+def _soak_target(args: argparse.Namespace) -> soak.Target:
+    """``--base-url`` with ``--ready-file`` (staff and pids from it) or ``--staff``."""
+    base_url = args.base_url.rstrip("/")
+    if args.ready_file:
+        try:
+            ready = json.loads(Path(args.ready_file).read_text())
+        except (OSError, ValueError) as exc:
+            raise soak.SoakError(
+                f"cannot read the ready file {args.ready_file} ({exc}): give the one "
+                "`polyframe-dev up --ready-file` wrote"
+            ) from exc
+        target = soak.Target.from_ready(ready)
+        staff = _staff(args.staff) if args.staff else target.staff
+        return soak.Target(base_url, staff, target.pids)
+    if not args.staff:
+        raise soak.SoakError(
+            "--base-url needs a support-acting staff member: --staff username:password "
+            "(or SOAK_STAFF; `make up` prints the demo staff), or --ready-file of a local "
+            "platform, which also lets the soak measure the servers' RSS"
+        )
+    return soak.Target(base_url, _staff(args.staff))
+
+
+def _staff(value: str) -> tuple[str, str]:
+    username, _, password = value.partition(":")
+    if not (username and password):
+        raise soak.SoakError("--staff takes username:password")
+    return username, password
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="polyframe-bench",
@@ -100,11 +175,93 @@ def main(argv: list[str] | None = None) -> int:
         "--update-docs", action="store_true", help="put the results into docs/benchmarks.md"
     )
     go.set_defaults(func=_run)
+    _add_soak(sub, root)
     show = sub.add_parser("report", help="print the Markdown table of a results JSON")
     show.add_argument("results", help="a bench/results/*.json file")
     show.set_defaults(func=_report)
     args = parser.parse_args(argv)
     return int(args.func(args))
+
+
+#: The soak's numeric settings (``soak.Settings`` fields) and what they mean.
+SOAK_NUMBERS = {
+    "--seconds": "seconds of load",
+    "--users": "members, each registering and logging in once",
+    "--rate": "requests per second of all members together",
+    "--staff-rate": "requests per second of the staff member",
+    "--timeout": "seconds one request may take",
+    "--audit-timeout": "seconds to wait after the load for the audit trail to be complete",
+    "--rss-min-window": "RSS growth is asserted only when warm-up end to load end spans this "
+    "many seconds; shorter runs report it",
+}
+
+
+def _add_soak(sub: Any, root: Path) -> None:
+    defaults = soak.Settings()
+    go = sub.add_parser(
+        "soak",
+        help="a bounded mixed load through the ingress; then every write and audit event checked",
+        description="A bounded mixed load through the ingress: members (registered and logged "
+        "in once each) read, create orders with an Idempotency-Key (retried with the same key "
+        "on timeouts, connection errors and 5xx; some resent on purpose) and cancel some; a "
+        "support-acting staff member uses the console (look-ups, user pages, refunds) and reads "
+        "the audit trail. Then: every acknowledged order exactly once, in its final state; every "
+        "event of those changes exactly once in /api/audit (polled, bounded); RSS of each "
+        "server's process tree after the warm-up against the end. Fails (exit 1) on any 5xx, "
+        "unexpected 4xx or unanswered request, a lost or doubled write, a missing or doubled "
+        "event, or RSS growth of 10% or more (asserted only when warm-up end to load end spans "
+        "--rss-min-window seconds). Exit 2: it could not run (the message says what to do). "
+        "Without --base-url it starts its own platform, like `make up`, on free ports in a "
+        "throw-away data folder.",
+    )
+    for flag, text in SOAK_NUMBERS.items():
+        name = flag.removeprefix("--").replace("-", "_")
+        default = getattr(defaults, name)
+        go.add_argument(
+            flag, type=type(default), default=default, help=f"{text} (default {default:g})"
+        )
+    go.add_argument(
+        "--warmup",
+        type=float,
+        help="seconds of load before the first RSS sample (default: a fifth of --seconds, "
+        "at most 60)",
+    )
+    go.add_argument("--seed", type=int, help="random seed of the request mix")
+    go.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="load this running platform's ingress instead of starting one",
+    )
+    go.add_argument(
+        "--staff",
+        metavar="USER:PASSWORD",
+        default=os.environ.get("SOAK_STAFF"),
+        help="with --base-url: a support-acting staff member (default $SOAK_STAFF)",
+    )
+    go.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        help="with --base-url: the ready file of that local platform (`polyframe-dev up "
+        "--ready-file`): its staff, and its pids to measure RSS",
+    )
+    go.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="workers per server of the platform it starts (default 2)",
+    )
+    go.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="the platform it starts keeps its databases on this PostgreSQL server",
+    )
+    go.add_argument(
+        "--scratch",
+        default=str(root / ".data" / "soak"),
+        help="data folder and logs of the platform it starts (default .data/soak)",
+    )
+    go.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    go.set_defaults(func=_soak)
 
 
 if __name__ == "__main__":

@@ -201,3 +201,117 @@ def update_docs(docs: Path, table: str, chart_name: str) -> None:
         ),
         encoding="utf-8",
     )
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _ms_cell(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def soak_markdown(results: dict[str, Any]) -> str:
+    """The summary of a soak: requests, errors, writes and events verified, RSS growth."""
+    meta = results["meta"]
+    settings = meta["settings"]
+    failures = results["failures"]
+    lines = [
+        f"Soak of {meta['base_url']} on {meta['date']} at `{meta['git']}` ({meta['cpus']} CPUs, "
+        f"Python {meta['python']}): {meta['load_seconds']:g} s of load after "
+        f"{meta['setup_seconds']:g} s of setup; {settings['users']} members at "
+        f"{settings['rate']:g} req/s together, one support-acting staff member at "
+        f"{settings['staff_rate']:g} req/s; RSS after a {settings['warmup']:g} s warm-up and at "
+        f"the end. Verdict: **{'FAILED' if failures else 'passed'}**.",
+        "",
+        "Requests sent (setup and verification included; every attempt of a retried request "
+        "counts):",
+        "",
+    ]
+    rows = []
+    total: dict[str, int] = {}
+    for kind, entry in results["requests"].items():
+        outcomes: dict[str, int] = entry["outcomes"]
+        for outcome, count in outcomes.items():
+            total[outcome] = total.get(outcome, 0) + count
+        ok = sum(n for o, n in outcomes.items() if o.isdigit() and int(o) < 400)
+        errors = ", ".join(
+            f"{o}: {n}" for o, n in outcomes.items() if not (o.isdigit() and int(o) < 400)
+        )
+        rows.append(
+            [
+                kind,
+                f"{entry['sent']:,}",
+                f"{ok:,}",
+                errors or "-",
+                *(_ms_cell(entry[k]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")),
+            ]
+        )
+    sent = sum(total.values())
+    ok_total = sum(n for o, n in total.items() if o.isdigit() and int(o) < 400)
+    rows.append(["**all**", f"**{sent:,}**", f"{ok_total:,}", "", "", "", "", ""])
+    lines += table(
+        ["kind", "sent", "2xx/3xx", "other answers", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows
+    )
+    lines += [
+        "",
+        "Answers other than 2xx/3xx, all kinds together (429s are waited out, not errors):",
+        "",
+    ]
+    others = {o: n for o, n in total.items() if not (o.isdigit() and int(o) < 400)}
+    lines += table(
+        ["status", "count"],
+        [[o, f"{n:,}"] for o, n in sorted(others.items())] or [["none", "0"]],
+    )
+    lines += [
+        "",
+        "Writes verified (each acknowledged order exactly once in its owner's list, "
+        "nothing else, in its final state):",
+        "",
+    ]
+    lines += table(["", "count"], [[k, f"{v:,}"] for k, v in results["writes"].items()])
+    events = results["events"]
+    lines += [
+        "",
+        "Audit trail (read as staff; each event of an acknowledged change exactly once):",
+        "",
+    ]
+    lines += table(
+        ["expected", "verified", "missing", "duplicated", "unexpected", "complete after s"],
+        [
+            [
+                f"{events['expected']:,}",
+                f"{events['verified']:,}",
+                str(events["missing"]),
+                str(events["duplicated"]),
+                str(events["unexpected"]),
+                f"{events['seconds_to_complete']:g}",
+            ]
+        ],
+    )
+    memory = results["rss"]
+    lines += [
+        "",
+        f"RSS of each server's process tree, warm-up end -> load end: {memory['note']}.",
+        "",
+    ]
+    lines += table(
+        ["server", "processes", "start MB", "end MB", "peak MB", "growth"],
+        [
+            [
+                name,
+                entry["processes"],
+                f"{entry['start_mb']:.1f}",
+                f"{entry['end_mb']:.1f}",
+                f"{entry['peak_mb']:.1f}",
+                f"{entry['growth_pct']:+.1f}%",
+            ]
+            for name, entry in memory["servers"].items()
+        ]
+        or [["-", "-", "-", "-", "-", "-"]],
+    )
+    if failures:
+        lines += ["", "Failures:", ""] + [f"- {failure}" for failure in failures]
+    return "\n".join(lines) + "\n"
