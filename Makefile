@@ -70,6 +70,13 @@ up: $(VENV_STAMP) ## run the whole platform behind Traefik (PORT=8080 DATA_DIR=.
 bench: $(VENV_STAMP) ## the framework comparison measured here (needs Debian's wrk): bench/results/ and docs/benchmarks.md; about 15 minutes
 	@$(UV) run --frozen --no-sync polyframe-bench run --update-docs
 
+# make soak SOAK_SECONDS=60: a shorter soak (RSS growth is asserted only from 120 s after warm-up).
+SOAK_SECONDS ?= 300
+
+.PHONY: soak
+soak: $(VENV_STAMP) ## mixed load through Traefik for SOAK_SECONDS (300), then: no 5xx, writes exactly once, audit trail complete, RSS growth < 10%
+	@$(UV) run --frozen --no-sync polyframe-bench soak --seconds $(SOAK_SECONDS)
+
 .PHONY: routes
 routes: $(VENV_STAMP) ## print the Traefik routes generated from deploy/routes.yaml
 	@$(UV) run --frozen --no-sync polyframe-dev config
