@@ -130,14 +130,19 @@ def check_every_long_running_container_has_probes(rendered: Any) -> None:
                 break
 
 
-def _drain_seconds(chart: str, values: dict[str, Any]) -> int:
-    """How long the service's server drains after SIGTERM (its own configuration)."""
+def _drain_seconds(chart: str, values: dict[str, Any]) -> float:
+    """How long the service's server takes after SIGTERM (its own configuration): the
+    readiness drain (serving on, ``/readyz`` failing), then the wait for in-flight requests."""
+    from service_kit.settings import ServiceSettings
+
+    readiness_drain = float(ServiceSettings.model_fields["drain_seconds"].default)
     if chart == "users-fastapi":
-        return int(values.get("server", {}).get("gracefulShutdownSeconds", 15))
+        return readiness_drain + int(values.get("server", {}).get("gracefulShutdownSeconds", 15))
     module = {"legacy-flask": "legacy_flask", "admin-django": "admin_django"}[chart]
     import importlib
 
-    return int(importlib.import_module(f"{module}.gunicorn_conf").graceful_timeout)
+    graceful = int(importlib.import_module(f"{module}.gunicorn_conf").graceful_timeout)
+    return readiness_drain + graceful
 
 
 def check_web_pods_terminate_gracefully(rendered: Any) -> None:
