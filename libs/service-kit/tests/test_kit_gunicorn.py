@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
@@ -435,3 +436,44 @@ def test_a_killed_worker_leaves_no_busy_gauge_and_keeps_its_counters(server: Ser
     for key, value in before.items():
         if "_total{" in key or "_count{" in key:
             assert after.get(key, 0) >= value, key
+
+
+def raw_answer(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one raw request (gunicorn closes the connection after)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as connection:
+        connection.sendall(request)
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (x.partition(":") for x in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (f"GET /?q={'a' * 5000} HTTP/1.1\r\nHost: t\r\n\r\n".encode(), 414),
+        (f"GET / HTTP/1.1\r\nHost: t\r\nX-Big: {'a' * 9000}\r\n\r\n".encode(), 431),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n", 400),
+    ],
+    ids=["request-line-too-long", "header-too-large", "malformed-header"],
+)
+def test_what_gunicorn_refuses_itself_is_a_problem(
+    server: Server, request_bytes: bytes, status: int
+) -> None:
+    """Not gunicorn's HTML page: problem+json, with the headers of every API answer."""
+    answer_status, headers, body = raw_answer(server.port, request_bytes)
+
+    assert answer_status == status
+    assert headers["content-type"] == "application/problem+json"
+    assert int(headers["content-length"]) == len(body)
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["cache-control"] == "no-store"
+    problem = json.loads(body)
+    assert problem["status"] == status
+    assert problem["type"] == "about:blank"
+    assert problem["title"]
+    assert problem["detail"]
+    assert problem["instance"] is None

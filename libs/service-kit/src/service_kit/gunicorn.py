@@ -14,16 +14,20 @@ request waited for a free thread (``polyframe_worker_threads``,
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
 
 from service_kit import drain, metrics, telemetry
+from service_kit.headers import missing as security_headers
 from service_kit.logs import gunicorn_logconfig
+from service_kit.problems import PROBLEM_CONTENT_TYPE, Problem
 
 
 def settings(
@@ -125,9 +129,38 @@ def worker_exit(_server: Any, _worker: Any) -> None:
 _drain_seconds = 2.0
 
 
+def write_problem(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's ``util.write_error``, answering problem+json instead of an HTML page.
+
+    gunicorn refuses some requests itself, before any application sees them: a request
+    line over 4094 bytes (414), headers too large (431), a malformed request (400). Its
+    page is the one answer of a service that is not problem+json; this one has the same
+    shape as all the others (``instance`` is null: the path may be what could not be read).
+    """
+    problem = Problem(status=status_int, title=reason, detail=mesg or reason)
+    body = json.dumps(problem.as_dict()).encode()
+    headers = {
+        "Connection": "close",
+        "Content-Type": PROBLEM_CONTENT_TYPE,
+        "Content-Length": str(len(body)),
+        **security_headers(PROBLEM_CONTENT_TYPE, ()),
+    }
+    head = f"HTTP/1.1 {status_int} {reason}\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items()
+    )
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + b"\r\n" + body)
+
+
 class ThreadWorker(GThreadWorker):  # type: ignore[misc]
-    """gunicorn's gthread worker, reporting its thread pool into the metric catalogue, and
-    draining on SIGTERM (see :mod:`service_kit.drain`)."""
+    """gunicorn's gthread worker, reporting its thread pool into the metric catalogue,
+    draining on SIGTERM (see :mod:`service_kit.drain`), and answering the requests gunicorn
+    refuses itself as problem+json (:func:`write_problem`)."""
+
+    def init_process(self) -> None:
+        # gunicorn's workers write their refusals through ``util.write_error``; this is a
+        # worker process of ours, so every refusal it writes is a problem.
+        gunicorn_util.write_error = write_problem
+        super().init_process()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if _drain_seconds <= 0:
