@@ -279,7 +279,7 @@ def soak_markdown(results: dict[str, Any]) -> str:
         "",
     ]
     lines += table(
-        ["expected", "verified", "missing", "duplicated", "unexpected", "complete after s"],
+        ["expected", "verified", "missing", "duplicated", "unexpected", "polled for s"],
         [
             [
                 f"{events['expected']:,}",

@@ -773,7 +773,12 @@ def verify_trail(
             )
         }
     )
-    problems = [f"missing audit event {' '.join(k)}" for k in missing[:50]]
+    problems = [
+        f"{len(what)} audit event(s) {how} (the first {min(len(what), 50)} below)"
+        for what, how in ((missing, "missing"), (duplicated, "recorded more than once"))
+        if what
+    ]
+    problems += [f"missing audit event {' '.join(k)}" for k in missing[:50]]
     problems += [f"audit event {' '.join(k)} recorded {seen[k]} times" for k in duplicated[:50]]
     problems += [f"audit event {' '.join(k)} for no acknowledged change" for k in unexpected[:50]]
     return {
