@@ -282,6 +282,79 @@ def test_killed_users_service_costs_503s_only_and_the_circuit_recovers(
     )
 
 
+# -- admin-django SIGKILLed while registrations and orders go on ---------------------------------
+
+AUDIT = "/api/audit/events"
+
+
+def _audit_events(
+    client: httpx.Client, headers: dict[str, str], subject_type: str, subject_id: str
+) -> list[dict[str, Any]]:
+    response = client.get(
+        AUDIT,
+        params={"subject_type": subject_type, "subject_id": subject_id, "limit": 100},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert page["next_cursor"] is None, "more events for one subject than one page"
+    items: list[dict[str, Any]] = page["items"]
+    return items
+
+
+def test_killed_admin_service_loses_and_duplicates_no_audit_event(
+    faulty: Any,
+    ingress: httpx.Client,
+    register: Any,
+    log_in: Any,
+    service_headers: Any,
+    report_measurement: Any,
+) -> None:
+    """The audit trail's consumer dies (SIGKILL, restarted by the supervisor) in the middle
+    of registrations and orders: once it is back, every change is in the trail once."""
+    local = faulty.local
+    expected: Counter[tuple[str, str, str]] = Counter()  # (subject type, id, action)
+    done = threading.Event()
+
+    def changes() -> None:
+        for _ in range(60):  # bounded
+            if done.is_set():
+                return
+            account = register(ingress)
+            expected["user", account.user["id"], "user.registered"] += 1
+            token = log_in(ingress, account.email, account.password)
+            order = ingress.post(ORDERS, json=ORDER, headers=_bearer(token))
+            assert order.status_code == 201, order.text
+            expected["order", order.json()["id"], "order.created"] += 1
+
+    with ThreadPoolExecutor(1) as pool:
+        producing = pool.submit(changes)
+        _wait_for("changes before the kill", lambda: len(expected) >= 4 or producing.done())
+        pid = local.kill("admin-django")
+        local.wait_restarted("admin-django", pid, RECOVERY_TIMEOUT)
+        local.wait_service_ready("admin-django", RECOVERY_TIMEOUT)
+        _wait_for("changes after the restart", lambda: len(expected) >= 16 or producing.done())
+        done.set()
+        producing.result(timeout=CLIENT_TIMEOUT * 4)
+
+    reader = service_headers("legacy-flask", of=faulty)
+    recorded: Counter[tuple[str, str, str]] = Counter()
+
+    def complete() -> bool:
+        recorded.clear()
+        for subject_type, subject_id in {(t, i) for t, i, _ in expected}:
+            for event in _audit_events(ingress, reader, subject_type, subject_id):
+                recorded[subject_type, subject_id, event["action"]] += 1
+        assert all(recorded[key] <= 1 for key in recorded), f"duplicates: {recorded}"
+        return recorded == expected
+
+    _wait_for("every change in the audit trail", complete, timeout=RECOVERY_TIMEOUT)
+    report_measurement(
+        "admin-django SIGKILLed under registrations and orders",
+        f"{sum(expected.values())} changes, each in the audit trail exactly once after the restart",
+    )
+
+
 # -- PostgreSQL taken away from legacy-flask alone -----------------------------------------------
 
 
