@@ -191,6 +191,7 @@ SOAK_NUMBERS = {
     "--staff-rate": "requests per second of the staff member",
     "--timeout": "seconds one request may take",
     "--audit-timeout": "seconds to wait after the load for the audit trail to be complete",
+    "--setup-timeout": "seconds the registrations and log-ins may take, rate limits included",
     "--rss-min-window": "RSS growth is asserted only when warm-up end to load end spans this "
     "many seconds; shorter runs report it",
 }
