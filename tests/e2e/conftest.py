@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -373,6 +374,94 @@ class LocalPlatform:
             self._reap_orphans()
 
 
+# -- secrets never in logs ----------------------------------------------------------------------
+
+#: Every secret the fixtures hand out (kind -> values); the logs of each local platform are
+#: searched for all of them when it stops (``_stop_local_platform``).
+HANDED_OUT: dict[str, set[str]] = {}
+#: Shorter values could match by chance; every real secret here is much longer.
+MIN_SECRET_LENGTH = 12
+#: ``polyframe-dev up`` prints the demo accounts' passwords on purpose (they exist to be typed
+#: in): allowed in its own announcement lines, and nowhere else.
+_ANNOUNCED = re.compile(r"^polyframe\s+\|.*password: (\S+)$")
+
+
+def hand_out(kind: str, value: str) -> str:
+    """Remember ``value`` as a secret of ``kind`` (for the log scan); return it."""
+    if len(value) >= MIN_SECRET_LENGTH:
+        HANDED_OUT.setdefault(kind, set()).add(value)
+    return value
+
+
+def platform_secrets(data_dir: Path) -> dict[str, set[str]]:
+    """The secrets a platform generated into ``data_dir/secrets`` (kind -> values)."""
+    folder = data_dir / "secrets"
+    found: dict[str, set[str]] = {}
+
+    def add(kind: str, value: str) -> None:
+        if len(value) >= MIN_SECRET_LENGTH:
+            found.setdefault(kind, set()).add(value)
+
+    pem = (folder / "jwt-signing-key.pem").read_text()
+    for line in pem.splitlines():
+        if not line.startswith("-----"):
+            add("token-signing key (a line of its PEM)", line.strip())
+    for path in folder.glob("service-*.secret"):
+        service, secret = path.stem.removeprefix("service-"), path.read_text().strip()
+        add("service credential", secret)
+        add("service credential (as a Basic header)", basic_credential(service, secret).split()[1])
+    for path in folder.glob("trusted-by-*.json"):
+        for secret in json.loads(path.read_text()).values():
+            add("service credential", secret)
+    add("Django SECRET_KEY", (folder / "admin-django-secret-key").read_text().strip())
+    for name in ("demo-accounts.json", "demo-staff.json"):
+        if (folder / name).exists():
+            for entry in json.loads((folder / name).read_text()):
+                add("demo account password", entry["password"])
+    return found
+
+
+def find_secrets_in_logs(secrets: dict[str, set[str]], logs: list[Path]) -> tuple[list[str], int]:
+    """Where a secret appears in ``logs``: ``"<kind> in <file> line <n>"`` (never the secret
+    itself), and how many lines were read."""
+    demo = secrets.get("demo account password", set())
+    findings: list[str] = []
+    lines_read = 0
+    for path in logs:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), start=1):
+            lines_read += 1
+            announced = _ANNOUNCED.match(line)
+            if announced and announced.group(1) in demo:
+                line = line[: announced.start(1)]
+            for kind, values in secrets.items():
+                if any(value in line for value in values):
+                    findings.append(f"{kind} in {path} line {number}")
+    return findings, lines_read
+
+
+def _assert_no_secrets_in_logs(config: pytest.Config, local: LocalPlatform) -> None:
+    """After a platform stopped: none of its or the fixtures' secrets is in any of its logs."""
+    assert local.data_dir is not None
+    secrets = platform_secrets(local.data_dir)
+    for kind, values in HANDED_OUT.items():
+        secrets.setdefault(kind, set()).update(values)
+    logs = sorted({local.log_file, *local.folder.rglob("*.log")})
+    findings, lines_read = find_secrets_in_logs(secrets, logs)
+    # Not vacuous: the platform's own secrets were found, and its servers really logged.
+    assert secrets.get("service credential"), secrets.keys()
+    assert secrets.get("token-signing key (a line of its PEM)"), secrets.keys()
+    log_text = local.log()
+    for name in ("users-fastapi", "legacy-flask", "admin-django", "traefik"):
+        assert f"\n{name} " in log_text, f"no log line of {name} in {local.log_file}"
+    counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(secrets.items()))
+    config.stash.setdefault(_MEASUREMENTS_KEY, {})[f"secrets in logs ({local.folder.name})"] = (
+        f"searched {lines_read} lines of {len(logs)} log file(s) for {counts}: "
+        f"{len(findings)} found"
+    )
+    assert not findings, "secrets in the logs:\n  " + "\n  ".join(findings[:50])
+
+
 # -- the platform under test -----------------------------------------------------------------
 
 
@@ -455,6 +544,7 @@ def _stop_local_platform(config: pytest.Config, platform: Platform) -> None:
     assert platform.local is not None
     _unwatch(config, platform.local)
     platform.local.stop_and_check()
+    _assert_no_secrets_in_logs(config, platform.local)
 
 
 @pytest.fixture(scope="session")
@@ -548,13 +638,16 @@ def register_account(client: httpx.Client) -> Account:
         f"{USERS}/register", json={"email": email, "password": password, "full_name": full_name}
     )
     assert response.status_code == 201, response.text
-    return Account(email, password, full_name, response.json())
+    return Account(email, hand_out("user password", password), full_name, response.json())
 
 
 def login(client: httpx.Client, email: str, password: str) -> str:
     response = client.post(f"{USERS}/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
+    hand_out("user password", password)
+    # The signature alone: a log line holding the token, or its unique part, is a leak.
+    hand_out("access token", token.rsplit(".", 1)[-1])
     return token
 
 
@@ -589,6 +682,12 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
 def problem() -> Callable[[httpx.Response, int], dict[str, Any]]:
     """``problem(response, status)``: assert an RFC 9457 answer and return its body."""
     return assert_problem
+
+
+@pytest.fixture(scope="session")
+def secret_scan() -> tuple[Callable[[Path], dict[str, set[str]]], Callable[..., Any]]:
+    """``(platform_secrets, find_secrets_in_logs)``: the log scan run when a platform stops."""
+    return platform_secrets, find_secrets_in_logs
 
 
 @pytest.fixture(scope="session")
@@ -639,6 +738,7 @@ def service_headers(platform: Platform) -> Callable[..., dict[str, str]]:
             secret = os.environ.get(_secret_env(name), "").strip()
             if not secret:
                 pytest.skip(f"E2E_BASE_URL is set but {_secret_env(name)} is not")
+        hand_out("service credential", secret)
         result = {"Authorization": basic_credential(name, secret)}
         if acting_for:
             result[ACTING_FOR_HEADER] = acting_for
@@ -659,11 +759,11 @@ def staff_account(platform: Platform) -> Callable[[str], tuple[str, str]]:
         if platform.ready is not None:
             staff = json.loads(Path(platform.ready["demo_staff_file"]).read_text())
             found = next(entry for entry in staff if entry["group"] == group)
-            return found["username"], found["password"]
+            return found["username"], hand_out("staff password", found["password"])
         username, _, password = os.environ.get(_staff_env(group), "").partition(":")
         if not (username and password):
             pytest.skip(f"E2E_BASE_URL is set but {_staff_env(group)} (username:password) is not")
-        return username, password
+        return username, hand_out("staff password", password)
 
     return account
 
