@@ -26,6 +26,10 @@ PREFIX = {"users-fastapi": "USERS_", "legacy-flask": "ORDERS_", "admin-django": 
 #: Local settings a cluster supplies otherwise, and where from.
 ELSEWHERE = {
     "ADMIN_STATIC_ROOT": "the image (collected at build time)",
+    # Locally every request comes from 127.0.0.1, so `make up` raises the per-address rate
+    # limits; a cluster keeps the service's own defaults (kind's values raise them for e2e).
+    "USERS_LOGIN_LIMIT_PER_IP": "the service's default (extraEnv on kind)",
+    "USERS_REGISTER_LIMIT_PER_IP": "the service's default (extraEnv on kind)",
 }
 #: Settings of prometheus_client's multiprocess mode: gunicorn's master serves the merged metrics
 #: of its worker on a port of its own (<PREFIX>_METRICS_BIND), locally and in the cluster alike,
