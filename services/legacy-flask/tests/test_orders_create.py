@@ -77,6 +77,8 @@ def _line(**changes: object) -> dict[str, object]:
     [
         pytest.param({"currency": "eur", "items": _items(1)}, "currency", id="currency-lowercase"),
         pytest.param({"currency": "EURO", "items": _items(1)}, "currency", id="currency-4-letters"),
+        # The documented pattern applies to what was sent: nothing is stripped first.
+        pytest.param({"currency": " EUR", "items": _items(1)}, "currency", id="currency-space"),
         pytest.param({"items": _items(1)}, "currency", id="currency-missing"),
         pytest.param({"currency": "EUR", "items": []}, "items", id="items-empty"),
         pytest.param({"currency": "EUR", "items": _items(101)}, "items", id="items-101"),

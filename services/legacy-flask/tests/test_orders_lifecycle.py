@@ -215,6 +215,9 @@ def test_refund_twice_is_409(api) -> None:
     [
         pytest.param({"reason": "no"}, "reason", id="too-short"),
         pytest.param({"reason": "x" * 501}, "reason", id="too-long"),
+        # Limits apply to what was sent (the documented maxLength), before any trimming.
+        pytest.param({"reason": " " + "x" * 500}, "reason", id="too-long-with-a-space"),
+        pytest.param({"reason": "     "}, "reason", id="blank"),
         pytest.param({}, "reason", id="missing"),
         pytest.param({"reason": REASON, "amount": 5}, "amount", id="unknown-field"),
     ],

@@ -63,7 +63,10 @@ async def test_register_duplicate_email_with_surrounding_spaces_is_409(api) -> N
         ({"password": "short"}, "password"),
         ({"password": " " * 20}, "password"),
         ({"password": "x" * 257}, "password"),
+        ({"password": "  " + "x" * 255}, "password"),
         ({"full_name": ""}, "full_name"),
+        ({"full_name": "   "}, "full_name"),
+        ({"full_name": " " + "n" * 200}, "full_name"),
         ({"role": "staff"}, "role"),
         ({"is_active": False}, "is_active"),
     ],
@@ -73,7 +76,10 @@ async def test_register_duplicate_email_with_surrounding_spaces_is_409(api) -> N
         "short-password",
         "blank-password",
         "long-password",
+        "long-password-with-spaces",
         "empty-name",
+        "blank-name",
+        "long-name-with-a-space",
         "mass-assign-role",
         "mass-assign-active",
     ],
@@ -88,6 +94,22 @@ async def test_register_invalid_field_is_422_naming_it(api, overrides, field) ->
     assert error["pointer"] == f"#/{field}"
     assert error["detail"]
     assert field in body["detail"]
+
+
+async def test_register_keeps_the_password_as_typed_and_trims_the_name(api) -> None:
+    """Limits apply to what was sent (as documented); a password keeps its spaces."""
+    password = "  correct horse battery staple  "
+    response = await api.client.post(
+        REGISTER, json=_body(email="trim@example.com", password=password, full_name=" Ada ")
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["full_name"] == "Ada"
+
+    await api.login("trim@example.com", password)
+    refused = await api.client.post(
+        "/api/users/login", json={"email": "trim@example.com", "password": password.strip()}
+    )
+    api.problem(refused, 401)
 
 
 @pytest.mark.parametrize("missing", ["email", "password", "full_name"])

@@ -8,16 +8,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from service_kit.inputs import Trimmed
+
 
 class _Strict(BaseModel):
     # Unknown fields are refused: a client cannot slip in ``role`` or ``is_active``.
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Nothing is stripped before the limits are checked (see service_kit.inputs): a
+    # password is exactly what was typed, spaces included.
+    model_config = ConfigDict(extra="forbid")
 
 
 class UserCreate(_Strict):
     email: EmailStr = Field(max_length=320)
     password: str = Field(min_length=12, max_length=256)
-    full_name: str = Field(min_length=1, max_length=200)
+    full_name: Trimmed = Field(min_length=1, max_length=200)
 
     @field_validator("password")
     @classmethod
