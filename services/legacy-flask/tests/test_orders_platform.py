@@ -68,7 +68,7 @@ def test_openapi_documents_the_error_shape_and_who_may_call(api) -> None:
 
     for item in paths.values():
         for operation in item.values():
-            for status in ("401", "403", "404", "409", "415", "422", "503"):
+            for status in ("401", "403", "404", "409", "413", "414", "415", "422", "503"):
                 assert set(operation["responses"][status]["content"]) == {PROBLEM}, status
     # Routes a service (admin-django) may call say so; the customer-only ones do not.
     assert {"service": []} in paths[ORDERS]["get"]["security"]

@@ -60,11 +60,16 @@ async def test_openapi_lists_the_routes(api) -> None:
     assert set(paths) == set(expected)
     for path, methods in expected.items():
         assert set(paths[path]) == methods, path
-    # Error answers are documented as problem+json.
+    # Error answers are documented as problem+json, the kit's own ones on every route.
     assert (
         "application/problem+json"
         in paths["/api/users/register"]["post"]["responses"]["409"]["content"]
     )
+    for item in paths.values():
+        for operation in item.values():
+            for status in ("413", "415", "422", "503"):
+                content = operation["responses"][status]["content"]
+                assert set(content) == {"application/problem+json"}, status
     # Health probes are not part of the public API.
     assert "/healthz" not in paths
     assert "/readyz" not in paths

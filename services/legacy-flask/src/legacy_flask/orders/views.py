@@ -40,7 +40,8 @@ bp = APIBlueprint(
     # The app-level ``responses`` of flask-openapi3 apply to the app's own routes only, not
     # to an APIBlueprint's: the problem+json answers are declared here. 422 in particular,
     # or flask-openapi3 documents its own ``application/json`` list of errors instead.
-    abp_responses=dict(openapi_problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)),
+    # 414: a request line over gunicorn's limit, refused (as a problem) before Flask sees it.
+    abp_responses=dict(openapi_problem_responses(400, 401, 403, 404, 409, 413, 414, 415, 422, 503)),
 )
 #: Routes that also accept a trusted service's Basic credential (``auth.current_caller``).
 SERVICE_OR_BEARER: list[dict[str, list[str]]] = [{"service": []}]

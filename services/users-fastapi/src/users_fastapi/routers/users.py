@@ -32,7 +32,11 @@ log = logging.getLogger("users_fastapi.users")
 
 PREFIX = "/api/users"
 
-router = APIRouter(prefix=PREFIX, tags=["users"], responses=openapi_problem_responses(422))
+#: On every route, as the kit's middleware and handlers answer them: a body over the limit
+#: (413) or not JSON (415), invalid input (422), the database unreachable (503).
+router = APIRouter(
+    prefix=PREFIX, tags=["users"], responses=openapi_problem_responses(413, 415, 422, 503)
+)
 
 
 @router.post(
