@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, HttpResponse
@@ -10,10 +11,18 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from opentelemetry.trace import SpanKind
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from admin_django.audit import selectors, services
-from admin_django.audit.models import AuditEvent
+from admin_django.audit.models import ActorType, AuditEvent
 from admin_django.conf import AdminSettings
 from service_kit.credentials import ServiceCaller, authenticate_service, is_basic
 from service_kit.django import json_body, json_response, validation_error
@@ -69,6 +78,53 @@ class EventListQuery(_Strict):
     cursor: str | None = Field(default=None, max_length=MAX_CURSOR_LENGTH)
 
 
+# -- answers: the views build them through these models, the OpenAPI document describes them ----
+
+#: As the trail has always written times: ``datetime.isoformat()`` (``…+00:00``).
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(lambda value: value.isoformat(), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+class ActorOut(BaseModel):
+    type: ActorType
+    id: str
+    #: For a service actor: the staff member it acted for.
+    acting_for: str | None
+
+
+class SubjectOut(BaseModel):
+    type: str
+    id: str
+
+
+class EventPublic(BaseModel):
+    id: uuid.UUID
+    occurred_at: Timestamp
+    recorded_at: Timestamp
+    service: str
+    actor: ActorOut
+    action: str
+    subject: SubjectOut
+    trace_id: str | None
+    payload: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventPublic]
+    #: Opaque cursor of the next page; null on the last page.
+    next_cursor: str | None
+
+
+class BatchRecorded(BaseModel):
+    #: Events new to the trail (201 if any, else 200: the whole batch was seen before).
+    recorded: int
+    #: Events already recorded (a redelivery), skipped.
+    duplicates: int
+
+
 def _config() -> AdminSettings:
     from django.conf import settings
 
@@ -85,22 +141,22 @@ def _service_caller(request: HttpRequest) -> ServiceCaller:
     )
 
 
-def event_public(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "id": str(event.event_id),
-        "occurred_at": event.occurred_at.isoformat(),
-        "recorded_at": event.recorded_at.isoformat(),
-        "service": event.service,
-        "actor": {
-            "type": event.actor_type,
-            "id": event.actor_id,
-            "acting_for": event.acting_for or None,
-        },
-        "action": event.action,
-        "subject": {"type": event.subject_type, "id": event.subject_id},
-        "trace_id": event.trace_id or None,
-        "payload": event.payload,
-    }
+def event_public(event: AuditEvent) -> EventPublic:
+    return EventPublic(
+        id=event.event_id,
+        occurred_at=event.occurred_at,
+        recorded_at=event.recorded_at,
+        service=event.service,
+        actor=ActorOut(
+            type=ActorType(event.actor_type),
+            id=event.actor_id,
+            acting_for=event.acting_for or None,
+        ),
+        action=event.action,
+        subject=SubjectOut(type=event.subject_type, id=event.subject_id),
+        trace_id=event.trace_id or None,
+        payload=event.payload,
+    )
 
 
 @method_decorator(
@@ -138,10 +194,8 @@ class AuditEventsApi(View):
         finally:
             for span in spans:
                 span.end()
-        return json_response(
-            {"recorded": result.recorded, "duplicates": result.duplicates},
-            status=201 if result.recorded else 200,
-        )
+        answer = BatchRecorded(recorded=result.recorded, duplicates=result.duplicates)
+        return json_response(answer.model_dump(mode="json"), status=201 if result.recorded else 200)
 
     @staticmethod
     def _record(batch: EventBatch) -> services.IngestResult:
@@ -190,4 +244,5 @@ class AuditEventsApi(View):
         page, next_cursor = selectors.audit_event_page(
             events, limit=query.limit, cursor=query.cursor
         )
-        return json_response({"items": [event_public(e) for e in page], "next_cursor": next_cursor})
+        answer = EventPage(items=[event_public(e) for e in page], next_cursor=next_cursor)
+        return json_response(answer.model_dump(mode="json"))
