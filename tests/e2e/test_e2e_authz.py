@@ -415,6 +415,8 @@ def _url_table(service: str) -> list[str]:
         "ORDERS_ENVIRONMENT": "development",
         "ADMIN_ENVIRONMENT": "development",
         "DJANGO_SETTINGS_MODULE": "admin_django.settings",
+        # Nothing is opened, but Django's settings would make the default SQLite file's folder.
+        "ADMIN_DATABASE_URL": "sqlite:///:memory:",
     }
     for name in ("USERS_DRILLS", "ORDERS_DRILLS", "ADMIN_DRILLS"):
         env.pop(name, None)
