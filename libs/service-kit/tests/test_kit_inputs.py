@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from service_kit.inputs import Trimmed
+from service_kit.inputs import JsonObject, StrictInput, Trimmed
 
 
 class Name(BaseModel):
@@ -34,3 +36,41 @@ def test_limits_apply_to_what_was_sent(sent: str, message: str) -> None:
 def test_the_json_schema_keeps_the_limits() -> None:
     schema = Name.model_json_schema()["properties"]["name"]
     assert (schema["minLength"], schema["maxLength"]) == (1, 5)
+
+
+class Actor(StrictInput):
+    id: str
+    name: Trimmed | None = None
+
+
+class Event(StrictInput):
+    actor: Actor
+    tags: list[str] = []
+    payload: JsonObject = {}
+
+
+@pytest.mark.parametrize(
+    ("event", "location"),
+    [
+        ({"actor": {"id": "a\x00b"}}, ("actor", "id")),
+        ({"actor": {"id": "a", "name": "\x00"}}, ("actor", "name")),
+        ({"actor": {"id": "a"}, "payload": {"deep": [{"x": "\x00"}]}}, ("payload",)),
+        ({"actor": {"id": "a"}, "payload": {"k\x00": 1}}, ("payload",)),
+    ],
+    ids=["nested-field", "optional-field", "deep-in-payload", "payload-key"],
+)
+def test_nul_in_text_is_refused_naming_the_field(
+    event: dict[str, Any], location: tuple[str, ...]
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Event.model_validate(event)
+    (error,) = caught.value.errors()
+    assert error["loc"] == location
+    assert "NUL" in error["msg"]
+
+
+def test_text_without_nul_and_unknown_fields() -> None:
+    event = Event.model_validate({"actor": {"id": "a"}, "payload": {"k": ["v", 1, None]}})
+    assert event.payload == {"k": ["v", 1, None]}
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        Event.model_validate({"actor": {"id": "a", "role": "staff"}})

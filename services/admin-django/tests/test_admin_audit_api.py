@@ -129,6 +129,10 @@ def _drop(name: str) -> Callable[[dict[str, Any]], None]:
         (_set("actor.rank", 3), "events.1.actor.rank"),
         (_set("subject.id", ""), "events.1.subject.id"),
         (_set("payload", ["not", "an", "object"]), "events.1.payload"),
+        # PostgreSQL stores no NUL in text or jsonb (a 500 there before; SQLite kept it).
+        (_set("subject.id", "a\x00b"), "events.1.subject.id"),
+        (_set("actor.id", "\x00"), "events.1.actor.id"),
+        (_set("payload", {"note": ["a\x00b"]}), "events.1.payload"),
         (_drop("occurred_at"), "events.1.occurred_at"),
         (_drop("subject"), "events.1.subject"),
     ],
@@ -145,6 +149,9 @@ def _drop(name: str) -> Callable[[dict[str, Any]], None]:
         "unknown-actor-field",
         "empty-subject-id",
         "payload-not-object",
+        "nul-in-subject-id",
+        "nul-in-actor-id",
+        "nul-in-payload",
         "missing-occurred-at",
         "missing-subject",
     ],
@@ -459,6 +466,8 @@ def test_get_pages_with_the_cursor(
         ({"before": "2025-03-01"}, "before"),
         ({"trace_id": "a" * 33}, "trace_id"),
         ({"colour": "red"}, "colour"),
+        # PostgreSQL cannot even compare text with a NUL in it (a 500 before).
+        ({"subject_id": "a\x00b"}, "subject_id"),
     ],
 )
 def test_get_names_the_invalid_query_parameter(

@@ -177,6 +177,17 @@ async def test_list_users_bogus_cursor_is_422_naming_cursor(api, cursor) -> None
     assert body["errors"][0]["location"] == "query"
 
 
+async def test_list_users_email_filter_with_a_nul_is_422(api) -> None:
+    """PostgreSQL cannot compare text holding a NUL (a 500 there before)."""
+    response = await api.client.get(
+        USERS, params={"email": "ada\x00@example.com"}, headers=api.service("admin-django")
+    )
+
+    body = api.problem(response, 422, "validation-error")
+    assert api.error_fields(body) == {"email"}
+    assert body["errors"][0]["location"] == "query"
+
+
 @pytest.mark.parametrize("limit", ["0", "-1", "101", "1000", "many"])
 async def test_list_users_limit_out_of_range_is_422(api, limit) -> None:
     response = await api.client.get(

@@ -12,17 +12,17 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service_kit.inputs import Trimmed
+from service_kit.inputs import StrictInput, Trimmed
 from service_kit.pagination import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
 
 Sku = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["BOOK-42"])]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR"])]
 
 
-class _Strict(BaseModel):
-    # Nothing is stripped before the limits are checked (see service_kit.inputs): " EUR"
-    # breaks the documented pattern, so it is refused, as the document says.
-    model_config = ConfigDict(extra="forbid")
+class _Strict(StrictInput):
+    """Unknown fields refused, no NUL in any text (PostgreSQL stores none). Nothing is
+    stripped before the limits are checked (see service_kit.inputs): " EUR" breaks the
+    documented pattern, so it is refused, as the document says."""
 
 
 class OrderItemIn(_Strict):

@@ -8,14 +8,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from service_kit.inputs import Trimmed
+from service_kit.inputs import StrictInput, Trimmed
 
 
-class _Strict(BaseModel):
-    # Unknown fields are refused: a client cannot slip in ``role`` or ``is_active``.
-    # Nothing is stripped before the limits are checked (see service_kit.inputs): a
-    # password is exactly what was typed, spaces included.
-    model_config = ConfigDict(extra="forbid")
+class _Strict(StrictInput):
+    """Unknown fields are refused: a client cannot slip in ``role`` or ``is_active``; no
+    text holds a NUL (PostgreSQL stores none). Nothing is stripped before the limits are
+    checked (see service_kit.inputs): a password is exactly what was typed."""
 
 
 class UserCreate(_Strict):

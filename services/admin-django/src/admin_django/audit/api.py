@@ -14,7 +14,6 @@ from opentelemetry.trace import SpanKind
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    ConfigDict,
     Field,
     PlainSerializer,
     ValidationError,
@@ -26,6 +25,7 @@ from admin_django.audit.models import ActorType, AuditEvent
 from admin_django.conf import AdminSettings
 from service_kit.credentials import ServiceCaller, authenticate_service, is_basic
 from service_kit.django import json_body, json_response, validation_error
+from service_kit.inputs import JsonObject, StrictInput
 from service_kit.pagination import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
 from service_kit.problems import forbidden, invalid_field, unauthenticated
 from service_kit.tracecontext import start_span_in
@@ -33,8 +33,8 @@ from service_kit.tracecontext import start_span_in
 Name = Annotated[str, Field(min_length=1, max_length=150)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(StrictInput):
+    """Unknown fields refused, and no NUL in any text (PostgreSQL stores none: 422, not 500)."""
 
 
 class ActorIn(_Strict):
@@ -58,7 +58,7 @@ class EventIn(_Strict):
     trace_id: Annotated[str | None, Field(pattern=r"^[0-9a-f]{32}$")] = None
     #: The producer's span that delivered it: recording it joins the same trace.
     span_id: Annotated[str | None, Field(pattern=r"^[0-9a-f]{16}$")] = None
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: JsonObject = Field(default_factory=dict)
 
 
 class EventBatch(_Strict):

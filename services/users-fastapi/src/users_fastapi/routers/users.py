@@ -7,7 +7,9 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import AfterValidator
 
+from service_kit.inputs import refuse_nul
 from service_kit.outbox import Actor
 from service_kit.pagination import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
 from service_kit.problems import openapi_problem_responses, unauthenticated
@@ -108,7 +110,7 @@ async def list_users(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
-    email: Annotated[str | None, Query(max_length=320)] = None,
+    email: Annotated[str | None, Query(max_length=320), AfterValidator(refuse_nul)] = None,
 ) -> UserPage:
     users, next_cursor = await accounts.user_list(session, limit=limit, cursor=cursor, email=email)
     return UserPage(items=[UserPublic.model_validate(u) for u in users], next_cursor=next_cursor)
