@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from service_kit.inputs import JsonObject, StrictInput, Trimmed
+from service_kit.inputs import DateTimeText, JsonObject, StrictInput, Trimmed, discard_body
 
 
 class Name(BaseModel):
@@ -74,3 +75,39 @@ def test_text_without_nul_and_unknown_fields() -> None:
     assert event.payload == {"k": ["v", 1, None]}
     with pytest.raises(ValidationError, match="Extra inputs"):
         Event.model_validate({"actor": {"id": "a", "role": "staff"}})
+
+
+class Moment(BaseModel):
+    at: DateTimeText
+
+
+def test_a_date_time_is_text_with_an_offset() -> None:
+    assert Moment(at="2026-01-01T00:00:00Z").at.utcoffset() is not None
+    assert Moment(at="2026-01-01T01:00:00+01:00").at.hour == 1
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [1_700_000_000, "1700000000", 1.5, "2026-01-01T00:00:00", "2026-01-01", "yesterday", None],
+    ids=["number", "numeric-text", "float", "naive", "date-only", "word", "null"],
+)
+def test_numbers_and_times_without_an_offset_are_refused(sent: Any) -> None:
+    with pytest.raises(ValidationError):
+        Moment(at=sent)
+
+
+def test_discard_body_reads_what_is_left_up_to_the_limit() -> None:
+    stream = io.BytesIO(b"x" * 1000)
+    discard_body(stream, limit=300)
+    assert stream.tell() == 300
+    discard_body(stream)
+    assert stream.read() == b""
+
+
+def test_discard_body_survives_a_broken_stream() -> None:
+    class Broken:
+        def read(self, _size: int) -> bytes:
+            raise ConnectionResetError
+
+    discard_body(Broken())
+    discard_body(None)

@@ -120,6 +120,8 @@ def _drop(name: str) -> Callable[[dict[str, Any]], None]:
         (_set("id", "not-a-uuid"), "events.1.id"),
         (_set("occurred_at", "2025-03-01T12:00:00"), "events.1.occurred_at"),
         (_set("occurred_at", "yesterday"), "events.1.occurred_at"),
+        # A date-time string, as documented: not seconds since 1970 (pydantic's lax mode).
+        (_set("occurred_at", 1_700_000_000), "events.1.occurred_at"),
         (_set("action", "User.Registered"), "events.1.action"),
         (_set("action", "user registered"), "events.1.action"),
         (_set("trace_id", "abc123"), "events.1.trace_id"),
@@ -140,6 +142,7 @@ def _drop(name: str) -> Callable[[dict[str, Any]], None]:
         "bad-uuid",
         "naive-datetime",
         "not-a-datetime",
+        "epoch-number",
         "action-uppercase",
         "action-space",
         "trace-id-short",
@@ -464,6 +467,7 @@ def test_get_pages_with_the_cursor(
         ({"limit": "ten"}, "limit"),
         ({"after": "2025-03-01T12:00:00"}, "after"),
         ({"before": "2025-03-01"}, "before"),
+        ({"after": "1700000000"}, "after"),
         ({"trace_id": "a" * 33}, "trace_id"),
         ({"colour": "red"}, "colour"),
         # PostgreSQL cannot even compare text with a NUL in it (a 500 before).

@@ -14,9 +14,17 @@ silently loses its surrounding spaces. :data:`Trimmed` strips after the checks i
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    field_validator,
+)
 
 NUL = "\x00"
 NUL_MESSAGE = "must not contain the NUL character (U+0000)"
@@ -70,3 +78,46 @@ def _stripped_not_blank(value: str) -> str:
 #: Text stored without its surrounding whitespace, once its limits have passed; blank
 #: text (only whitespace) is refused.
 Trimmed = Annotated[str, AfterValidator(_stripped_not_blank)]
+
+
+def _iso_text(value: Any) -> Any:
+    if isinstance(value, datetime):  # already parsed (a model built in code)
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a date-time string (RFC 3339)")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be a date-time string (RFC 3339)") from None
+
+
+#: A point in time with its offset, sent as text (``format: date-time``). pydantic alone
+#: also takes a number, or a numeric string, as seconds since 1970, which the document
+#: (a date-time string) does not allow.
+DateTimeText = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+
+
+#: How much of a refused body is read (and thrown away) before answering, at most.
+DISCARD_LIMIT = 16 * 1024 * 1024
+_DISCARD_CHUNK = 64 * 1024
+
+
+def discard_body(stream: Any, limit: int = DISCARD_LIMIT) -> None:
+    """Read what is left of a refused request body (a 413) and throw it away, up to ``limit``.
+
+    A server that answers before the client (the ingress) has sent the whole body, then
+    closes or reuses the connection with the rest unread, makes the kernel reset it: the
+    ingress then answers 502 instead of the 413. Reading the rest first avoids that race;
+    a body beyond ``limit`` is cut off as before.
+    """
+    if stream is None:
+        return
+    left = limit
+    try:
+        while left > 0:
+            chunk = stream.read(min(_DISCARD_CHUNK, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except Exception:  # best effort: whatever the stream does, the 413 is answered
+        return

@@ -12,7 +12,6 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from opentelemetry.trace import SpanKind
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     Field,
     PlainSerializer,
@@ -25,7 +24,7 @@ from admin_django.audit.models import ActorType, AuditEvent
 from admin_django.conf import AdminSettings
 from service_kit.credentials import ServiceCaller, authenticate_service, is_basic
 from service_kit.django import json_body, json_response, validation_error
-from service_kit.inputs import JsonObject, StrictInput
+from service_kit.inputs import DateTimeText, JsonObject, StrictInput
 from service_kit.pagination import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
 from service_kit.problems import forbidden, invalid_field, unauthenticated
 from service_kit.tracecontext import start_span_in
@@ -50,7 +49,7 @@ class SubjectIn(_Strict):
 
 class EventIn(_Strict):
     id: uuid.UUID
-    occurred_at: AwareDatetime
+    occurred_at: DateTimeText
     service: Annotated[str, Field(min_length=1, max_length=50)]
     actor: ActorIn
     action: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.]{0,99}$")]
@@ -72,8 +71,8 @@ class EventListQuery(_Strict):
     action: str | None = Field(default=None, max_length=100)
     service: str | None = Field(default=None, max_length=50)
     trace_id: str | None = Field(default=None, max_length=32)
-    after: AwareDatetime | None = None
-    before: AwareDatetime | None = None
+    after: DateTimeText | None = None
+    before: DateTimeText | None = None
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     cursor: str | None = Field(default=None, max_length=MAX_CURSOR_LENGTH)
 
