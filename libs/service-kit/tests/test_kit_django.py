@@ -332,6 +332,38 @@ def test_json_body_too_large_raises_django_s_error(rf: RequestFactory) -> None:
             json_body(request, Order)
 
 
+def chunked(rf: RequestFactory, body: bytes, *, terminated: bool = True) -> HttpRequest:
+    """A POST whose body came in chunks (no Content-Length), as gunicorn hands it on."""
+    request = rf.generic(
+        "POST", "/api/orders", content_type="application/json", CONTENT_TYPE="application/json"
+    )
+    request.META.pop("CONTENT_LENGTH", None)
+    request.META["HTTP_TRANSFER_ENCODING"] = "chunked"
+    request.META["wsgi.input"] = io.BytesIO(body)
+    if terminated:
+        request.META["wsgi.input_terminated"] = True
+    return request
+
+
+def test_json_body_reads_a_chunked_body(rf: RequestFactory) -> None:
+    """Django itself reads a body without a Content-Length as empty."""
+    body = {"customer": "c-1", "items": [{"name": "tea", "quantity": 2}]}
+    assert json_body(chunked(rf, json.dumps(body).encode()), Order) == Order.model_validate(body)
+
+
+def test_json_body_chunked_too_large_raises_django_s_error(rf: RequestFactory) -> None:
+    with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=16):
+        request = chunked(rf, json.dumps({"customer": "x" * 100}).encode())
+        with pytest.raises(RequestDataTooBig):
+            json_body(request, Order)
+
+
+def test_json_body_chunked_without_a_server_that_ends_it_is_411(rf: RequestFactory) -> None:
+    with pytest.raises(ProblemError) as caught:
+        json_body(chunked(rf, b'{"customer": "c"}', terminated=False), Order)
+    assert caught.value.problem.status == 411
+
+
 def test_validation_error_names_the_location() -> None:
     class Query(BaseModel):
         limit: int = Field(le=100)

@@ -222,6 +222,26 @@ def test_body_too_large_is_413(client: FlaskClient, log_stream: io.StringIO) -> 
     assert access["status"] == 413
 
 
+def _chunked(client: FlaskClient, content: bytes) -> Any:
+    """A POST whose body arrives in chunks, without a Content-Length (as gunicorn hands it)."""
+    return client.post(
+        "/items",
+        input_stream=io.BytesIO(content),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+def test_a_chunked_body_too_large_is_413(client: FlaskClient) -> None:
+    response = _chunked(client, json.dumps({"name": "x" * 200}).encode())
+    assert assert_problem(response, 413)["detail"] == "The request body is too large"
+
+
+def test_a_chunked_body_is_read_and_checked_like_any_other(client: FlaskClient) -> None:
+    assert _chunked(client, b'{"name": "a"}').status_code == 201
+    assert assert_problem(_chunked(client, b'{"name": '), 422)["type"] == MALFORMED_BODY
+
+
 def test_install_sets_the_body_limit() -> None:
     app = Flask(__name__)
     install(app, max_body_bytes=123)

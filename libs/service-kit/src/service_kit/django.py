@@ -29,6 +29,7 @@ from service_kit import dbstats, health, metrics
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
 from service_kit.headers import missing as security_headers
+from service_kit.inputs import discard_body
 from service_kit.metrics import UNMATCHED_ROUTE
 from service_kit.problems import (
     KEPT_ERROR_HEADERS,
@@ -81,13 +82,31 @@ def json_body(request: HttpRequest, model: type[ModelT]) -> ModelT:
     if request.content_type != "application/json":
         raise ProblemError.of(unsupported_media_type(request.content_type))
     try:
-        data = json.loads(request.body)
+        data = json.loads(_body_of(request))
     except ValueError:
         raise ProblemError.of(malformed_body()) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, location="body") from None
+
+
+def _body_of(request: HttpRequest) -> bytes:
+    """``request.body``; or a body sent in chunks (no Content-Length), which Django reads
+    as empty, read here up to Django's limit (past it, the 413 of any body too large)."""
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if request.META.get("CONTENT_LENGTH") or not chunked:
+        return request.body
+    if not request.META.get("wsgi.input_terminated"):  # the server cannot end the stream
+        raise ProblemError(411, "Send the body with a Content-Length")
+    from django.conf import settings
+
+    limit: int | None = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    stream = request.META["wsgi.input"]
+    data: bytes = stream.read() if limit is None else stream.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise RequestDataTooBig("Request body exceeded settings.DATA_UPLOAD_MAX_MEMORY_SIZE.")
+    return data
 
 
 def validation_error(exc: ValidationError, *, location: str) -> ProblemError:
@@ -191,6 +210,7 @@ class RequestContextMiddleware:
             error_log.warning("database unavailable", extra={"error": type(exc).__name__})
             return problem_response(database_unavailable().problem, request)
         if isinstance(exc, RequestDataTooBig):
+            discard_body(request.META.get("wsgi.input"))
             return problem_response(
                 Problem(status=413, detail="The request body is too large"), request
             )

@@ -7,6 +7,7 @@ Like the FastAPI adapter it only translates Flask's and Werkzeug's habits
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -17,12 +18,13 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from service_kit import health, metrics
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
 from service_kit.headers import missing as security_headers
+from service_kit.inputs import discard_body
 from service_kit.metrics import OPERATIONAL_PATHS, UNMATCHED_ROUTE
 from service_kit.problems import (
     KEPT_ERROR_HEADERS,
@@ -101,14 +103,39 @@ def _before_request() -> Response | None:
     telemetry = _telemetry()
     if telemetry is not None and request.path not in OPERATIONAL_PATHS:
         g.kit_state = telemetry.start_request(request.method)
-    if request.method in _BODY_METHODS and request.content_length:
+    streamed = _streamed()
+    if request.method in _BODY_METHODS and (request.content_length or streamed):
         if not request.is_json:
             return problem_response(unsupported_media_type(request.mimetype))
+        if streamed:
+            _buffer_streamed_body()
         try:
             json.loads(request.get_data(cache=True))
         except ValueError:
             return problem_response(malformed_body())
     return None
+
+
+def _streamed() -> bool:
+    """A body sent in chunks, without a Content-Length."""
+    return request.content_length is None and "chunked" in (
+        request.headers.get("Transfer-Encoding", "").lower()
+    )
+
+
+def _buffer_streamed_body() -> None:
+    """Read a chunked body here, up to the limit (413 past it), and hand it on as an
+    ordinary one with its Content-Length, so it is checked like any other.
+
+    Werkzeug would cut such a stream at ``MAX_CONTENT_LENGTH`` without a word, and the
+    view would see a truncated body (a 422 for a body that is merely too large).
+    """
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    data = request.environ["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    request.environ["wsgi.input"] = io.BytesIO(data)
+    request.environ["CONTENT_LENGTH"] = str(len(data))
 
 
 def _after_request(response: Response) -> Response:
@@ -157,6 +184,8 @@ def _teardown_request(_exc: BaseException | None) -> None:
 def _on_http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
     detail = exc.description if status != 413 else "The request body is too large"
+    if status == 413:
+        discard_body(request.environ.get("wsgi.input"))
     problem = Problem(status=status, detail=detail)
     for name, value in exc.get_headers():
         if name.lower() in KEPT_ERROR_HEADERS:
