@@ -14,6 +14,7 @@ from django.conf import settings
 from django.test import Client
 
 from admin_django.audit.models import AuditEvent
+from admin_django.support.roles import ACTING, READ_ONLY
 from service_kit.problems import MALFORMED_BODY, UNAUTHENTICATED, VALIDATION
 
 pytestmark = pytest.mark.usefixtures("db")
@@ -312,11 +313,19 @@ def test_get_as_a_logged_in_user_who_is_not_staff_is_403(
     problem(response, 403)
 
 
-def test_get_as_staff_by_session(login: Callable[..., Client]) -> None:
-    response = login("sam").get(EVENTS)
+@pytest.mark.parametrize("group", [READ_ONLY, ACTING])
+def test_get_as_support_staff_by_session(login: Callable[..., Client], group: str) -> None:
+    response = login("sam", group=group).get(EVENTS)
 
     assert response.status_code == 200
     assert response.json() == {"items": [], "next_cursor": None}
+
+
+def test_get_as_staff_outside_the_support_groups_is_403(
+    login: Callable[..., Client], problem: ProblemCheck
+) -> None:
+    """As in the console: being staff (for some other part of Django's admin) is not enough."""
+    problem(login("sam").get(EVENTS), 403)
 
 
 @pytest.mark.parametrize("service", ["admin-django", "users-fastapi", "legacy-flask"])

@@ -22,6 +22,7 @@ from pydantic import (
 from admin_django.audit import selectors, services
 from admin_django.audit.models import ActorType, AuditEvent
 from admin_django.conf import AdminSettings
+from admin_django.support import roles
 from service_kit.credentials import ServiceCaller, authenticate_service, is_basic
 from service_kit.django import json_body, json_response, validation_error
 from service_kit.inputs import DateTimeText, JsonObject, StrictInput
@@ -224,8 +225,9 @@ class AuditEventsApi(View):
         elif not request.user.is_authenticated:
             # The one HTTP authentication scheme this route accepts is a service's Basic.
             raise unauthenticated("Log in as staff, or send a service credential", scheme="Basic")
-        elif not request.user.is_staff:
-            raise forbidden("Only staff may read the audit trail")
+        elif not roles.can_view(request.user):
+            # The console's rule: staff outside both support groups see nothing there either.
+            raise forbidden("Only support staff (read-only or acting) may read the audit trail")
         try:
             query = EventListQuery.model_validate(dict(request.GET.items()))
         except ValidationError as exc:
