@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -83,13 +84,29 @@ class Moment(BaseModel):
 
 def test_a_date_time_is_text_with_an_offset() -> None:
     assert Moment(at="2026-01-01T00:00:00Z").at.utcoffset() is not None
-    assert Moment(at="2026-01-01T01:00:00+01:00").at.hour == 1
+    assert Moment(at="2026-01-01T01:00:00+01:00").at == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_a_date_time_is_in_utc_once_validated() -> None:
+    """PostgreSQL refuses offsets past 15:59, which Python (and RFC 3339 text) allows."""
+    at = Moment(at="6684-02-07T02:16:42-22:36").at
+    assert at.utcoffset() == timedelta(0)
+    assert (at.day, at.hour, at.minute) == (8, 0, 52)
 
 
 @pytest.mark.parametrize(
     "sent",
-    [1_700_000_000, "1700000000", 1.5, "2026-01-01T00:00:00", "2026-01-01", "yesterday", None],
-    ids=["number", "numeric-text", "float", "naive", "date-only", "word", "null"],
+    [
+        1_700_000_000,
+        "1700000000",
+        1.5,
+        "2026-01-01T00:00:00",
+        "2026-01-01",
+        "yesterday",
+        None,
+        "0001-01-01T00:00:00+05:00",
+    ],
+    ids=["number", "numeric-text", "float", "naive", "date-only", "word", "null", "before-year-1"],
 )
 def test_numbers_and_times_without_an_offset_are_refused(sent: Any) -> None:
     with pytest.raises(ValidationError):

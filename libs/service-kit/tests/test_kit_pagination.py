@@ -42,9 +42,16 @@ def test_cursor_roundtrip(created_at: datetime) -> None:
     cursor = encode_cursor(created_at, ITEM_ID)
     decoded_at, decoded_id = decode_cursor(cursor)
     assert decoded_at == created_at
-    assert decoded_at.utcoffset() == created_at.utcoffset()
+    assert decoded_at.utcoffset() == timedelta(0)  # the same instant, in UTC for the database
     assert decoded_id == ITEM_ID
     assert isinstance(decoded_id, uuid.UUID)
+
+
+def test_a_cursor_with_an_offset_postgresql_refuses_is_read_in_utc() -> None:
+    """Python takes offsets up to 24 h, PostgreSQL up to 15:59 (a 500 there before)."""
+    decoded_at, _ = decode_cursor(b64(["6684-02-07T02:16:42-22:36", str(ITEM_ID)]))
+    assert decoded_at == datetime(6684, 2, 8, 0, 52, 42, tzinfo=UTC)
+    assert decoded_at.utcoffset() == timedelta(0)
 
 
 def test_cursor_is_url_safe_and_unpadded() -> None:
@@ -83,6 +90,8 @@ def test_different_positions_give_different_cursors() -> None:
         pytest.param(b64([T0.isoformat(), None]), id="null-uuid"),
         pytest.param(b64([1709294400, str(ITEM_ID)]), id="numeric-timestamp"),
         pytest.param(encode_cursor(T0, ITEM_ID)[:-3], id="truncated"),
+        # Before the year 1 once in UTC.
+        pytest.param(b64(["0001-01-01T00:00:00+05:00", str(ITEM_ID)]), id="before-year-1"),
     ],
 )
 def test_bad_cursor_is_a_422_naming_cursor(cursor: str) -> None:

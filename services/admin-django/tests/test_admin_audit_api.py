@@ -497,6 +497,26 @@ def test_get_names_the_invalid_query_parameter(
     assert body["errors"][0]["location"] == "query"
 
 
+def test_times_with_offsets_postgresql_refuses_are_taken_in_utc(
+    client: Client, event_body: Body, service_headers: Headers
+) -> None:
+    """Python (and RFC 3339) take offsets up to 24 h, PostgreSQL up to 15:59: a 500 there
+    before, for a filter and for a recorded event alike."""
+    sent = event_body(occurred_at="2026-02-07T02:16:42-22:36")
+    recorded = post(client, {"events": [sent]}, service_headers("users-fastapi"))
+    assert recorded.status_code == 201, recorded.content
+
+    response = client.get(
+        EVENTS,
+        {"before": "6684-02-07T02:16:42-22:36", "after": "2026-02-08T00:52:41-00:00"},
+        headers=service_headers("admin-django"),
+    )
+
+    assert response.status_code == 200, response.content
+    [item] = response.json()["items"]
+    assert item["occurred_at"] == "2026-02-08T00:52:42+00:00"
+
+
 def test_get_limits_accepts_the_bounds(client: Client, service_headers: Headers) -> None:
     headers = service_headers("admin-django")
 

@@ -14,7 +14,7 @@ silently loses its surrounding spaces. :data:`Trimmed` strips after the checks i
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -80,20 +80,33 @@ def _stripped_not_blank(value: str) -> str:
 Trimmed = Annotated[str, AfterValidator(_stripped_not_blank)]
 
 
+def in_utc(moment: datetime) -> datetime:
+    """``moment`` (with an offset) in UTC; ValueError if UTC cannot hold it.
+
+    Python takes offsets up to 24 hours, PostgreSQL only up to 15:59, and a query with
+    ``-22:36`` failed there (a 500): every time that goes to a database goes in UTC.
+    """
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of the range of dates") from None
+
+
 def _iso_text(value: Any) -> Any:
     if isinstance(value, datetime):  # already parsed (a model built in code)
-        return value
+        return value if value.tzinfo is None else in_utc(value)
     if not isinstance(value, str):
         raise ValueError("must be a date-time string (RFC 3339)")
     try:
-        return datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError("must be a date-time string (RFC 3339)") from None
+    return moment if moment.tzinfo is None else in_utc(moment)
 
 
-#: A point in time with its offset, sent as text (``format: date-time``). pydantic alone
-#: also takes a number, or a numeric string, as seconds since 1970, which the document
-#: (a date-time string) does not allow.
+#: A point in time with its offset, sent as text (``format: date-time``), in UTC once
+#: validated. pydantic alone also takes a number, or a numeric string, as seconds since
+#: 1970, which the document (a date-time string) does not allow.
 DateTimeText = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 

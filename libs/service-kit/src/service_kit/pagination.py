@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from service_kit.problems import invalid_field
 
@@ -36,8 +36,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at = datetime.fromisoformat(created)
         if created_at.tzinfo is None:
             raise ValueError("cursor timestamp without time zone")
-        return created_at, uuid.UUID(item_id)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        # In UTC: PostgreSQL refuses offsets past 15:59 that Python accepts (a 500 before).
+        return created_at.astimezone(UTC), uuid.UUID(item_id)
+    except (ValueError, TypeError, OverflowError, binascii.Error, json.JSONDecodeError):
         raise invalid_field(
             "cursor", "The cursor is not one this service issued", location="query"
         ) from None
