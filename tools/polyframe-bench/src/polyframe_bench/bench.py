@@ -116,56 +116,57 @@ def run(
     started = time.monotonic()
     results: dict[str, Any] = {"meta": _meta(settings), "runs": [], "summary": {}}
     try:
-        progress("starting the platform twice (instrumented, uninstrumented) and the bare apps")
-        on.start()
-        off.start()
-        on.prepare()
-        off.prepare()
-        for each in bare:
-            each.start(scratch / f"{each.server.name}.log")
-        scenarios = service_scenarios(on, off, quick=settings.quick) + bare_scenarios(bare)
-        nonce = int(time.time())
-        progress(f"{len(scenarios)} scenarios: warm-up ({settings.warmup_seconds:g} s each)")
-        for scenario in scenarios:
-            nonce += 1
-            _load(scenario, settings.warmup_seconds, nonce)
-        for round_number in range(1, settings.rounds + 1):
-            for index, scenario in enumerate(scenarios, start=1):
+        try:
+            progress("starting the platform twice (instrumented, uninstrumented) and the bare apps")
+            on.start()
+            off.start()
+            on.prepare()
+            off.prepare()
+            for each in bare:
+                each.start(scratch / f"{each.server.name}.log")
+            scenarios = service_scenarios(on, off, quick=settings.quick) + bare_scenarios(bare)
+            nonce = int(time.time())
+            progress(f"{len(scenarios)} scenarios: warm-up ({settings.warmup_seconds:g} s each)")
+            for scenario in scenarios:
                 nonce += 1
-                progress(
-                    f"round {round_number}/{settings.rounds}, {index}/{len(scenarios)}: "
-                    f"{scenario.name} ({settings.seconds:g} s, {scenario.connections} connections)"
-                )
-                measured = _load(scenario, settings.seconds, nonce)
-                results["runs"].append(
-                    {"scenario": scenario.name, "round": round_number, **measured}
-                )
-        for scenario in scenarios:
-            runs = [r for r in results["runs"] if r["scenario"] == scenario.name]
-            results["summary"][scenario.name] = {
-                "subject": scenario.subject,
-                "kind": scenario.kind,
-                "via": scenario.via,
-                "instrumented": scenario.instrumented,
-                "connections": scenario.connections,
-                "rps": _summary([r["rps"] for r in runs]),
-                "p50_ms": _summary([r["p50_ms"] for r in runs]),
-                "p99_ms": _summary([r["p99_ms"] for r in runs]),
-                "cpu_us_per_request": _summary(
-                    [r["cpu_us_per_request"] for r in runs if r["cpu_us_per_request"]] or [0.0]
-                ),
-                "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
+                _load(scenario, settings.warmup_seconds, nonce)
+            for round_number in range(1, settings.rounds + 1):
+                for index, scenario in enumerate(scenarios, start=1):
+                    nonce += 1
+                    progress(
+                        f"round {round_number}/{settings.rounds}, {index}/{len(scenarios)}: "
+                        f"{scenario.name} ({settings.seconds:g} s, "
+                        f"{scenario.connections} connections)"
+                    )
+                    measured = _load(scenario, settings.seconds, nonce)
+                    results["runs"].append(
+                        {"scenario": scenario.name, "round": round_number, **measured}
+                    )
+            for scenario in scenarios:
+                runs = [r for r in results["runs"] if r["scenario"] == scenario.name]
+                results["summary"][scenario.name] = {
+                    "subject": scenario.subject,
+                    "kind": scenario.kind,
+                    "via": scenario.via,
+                    "instrumented": scenario.instrumented,
+                    "connections": scenario.connections,
+                    "rps": _summary([r["rps"] for r in runs]),
+                    "p50_ms": _summary([r["p50_ms"] for r in runs]),
+                    "p99_ms": _summary([r["p99_ms"] for r in runs]),
+                    "cpu_us_per_request": _summary(
+                        [r["cpu_us_per_request"] for r in runs if r["cpu_us_per_request"]] or [0.0]
+                    ),
+                    "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
+                }
+            progress("memory of every server after the load")
+            results["memory"] = {
+                **{name: _memory(on.server_pid(name)) for name in SERVICES},
+                **{f"{name} (instr-off)": _memory(off.server_pid(name)) for name in SERVICES},
+                **{each.server.name: _memory(each.process.pid) for each in bare if each.process},
             }
-        progress("memory of every server after the load")
-        results["memory"] = {
-            **{name: _memory(on.server_pid(name)) for name in SERVICES},
-            **{f"{name} (instr-off)": _memory(off.server_pid(name)) for name in SERVICES},
-            **{each.server.name: _memory(each.process.pid) for each in bare if each.process},
-        }
-    finally:
-        for each in bare:
-            each.stop()
-    try:
+        finally:
+            for each in bare:
+                each.stop()
         samples = 1 if settings.quick else settings.cold_starts
         progress(f"cold starts: {samples} per server, each alone")
         cold: dict[str, list[float]] = {}
@@ -181,6 +182,7 @@ def run(
             for name, values in cold.items()
         }
     finally:
+        # Whatever failed above, no server of the run outlives it.
         on.stop()
         off.stop()
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)

@@ -165,7 +165,9 @@ class Platform:
 @dataclass
 class BareProcess:
     server: BareServer
-    port: int = field(default_factory=free_port)
+    #: Picked when it starts, not before: a port picked early may be taken meanwhile by
+    #: the platforms the bench starts first (they pick free ports of their own).
+    port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -174,6 +176,7 @@ class BareProcess:
 
     def start(self, log: Path) -> float:
         """Start it; return its cold start (spawn to the first 200 of ``/readyz``)."""
+        self.port = free_port()
         self.process = subprocess.Popen(
             self.server.command(self.port),
             stdout=log.open("ab"),
