@@ -33,7 +33,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service_kit import gunicorn as kit_gunicorn
 from service_kit import metrics
-from service_kit.gunicorn import ThreadWorker, child_exit, post_worker_init, settings, worker_exit
+from service_kit.gunicorn import (
+    ThreadWorker,
+    child_exit,
+    drain_setting,
+    post_worker_init,
+    settings,
+    worker_exit,
+)
 
 SERVICE = "gunicorn-test"
 #: How long the tests wait for the server to do something (never reached when it works;
@@ -77,6 +84,16 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert values["bind"] == "0.0.0.0:9000"
     assert (values["workers"], values["threads"]) == (5, 16)
     assert values["logconfig_dict"]["root"]["level"] == "WARNING"
+
+
+def test_drain_setting_is_checked() -> None:
+    assert drain_setting({}, "DEMO") == 2.0
+    assert drain_setting({"DEMO_DRAIN_SECONDS": "0"}, "DEMO") == 0.0
+    assert drain_setting({"DEMO_DRAIN_SECONDS": "3.5"}, "DEMO") == 3.5
+    # Negative, not a number, or so long that the master would kill requests still in flight.
+    for raw in ("-1", "two", "7.5", "60"):
+        with pytest.raises(SystemExit, match="DEMO_DRAIN_SECONDS"):
+            drain_setting({"DEMO_DRAIN_SECONDS": raw}, "DEMO")
 
 
 def test_child_exit_drops_the_live_gauges_of_the_worker(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,24 @@ from service_kit import drain, metrics, telemetry
 from service_kit.headers import missing as security_headers
 from service_kit.logs import gunicorn_logconfig
 from service_kit.problems import PROBLEM_CONTENT_TYPE, Problem
+
+#: Seconds a worker has after SIGTERM, its drain included, before the master kills it.
+GRACEFUL_TIMEOUT = 15
+
+
+def drain_setting(env: Mapping[str, str], prefix: str) -> float:
+    """``<PREFIX>_DRAIN_SECONDS``, checked: from 0 to less than half the graceful timeout
+    (the drain must leave the requests in flight time to finish before the master kills)."""
+    name = f"{prefix}_DRAIN_SECONDS"
+    raw = env.get(name, "2")
+    limit = GRACEFUL_TIMEOUT / 2
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < limit:
+        raise SystemExit(f"{name}={raw!r}: expected seconds from 0 to under {limit:g}; fix it")
+    return seconds
 
 
 def settings(
@@ -43,7 +61,7 @@ def settings(
     and ``_METRICS_BIND`` (the master's metrics address)."""
     env = os.environ
     global _drain_seconds
-    _drain_seconds = float(env.get(f"{prefix}_DRAIN_SECONDS", "2"))
+    _drain_seconds = drain_setting(env, prefix)
     return {
         "wsgi_app": wsgi_app,
         "bind": env.get(f"{prefix}_BIND", f"127.0.0.1:{default_port}"),
@@ -55,7 +73,7 @@ def settings(
         # On SIGTERM a worker drains (<PREFIX>_DRAIN_SECONDS: serving on, /readyz failing),
         # then in-flight requests get the rest of this to finish (a chart's grace period is
         # longer, so nothing is cut off).
-        "graceful_timeout": 15,
+        "graceful_timeout": GRACEFUL_TIMEOUT,
         "keepalive": 5,
         # The app is imported in each worker after the fork (no preload): database pools,
         # service clients and the OpenTelemetry exporter are made per process, never copied.
