@@ -446,8 +446,16 @@ def test_sigterm_drains_then_stops_without_a_5xx(
         os.kill(pid, signal.SIGTERM)  # the main process only, as the kubelet does
         signalled = time.monotonic()
         try:
-            _wait_for(f"{server}'s /readyz failing", lambda: _status(readyz) != 200, timeout=10)
+            # 503 from the server itself: it fails readiness while it still answers.
+            _wait_for(f"{server}'s /readyz answering 503", lambda: _status(readyz) == 503)
             not_ready = time.monotonic()
+            # The router (here: this test, as an endpoint controller would) has not caught up
+            # yet: requests sent meanwhile are still served. Wait for one to come back.
+            _wait_for(
+                "a request sent after SIGTERM answered",
+                lambda: any(at > signalled for at, _ in list(load.results)),
+                timeout=DRAIN_SECONDS * 5,
+            )
         finally:
             routed.clear()
         stream.result(timeout=CLIENT_TIMEOUT * 2)

@@ -106,6 +106,8 @@ time.sleep(60)
                 break
             assert child.popen.poll() is None, "the test's child died early"
             time.sleep(0.05)
+        else:
+            pytest.fail(f"{child.name} never said it was ready")
     sup.stop_all(grace=10, last=("traefik",))
     assert log.read_text().splitlines() == [
         "server got SIGTERM",
