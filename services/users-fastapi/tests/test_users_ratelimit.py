@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -165,6 +166,21 @@ async def test_failures_lock_one_account_only_until_the_window_ends(
         for _ in range(2):
             assert (await _login(client, "nobody@example.com", "wrong password")).status_code == 401
         _assert_429(await _login(client, "nobody@example.com", "wrong password"))
+
+
+async def test_a_burst_of_guesses_sent_together_gets_no_more_than_the_limit(
+    settings: UsersSettings,
+) -> None:
+    """The password check awaits (the hash runs off the loop): guesses sent at once must
+    not all pass the account's check before the first of them has failed."""
+    async with _client(settings, login_failure_limit=2) as connect:
+        client = connect()
+        assert (await _register(client, "burst@example.com")).status_code == 201
+        answers = await asyncio.gather(
+            *(_login(client, "burst@example.com", f"guess {n}") for n in range(6))
+        )
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [401, 401, 429, 429, 429, 429], statuses
 
 
 async def test_a_success_clears_the_failures(settings: UsersSettings) -> None:

@@ -138,16 +138,18 @@ class RateLimits:
             raise too_many_requests("Too many registrations from this address; try later", wait)
 
     def check_login(self, request: Request, email: str) -> None:
-        """Before the password is checked: the address's attempts, the account's failures."""
+        """Before the password is checked: the address's attempts, the account's failures.
+
+        The attempt counts against the account at once, as a failure until it succeeds
+        (:meth:`login_succeeded` clears the count): counted only after the password check,
+        a burst of guesses sent together would all pass this check before any of them
+        counted, however low the limit."""
         wait = self.login_per_ip.hit(client_address(request))
         if wait is not None:
             raise too_many_requests("Too many log-in attempts from this address; try later", wait)
-        wait = self.login_failures.retry_after(normalize_email(email))
+        wait = self.login_failures.hit(normalize_email(email))
         if wait is not None:
             raise too_many_requests("Too many failed log-ins for this account; try later", wait)
-
-    def login_failed(self, email: str) -> None:
-        self.login_failures.hit(normalize_email(email))
 
     def login_succeeded(self, email: str) -> None:
         self.login_failures.clear(normalize_email(email))

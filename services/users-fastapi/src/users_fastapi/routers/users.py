@@ -70,8 +70,7 @@ async def login_user(
     user = await accounts.user_authenticate(
         session, state.passwords, email=body.email, password=body.password
     )
-    if user is None:
-        state.limits.login_failed(body.email)
+    if user is None:  # counted against the account already (check_login)
         log.info("log-in refused")
         raise unauthenticated("Wrong e-mail or password, or the account is deactivated")
     state.limits.login_succeeded(body.email)
