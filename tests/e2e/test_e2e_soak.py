@@ -7,10 +7,11 @@ the ingress (``polyframe_bench.soak``, which ``make soak`` runs for 5 minutes).
 Then: no 5xx, each acknowledged order exactly once in its final state, every
 event of those changes exactly once in the audit trail.
 
-RSS growth of each server's process tree is reported, not asserted: half a minute
-after a 10 s warm-up is too short for a 10% bound to tell a leak from allocator
-arenas, caches and connection pools filling up (the soak asserts it only when
-warm-up end to load end spans ``rss_min_window``, 120 s; ``make soak`` does).
+RSS growth of each server's process tree after a 10 s warm-up must stay under 10%,
+as in ``make soak``. Twenty seconds are a weak test of a leak (allocator arenas,
+caches and connection pools still fill up; a slow leak shows only in the 5-minute
+run), but one that grows by a tenth in that time is caught here already (measured
+growth so far: at most about 1%).
 
 Locally it starts a platform of its own, as ``make up`` does (so the servers'
 RSS is this load's alone), and checks that it still stops cleanly afterwards;
@@ -42,6 +43,8 @@ SETTINGS = soak.Settings(
     # Bounds, not speed assertions: the shared CI machine may be busy.
     timeout=15,
     audit_timeout=90,
+    # The 10% bound holds from the warm-up's end, however short the run (make soak: 120 s).
+    rss_min_window=min(15.0, SOAK_SECONDS - WARMUP_SECONDS),
 )
 #: Kinds of request the mix must have sent (the soak proves nothing without them).
 KINDS = (
@@ -84,8 +87,7 @@ def test_a_short_soak_loses_nothing_and_answers_no_5xx(
         f"{results['load_totals']}; {writes['orders verified exactly once']:,} orders and "
         f"{writes['order states verified']:,} states verified, {events['verified']:,}/"
         f"{events['expected']:,} audit events (complete {events['seconds_to_complete']:g} s "
-        "after the orders were checked); RSS growth after warm-up (reported, not asserted: "
-        "too short): "
+        "after the orders were checked); RSS growth after warm-up (under 10%): "
         + (
             ", ".join(f"{n} {e['growth_pct']:+.1f}%" for n, e in memory["servers"].items())
             or "not measured"
@@ -124,9 +126,9 @@ def test_a_short_soak_loses_nothing_and_answers_no_5xx(
     assert set(SERVERS) <= set(memory["servers"]), table
     for name in SERVERS:
         assert memory["servers"][name]["start_mb"] > 0, table
-    # Too short to assert (said in the table), whatever the figures.
-    assert not memory["asserted"], table
-    assert "not asserted" in memory["note"]
+    assert memory["asserted"], table
+    for name, entry in memory["servers"].items():
+        assert entry["growth_pct"] < 10, f"{name} grew by {entry['growth_pct']}%\n{table}"
     assert any("warm-up over" in line for line in lines), lines
     # After the load the platform still stops cleanly (exit 0, no process left behind).
     local.stop_and_check()

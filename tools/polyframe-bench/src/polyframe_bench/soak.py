@@ -377,6 +377,9 @@ class Member:
             except SoakError as exc:
                 self.stats.problem(str(exc))
                 return
+            except Exception as exc:  # a crash must fail the soak, not just thin the load
+                self.stats.problem(f"member {self.email} stopped on {exc!r}")
+                return
 
     def step(self) -> None:
         roll = self.rng.random()
@@ -521,7 +524,11 @@ class Staff:
     def run(self, stop: threading.Event, deadline: float) -> None:
         interval = 1 / self.settings.staff_rate
         for _ in paced(stop, deadline, interval, self.settings.budget(self.settings.staff_rate)):
-            self.step()
+            try:
+                self.step()
+            except Exception as exc:  # a crash must fail the soak, not just thin the load
+                self.stats.problem(f"staff {self.username} stopped on {exc!r}")
+                return
 
     def step(self) -> None:
         roll = self.rng.random()
@@ -888,6 +895,9 @@ def _run(
     stop.set()
     for thread in threads:
         thread.join(timeout=settings.timeout * 2)
+    stuck = sum(thread.is_alive() for thread in threads)
+    if stuck:  # its writes may still change what the checks below count
+        stats.problem(f"{stuck} load thread(s) still waiting on an answer after the load ended")
     load_seconds = time.monotonic() - load_started
     rss_end = rss(target.pids)
     if not rss_start:
