@@ -788,6 +788,9 @@ def start_platform(
     for local in started:
         _unwatch(request.config, local)
         local.kill_if_running()
+    for local in started:
+        if local.ready is not None:  # it ran whole: every server logged, scan its logs too
+            _assert_no_secrets_in_logs(request.config, local)
 
 
 @pytest.fixture

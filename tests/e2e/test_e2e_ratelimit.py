@@ -76,13 +76,27 @@ def _limited(problem: Any, response: httpx.Response, what: str) -> int:
     return retry_after
 
 
+#: Seconds of the window a 429 found by ``_until_limited`` leaves at least: the checks
+#: that follow it (a spoofed header refused too) must land in the same window.
+MARGIN = 3
+
+
 def _until_limited(send: Callable[[], httpx.Response]) -> httpx.Response:
-    for _ in range(SEARCH):
-        response = send()
-        if response.status_code == 429:
+    """The first 429 of a window with at least MARGIN seconds left (waits out one that ends
+    sooner, and finds the limit again in the next)."""
+    for _ in range(3):
+        for _ in range(SEARCH):
+            response = send()
+            if response.status_code == 429:
+                break
+            assert response.status_code in (200, 201), response.text
+        else:
+            pytest.fail(f"no 429 after {SEARCH} requests")
+        retry_after = int(response.headers.get("retry-after", "0"))
+        if retry_after >= MARGIN:
             return response
-        assert response.status_code in (200, 201), response.text
-    pytest.fail(f"no 429 after {SEARCH} requests")
+        time.sleep(retry_after)
+    pytest.fail(f"every window found had under {MARGIN} s left")
 
 
 def test_registrations_per_address(limited: Any, problem: Any) -> None:
