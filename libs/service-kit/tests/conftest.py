@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from service_kit import metrics, telemetry
 from service_kit.logs import ACCESS_LOGGERS, QUIET_LOGGERS, SERVER_LOGGERS
 from service_kit.telemetry import Telemetry
+from service_kit.testing import metric_value
 
 _TOUCHED = ("", *SERVER_LOGGERS, *ACCESS_LOGGERS, *QUIET_LOGGERS)
 #: Spans are recorded in these tests as in a deployment that names a sampler (or exports):
@@ -117,12 +118,7 @@ class Samples:
 
     def value(self, name: str, **labels: str) -> float:
         """The sum of the samples called ``name`` that carry ``labels`` (0 if none exists)."""
-        return sum(
-            sample.value
-            for family in metrics.REGISTRY.collect()
-            for sample in family.samples
-            if sample.name == name and labels.items() <= sample.labels.items()
-        )
+        return metric_value(name, **labels)
 
     def series(self, name: str, **labels: str) -> list[dict[str, str]]:
         """Label sets of the samples called ``name`` that carry ``labels``."""

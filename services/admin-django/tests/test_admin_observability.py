@@ -17,14 +17,13 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from opentelemetry import trace
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 import admin_django.urls
 from admin_django.conf import AdminSettings
 from service_kit import metrics
+from service_kit.testing import finished_spans, metric_value
 
 DRILL = "/api/audit/_drills/n-plus-one"
 SERVICE = {"service_name": "admin-django", "framework": "django"}
@@ -33,26 +32,13 @@ KIT_MIDDLEWARE = "service_kit.django.RequestContextMiddleware"
 
 def value(name: str, **labels: str) -> float:
     """The sum of the samples ``name`` of this service that carry ``labels``."""
-    wanted = {**SERVICE, **labels}
-    return sum(
-        sample.value
-        for family in metrics.REGISTRY.collect()
-        for sample in family.samples
-        if sample.name == name and wanted.items() <= sample.labels.items()
-    )
+    return metric_value(name, **SERVICE, **labels)
 
 
 @pytest.fixture
 def spans() -> InMemorySpanExporter:
     """Finished spans, from the tracer provider the app set up (once per process)."""
-    provider = trace.get_tracer_provider()
-    exporter = getattr(provider, "polyframe_test_exporter", None)
-    if exporter is None:
-        exporter = InMemorySpanExporter()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
-        provider.polyframe_test_exporter = exporter  # type: ignore[attr-defined]
-    exporter.clear()
-    return exporter
+    return finished_spans()
 
 
 @pytest.fixture

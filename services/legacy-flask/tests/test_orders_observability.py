@@ -10,14 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from sqlalchemy import select
 
 from legacy_flask.settings import OrdersSettings
-from service_kit import metrics
+from service_kit.testing import finished_spans, metric_value
 
 DRILL = "/api/orders/_drills/hold-thread"
 SERVICE = {"service_name": "legacy-flask", "framework": "flask"}
@@ -25,26 +23,13 @@ SERVICE = {"service_name": "legacy-flask", "framework": "flask"}
 
 def value(name: str, **labels: str) -> float:
     """The sum of the samples ``name`` of this service that carry ``labels``."""
-    wanted = {**SERVICE, **labels}
-    return sum(
-        sample.value
-        for family in metrics.REGISTRY.collect()
-        for sample in family.samples
-        if sample.name == name and wanted.items() <= sample.labels.items()
-    )
+    return metric_value(name, **SERVICE, **labels)
 
 
 @pytest.fixture
 def spans(api: Any) -> InMemorySpanExporter:
     """Finished spans, from the tracer provider the app set up (once per process)."""
-    provider = trace.get_tracer_provider()
-    exporter = getattr(provider, "polyframe_test_exporter", None)
-    if exporter is None:
-        exporter = InMemorySpanExporter()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
-        provider.polyframe_test_exporter = exporter  # type: ignore[attr-defined]
-    exporter.clear()
-    return exporter
+    return finished_spans()
 
 
 def test_hold_thread_drill_holds_and_is_counted_under_its_route(make_api: Any) -> None:

@@ -17,12 +17,10 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from opentelemetry import trace
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from service_kit import metrics
+from service_kit.testing import finished_spans, metric_value
 from users_fastapi.main import create_app
 from users_fastapi.settings import UsersSettings
 
@@ -34,13 +32,7 @@ PATIENCE = 15.0
 
 def value(name: str, **labels: str) -> float:
     """The sum of the samples ``name`` of this service that carry ``labels``."""
-    wanted = {**SERVICE, **labels}
-    return sum(
-        sample.value
-        for family in metrics.REGISTRY.collect()
-        for sample in family.samples
-        if sample.name == name and wanted.items() <= sample.labels.items()
-    )
+    return metric_value(name, **SERVICE, **labels)
 
 
 @asynccontextmanager
@@ -90,14 +82,7 @@ async def drills(frozen_heap: None, settings: UsersSettings) -> AsyncIterator[ht
 @pytest.fixture
 def spans(api: Any) -> InMemorySpanExporter:
     """Finished spans, from the tracer provider the app set up (once per process)."""
-    provider = trace.get_tracer_provider()
-    exporter = getattr(provider, "polyframe_test_exporter", None)
-    if exporter is None:
-        exporter = InMemorySpanExporter()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
-        provider.polyframe_test_exporter = exporter  # type: ignore[attr-defined]
-    exporter.clear()
-    return exporter
+    return finished_spans()
 
 
 async def test_block_loop_drill_is_counted_under_its_route(
