@@ -25,6 +25,12 @@ from service_kit.health import DRAINING
 
 log = logging.getLogger("service_kit.drain")
 
+#: Seconds a server has after SIGTERM, its drain included, before it is killed: uvicorn's
+#: ``--timeout-graceful-shutdown`` and gunicorn's ``graceful_timeout``.
+GRACEFUL_SECONDS = 15
+#: A drain must be shorter than this, leaving the requests in flight time to finish.
+MAX_SECONDS = GRACEFUL_SECONDS / 2
+
 
 def begin(seconds: float, then: Callable[[], Any]) -> bool:
     """Start draining (once): ``then`` runs after ``seconds``. False if already draining."""

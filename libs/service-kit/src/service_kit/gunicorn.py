@@ -29,22 +29,21 @@ from service_kit.headers import missing as security_headers
 from service_kit.logs import gunicorn_logconfig
 from service_kit.problems import PROBLEM_CONTENT_TYPE, Problem
 
-#: Seconds a worker has after SIGTERM, its drain included, before the master kills it.
-GRACEFUL_TIMEOUT = 15
-
 
 def drain_setting(env: Mapping[str, str], prefix: str) -> float:
-    """``<PREFIX>_DRAIN_SECONDS``, checked: from 0 to less than half the graceful timeout
-    (the drain must leave the requests in flight time to finish before the master kills)."""
+    """``<PREFIX>_DRAIN_SECONDS``, checked as the services' setting is: from 0 to under
+    :data:`service_kit.drain.MAX_SECONDS` (the requests in flight keep time to finish
+    before the master kills)."""
     name = f"{prefix}_DRAIN_SECONDS"
     raw = env.get(name, "2")
-    limit = GRACEFUL_TIMEOUT / 2
     try:
         seconds = float(raw)
     except ValueError:
         seconds = -1.0
-    if not 0 <= seconds < limit:
-        raise SystemExit(f"{name}={raw!r}: expected seconds from 0 to under {limit:g}; fix it")
+    if not 0 <= seconds < drain.MAX_SECONDS:
+        raise SystemExit(
+            f"{name}={raw!r}: expected seconds from 0 to under {drain.MAX_SECONDS:g}; fix it"
+        )
     return seconds
 
 
@@ -73,7 +72,7 @@ def settings(
         # On SIGTERM a worker drains (<PREFIX>_DRAIN_SECONDS: serving on, /readyz failing),
         # then in-flight requests get the rest of this to finish (a chart's grace period is
         # longer, so nothing is cut off).
-        "graceful_timeout": GRACEFUL_TIMEOUT,
+        "graceful_timeout": drain.GRACEFUL_SECONDS,
         "keepalive": 5,
         # The app is imported in each worker after the fork (no preload): database pools,
         # service clients and the OpenTelemetry exporter are made per process, never copied.

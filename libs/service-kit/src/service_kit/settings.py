@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service_kit import drain
+
 #: Values that mean "somebody forgot to set this". Compared case-insensitively.
 PLACEHOLDER_SECRETS: frozenset[str] = frozenset(
     {
@@ -77,9 +79,9 @@ class ServiceSettings(BaseSettings):
     client_max_attempts: int = Field(default=2, ge=1, le=10)
     #: Seconds a server keeps serving after SIGTERM while ``/readyz`` already fails, so
     #: that traffic is routed elsewhere before it stops accepting (0: stop at once). Under
-    #: half the servers' 15 s graceful shutdown, which it is part of (gunicorn's master
-    #: counts from SIGTERM), so that requests in flight keep time to finish.
-    drain_seconds: float = Field(default=2.0, ge=0, lt=7.5)
+    #: half the servers' graceful shutdown, which it is part of (gunicorn's master counts
+    #: from SIGTERM), so that requests in flight keep time to finish.
+    drain_seconds: float = Field(default=2.0, ge=0, lt=drain.MAX_SECONDS)
     #: Metrics, traces and runtime probes, all on or all off (off: to measure their cost).
     instrumentation: bool = True
     #: More runs of one SQL shape within one request than this are reported as an N+1.
