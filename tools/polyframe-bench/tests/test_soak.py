@@ -359,3 +359,25 @@ def test_the_target_of_a_ready_file(tmp_path: Any) -> None:
     }
     target = soak.Target.from_ready(ready)
     assert target == soak.Target("http://127.0.0.1:8080", ("ada", "a"), {"users-fastapi": 10})
+
+
+def test_an_actor_that_fails_or_crashes_is_a_problem_of_the_run() -> None:
+    """A crash must fail the soak, not just thin its load; either way the actor stops."""
+    stats = soak.Stats()
+    steps: list[int] = []
+
+    def crashing() -> None:
+        steps.append(1)
+        raise ValueError("not JSON")
+
+    soak.act(stats, "member m@example.com", crashing, range(5))
+
+    def refused() -> None:
+        raise soak.SoakError("log-in failed")
+
+    soak.act(stats, "staff sam", refused, range(5))
+    assert steps == [1]
+    assert stats.problems == [
+        "member m@example.com stopped on ValueError('not JSON')",
+        "log-in failed",
+    ]

@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -294,6 +294,20 @@ def paced(stop: threading.Event, deadline: float, interval: float, budget: int) 
             return
 
 
+def act(stats: Stats, who: str, step: Callable[[], None], pace: Iterable[object]) -> None:
+    """One actor's load: ``step`` at each beat of ``pace``. Its first failure is a problem of
+    the run and ends the actor; so is a crash, which must fail the soak, not thin the load."""
+    for _ in pace:
+        try:
+            step()
+        except SoakError as exc:
+            stats.problem(str(exc))
+            return
+        except Exception as exc:
+            stats.problem(f"{who} stopped on {exc!r}")
+            return
+
+
 class Member:
     """A member of the platform, as a client would be: registered once, logged in once."""
 
@@ -371,15 +385,7 @@ class Member:
     def run(self, stop: threading.Event, deadline: float) -> None:
         interval = self.settings.users / self.settings.rate
         budget = self.settings.budget(self.settings.rate / self.settings.users)
-        for _ in paced(stop, deadline, interval, budget):
-            try:
-                self.step()
-            except SoakError as exc:
-                self.stats.problem(str(exc))
-                return
-            except Exception as exc:  # a crash must fail the soak, not just thin the load
-                self.stats.problem(f"member {self.email} stopped on {exc!r}")
-                return
+        act(self.stats, f"member {self.email}", self.step, paced(stop, deadline, interval, budget))
 
     def step(self) -> None:
         roll = self.rng.random()
@@ -523,12 +529,10 @@ class Staff:
 
     def run(self, stop: threading.Event, deadline: float) -> None:
         interval = 1 / self.settings.staff_rate
-        for _ in paced(stop, deadline, interval, self.settings.budget(self.settings.staff_rate)):
-            try:
-                self.step()
-            except Exception as exc:  # a crash must fail the soak, not just thin the load
-                self.stats.problem(f"staff {self.username} stopped on {exc!r}")
-                return
+        budget = self.settings.budget(self.settings.staff_rate)
+        act(
+            self.stats, f"staff {self.username}", self.step, paced(stop, deadline, interval, budget)
+        )
 
     def step(self) -> None:
         roll = self.rng.random()
