@@ -18,7 +18,6 @@ returns is in test_e2e_audit.py. Every wait is bounded; nothing asserts on speed
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -407,17 +406,15 @@ class Load:
 
     def call(self, ms: int, client: httpx.Client | None = None) -> tuple[float, int | str]:
         """One request taking ``ms``: when it was sent, and its status or transport error."""
-        with contextlib.ExitStack() as stack:
-            if client is None:
-                client = stack.enter_context(
-                    httpx.Client(base_url=self.base_url, timeout=CLIENT_TIMEOUT)
-                )
-            sent = time.monotonic()
-            try:
-                response = client.request(self.method, self.path, params={"ms": ms})
-            except httpx.TransportError as exc:  # a reset or a refusal: what must not happen
-                return sent, type(exc).__name__
-            return sent, response.status_code
+        if client is None:
+            with httpx.Client(base_url=self.base_url, timeout=CLIENT_TIMEOUT) as own:
+                return self.call(ms, own)
+        sent = time.monotonic()
+        try:
+            response = client.request(self.method, self.path, params={"ms": ms})
+        except httpx.TransportError as exc:  # a reset or a refusal: what must not happen
+            return sent, type(exc).__name__
+        return sent, response.status_code
 
     def run(self, routed: threading.Event) -> None:
         with httpx.Client(base_url=self.base_url, timeout=CLIENT_TIMEOUT) as client:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -50,8 +51,6 @@ def test_readiness_fails_while_draining_liveness_checks_unchanged() -> None:
 
 
 def test_async_readiness_fails_while_draining() -> None:
-    import asyncio
-
     async def database() -> None:
         return None
 
