@@ -114,24 +114,57 @@ kind-up: ## create the kind cluster, install Traefik (Helm), build and deploy th
 	@echo "Polyframe is up on kind at $(KIND_INGRESS_URL)"
 
 .PHONY: kind-e2e
-kind-e2e: kind-up $(VENV_STAMP) ## helm test, then tests/e2e in cluster mode against kind: from the host, and in the cluster (skaffold verify)
+kind-e2e: kind-up $(VENV_STAMP) ## helm test, then tests/e2e in cluster mode against kind from the host and in the cluster (skaffold verify); both always run, fails if either fails
 	@# helm test first: the suite checks that its Pods succeeded (and says which did not, with
 	@# the diagnostics), so a failure here does not stop the run.
 	@helm test $(KIND_RELEASE) --kube-context $(KIND_CONTEXT) --namespace $(KIND_NAMESPACE) --logs \
 		|| echo "helm test failed: tests/e2e names the Pod that did not succeed"
 	@rm -rf $(KIND_DIAGNOSTICS_DIR)
-	@secret() { kubectl --context $(KIND_CONTEXT) --namespace $(KIND_NAMESPACE) get secret "$$1" \
-		-o jsonpath="{.data.$$2}" | base64 --decode; }; \
-	export E2E_USERS_FASTAPI_SECRET="$$(secret polyframe-credentials users-fastapi)" \
-		E2E_LEGACY_FLASK_SECRET="$$(secret polyframe-credentials legacy-flask)" \
-		E2E_ADMIN_DJANGO_SECRET="$$(secret polyframe-credentials admin-django)" \
-		E2E_STAFF_SUPPORT_ACTING="$$(secret polyframe-admin-django-demo-staff support-acting)" \
-		E2E_STAFF_SUPPORT_READONLY="$$(secret polyframe-admin-django-demo-staff support-readonly)"; \
-	E2E_BASE_URL=$(KIND_INGRESS_URL) E2E_KUBE_CONTEXT=$(KIND_CONTEXT) \
+	@# The credentials the suite reads, from the release's Secrets. One that cannot be read stops
+	@# here: without it the tests that need it would skip instead of failing. Only the host's run
+	@# is given them; the verify Job reads the same Secrets itself (deploy/kind/verify-job.yaml),
+	@# and skaffold runs with PATH, HOME, KUBECONFIG and DOCKER_* only, so nothing else of this
+	@# machine's environment can reach the cluster through it. Both runs always run; the target
+	@# fails, saying which, if either failed.
+	@secret() { \
+		local value; \
+		value="$$(kubectl --context $(KIND_CONTEXT) --namespace $(KIND_NAMESPACE) \
+			get secret "$$1" -o jsonpath="{.data.$$2}")" && [ -n "$$value" ] \
+			&& printf '%s' "$$value" | base64 --decode && return; \
+		echo "kind-e2e: cannot read key $$2 of Secret $$1 (namespace $(KIND_NAMESPACE)," \
+			"context $(KIND_CONTEXT)). Is the release deployed with deploy/kind/values.yaml?" \
+			"Run 'make kind-up'; 'kubectl --context $(KIND_CONTEXT) --namespace" \
+			"$(KIND_NAMESPACE) describe secret $$1' lists the keys it has." >&2; \
+		return 1; \
+	}; \
+	users_fastapi="$$(secret polyframe-credentials users-fastapi)" \
+		&& legacy_flask="$$(secret polyframe-credentials legacy-flask)" \
+		&& admin_django="$$(secret polyframe-credentials admin-django)" \
+		&& staff_acting="$$(secret polyframe-admin-django-demo-staff support-acting)" \
+		&& staff_readonly="$$(secret polyframe-admin-django-demo-staff support-readonly)" \
+		|| exit 1; \
+	echo "kind-e2e: tests/e2e from the host, against $(KIND_INGRESS_URL)"; \
+	host=0; E2E_BASE_URL=$(KIND_INGRESS_URL) E2E_KUBE_CONTEXT=$(KIND_CONTEXT) \
 		E2E_KUBE_NAMESPACE=$(KIND_NAMESPACE) E2E_HELM_RELEASE=$(KIND_RELEASE) \
-		E2E_DIAGNOSTICS_DIR=$(KIND_DIAGNOSTICS_DIR) $(PYTEST) tests/e2e; \
-	env -u E2E_BASE_URL -u E2E_KUBE_CONTEXT skaffold verify --profile kind \
-		--kube-context $(KIND_CONTEXT) --build-artifacts $(KIND_BUILD_FILE)
+		E2E_DIAGNOSTICS_DIR=$(KIND_DIAGNOSTICS_DIR) \
+		E2E_USERS_FASTAPI_SECRET="$$users_fastapi" E2E_LEGACY_FLASK_SECRET="$$legacy_flask" \
+		E2E_ADMIN_DJANGO_SECRET="$$admin_django" E2E_STAFF_SUPPORT_ACTING="$$staff_acting" \
+		E2E_STAFF_SUPPORT_READONLY="$$staff_readonly" $(PYTEST) tests/e2e || host=$$?; \
+	echo "kind-e2e: tests/e2e in the cluster (skaffold verify)"; \
+	keep=(); for name in $$(compgen -e); do \
+		case $$name in PATH|HOME|KUBECONFIG|DOCKER_*) keep+=("$$name=$${!name}");; esac; \
+	done; \
+	cluster=0; env -i "$${keep[@]}" skaffold verify --profile kind \
+		--kube-context $(KIND_CONTEXT) --build-artifacts $(KIND_BUILD_FILE) || cluster=$$?; \
+	if [ $$host -eq 0 ] && [ $$cluster -eq 0 ]; then \
+		echo "kind-e2e: tests/e2e passed from the host and in the cluster"; exit 0; fi; \
+	if [ $$host -eq 0 ]; then echo "kind-e2e: tests/e2e from the host passed"; else \
+		echo "kind-e2e: tests/e2e from the host failed (exit $$host): its report is above, the" \
+			"release's logs, events and status in $(KIND_DIAGNOSTICS_DIR)/"; fi; \
+	if [ $$cluster -eq 0 ]; then echo "kind-e2e: tests/e2e in the cluster passed"; else \
+		echo "kind-e2e: tests/e2e in the cluster (skaffold verify) failed (exit $$cluster): its" \
+			"report is above (skaffold streams the Job's log)"; fi; \
+	exit 1
 
 .PHONY: kind-down
 kind-down: ## delete the kind cluster (and everything in it)
