@@ -161,10 +161,13 @@ def test_port_forward_and_verify_reach_the_in_cluster_ingress(skaffold: dict[str
     assert job["metadata"]["namespace"] == skaffold["deploy"]["helm"]["releases"][0]["namespace"]
 
 
-def test_the_verify_job_manifest_is_a_valid_job(kubernetes_validator: Any) -> None:
+def test_the_verify_job_manifest_is_a_valid_job(
+    skaffold: dict[str, Any], kubernetes_validator: Any
+) -> None:
     job = yaml.safe_load((KIND_DIR / "verify-job.yaml").read_text())
     for version in ("1.31", "1.35"):
         kubernetes_validator(job, version)
+        kubernetes_validator(_verify_job(skaffold), version)  # as skaffold creates it
 
 
 def test_the_e2e_image_runs_the_suite() -> None:
@@ -374,6 +377,153 @@ def test_the_verify_job_runs_as_the_e2e_runner_in_cluster_mode(
     assert "E2E_DIAGNOSTICS_DIR=/tmp/" in script  # the image's root file system is not /tmp
     assert env["E2E_CLUSTER_NAMESPACE"] == _release()["namespace"] == job["metadata"]["namespace"]
     assert env["E2E_CLUSTER_RELEASE"] == _release()["name"]
+
+
+#: What skaffold's `verify` container may hold (schema skaffold/v4beta13: VerifyContainer and
+#: VerifyEnvVar, both `additionalProperties: false`): no valueFrom, securityContext, resources.
+VERIFY_CONTAINER_FIELDS = {"name", "image", "command", "args", "env"}
+E2E_CONFTEST = REPO_ROOT / "tests" / "e2e" / "conftest.py"
+#: The credentials tests/e2e reads in cluster mode, and the kind release's Secret and key of each.
+E2E_CREDENTIALS = {
+    **{
+        f"E2E_{service.upper().replace('-', '_')}_SECRET": ("polyframe-credentials", service)
+        for service in SERVICES
+    },
+    **{
+        f"E2E_STAFF_{group.upper().replace('-', '_')}": ("polyframe-admin-django-demo-staff", group)
+        for group in ("support-acting", "support-readonly")
+    },
+}
+
+
+def _verify_job(skaffold: dict[str, Any]) -> dict[str, Any]:
+    """The Job skaffold's verify stage creates from `jobManifestPath`, built as skaffold does.
+
+    skaffold (since 2.8, GoogleContainerTools/skaffold#9087; pkg/skaffold/verify/k8sjob/verify.go,
+    createJobFromManifestPath and patchToK8sContainer) takes the manifest's container named like
+    the verify container as the base (an empty container when none is), sets the image (the
+    built tag), command and args, appends the verify container's env, and makes it the Job's
+    only container; the pod spec stays the manifest's. Since 2.3 (#8557) it appends no
+    environment of its own but an --env-file's, which `make kind-e2e` does not pass.
+    """
+    (verify,) = skaffold["verify"]
+    container = verify["container"]
+    job: dict[str, Any] = yaml.safe_load((REPO_ROOT / _job_manifest_path(skaffold)).read_text())
+    spec = job["spec"]["template"]["spec"]
+    base = next((c for c in spec["containers"] if c["name"] == container["name"]), {})
+    patched = {**copy.deepcopy(base), "name": container["name"], "image": container["image"]}
+    for field in ("command", "args"):
+        if field in container:
+            patched[field] = container[field]
+    patched["env"] = [*(base.get("env") or []), *(container.get("env") or [])]
+    spec["containers"] = [patched]
+    spec["restartPolicy"] = "Never"
+    return job
+
+
+def _conftest_returns(name: str) -> str:
+    """What a function of tests/e2e/conftest.py (not importable here) returns, as source."""
+    import ast
+
+    tree = ast.parse(E2E_CONFTEST.read_text())
+    (node,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    (returned,) = [n for n in ast.walk(node) if isinstance(n, ast.Return) and n.value]
+    assert returned.value is not None
+    return ast.unparse(returned.value)
+
+
+def _job_manifest_path(skaffold: dict[str, Any]) -> str:
+    (verify,) = skaffold["verify"]
+    return str(verify["executionMode"]["kubernetesCluster"]["jobManifestPath"])
+
+
+def test_the_verify_container_patches_the_manifests_container_of_its_name(
+    skaffold: dict[str, Any],
+) -> None:
+    """Everything skaffold.yaml cannot say about the container is in the Job manifest, on the
+    container skaffold patches: with another name it would start from an empty container."""
+    (verify,) = skaffold["verify"]
+    container = verify["container"]
+    assert set(container) <= VERIFY_CONTAINER_FIELDS, set(container) - VERIFY_CONTAINER_FIELDS
+    for variable in container.get("env") or []:
+        assert set(variable) <= {"name", "value"}, variable
+    manifest = yaml.safe_load((REPO_ROOT / _job_manifest_path(skaffold)).read_text())
+    names = [c["name"] for c in manifest["spec"]["template"]["spec"]["containers"]]
+    assert names == [container["name"]]
+    # skaffold appends the verify env: a name both define would be set twice (the last wins).
+    (effective,) = _verify_job(skaffold)["spec"]["template"]["spec"]["containers"]
+    defined = [variable["name"] for variable in effective["env"]]
+    assert len(defined) == len(set(defined)), defined
+
+
+def test_the_verify_job_reads_the_suites_credentials_from_the_release_secrets(
+    skaffold: dict[str, Any], render_case: Any
+) -> None:
+    # The names tests/e2e reads: its conftest's _secret_env and _staff_env build them so.
+    assert _conftest_returns("_secret_env") == "f\"E2E_{service.upper().replace('-', '_')}_SECRET\""
+    assert _conftest_returns("_staff_env") == "f\"E2E_STAFF_{group.upper().replace('-', '_')}\""
+    (container,) = _verify_job(skaffold)["spec"]["template"]["spec"]["containers"]
+    env = {variable["name"]: variable for variable in container["env"]}
+    secrets = {
+        m.name: {**(m.obj.get("data") or {}), **(m.obj.get("stringData") or {})}
+        for m in render_case("polyframe", "kind").of_kind("Secret")
+    }
+    for variable, (secret, key) in E2E_CREDENTIALS.items():
+        assert variable in env, variable
+        assert "value" not in env[variable], variable  # never a credential in plain text
+        reference = env[variable]["valueFrom"]["secretKeyRef"]
+        assert (reference["name"], reference["key"]) == (secret, key), variable
+        assert reference.get("optional") is not True, variable  # missing: the Pod does not start
+        # The kind release has that Secret (release `polyframe`, as the Job's namespace) and key.
+        assert key in secrets.get(secret, {}), (variable, secret, key)
+    # Nothing else in the Job reads a Secret, and skaffold.yaml holds no credential.
+    readers = {name for name, variable in env.items() if "valueFrom" in variable}
+    assert readers == set(E2E_CREDENTIALS)
+    (verify,) = skaffold["verify"]
+    assert not {v["name"] for v in verify["container"].get("env") or []} & set(E2E_CREDENTIALS)
+
+
+def test_the_verify_job_is_restricted_and_bounded(skaffold: dict[str, Any]) -> None:
+    job = _verify_job(skaffold)
+    spec = job["spec"]["template"]["spec"]
+    pod = spec["securityContext"]
+    assert pod["runAsNonRoot"] is True
+    assert pod["runAsUser"] > 0
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = spec["containers"]
+    context = container["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["runAsNonRoot"] is True
+    assert context["runAsUser"] > 0
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not context.get("privileged")
+    units = {"Mi": 2**20, "Gi": 2**30, "m": 1e-3, "": 1}
+
+    def quantity(value: Any) -> float:
+        match = re.fullmatch(r"([0-9.]+)(Mi|Gi|m|)", str(value))
+        assert match, value
+        return float(match.group(1)) * units[match.group(2)]
+
+    resources = container["resources"]
+    for resource in ("cpu", "memory"):
+        request, limit = resources["requests"][resource], resources["limits"][resource]
+        assert 0 < quantity(request) <= quantity(limit), (resource, request, limit)
+    # The only writable place is /tmp, an emptyDir of bounded size: HOME, TMPDIR and the
+    # diagnostics directory the command sets are under it.
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == "/tmp"
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert set(volume) == {"name", "emptyDir"}
+    assert quantity(volume["emptyDir"]["sizeLimit"]) > 0
+    script = " ".join(container["args"])
+    for setting in ("HOME=/tmp", "TMPDIR=/tmp", "E2E_DIAGNOSTICS_DIR=/tmp/"):
+        assert setting in script, setting
+    # A Pod that never starts (a Secret missing) fails the stage: skaffold gives up after the
+    # Job's own deadline instead of waiting forever.
+    (verify,) = skaffold["verify"]
+    assert verify["timeout"] > job["spec"]["activeDeadlineSeconds"]
 
 
 def test_make_kind_e2e_runs_the_suite_in_cluster_mode_after_helm_test() -> None:
