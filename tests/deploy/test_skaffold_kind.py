@@ -274,6 +274,45 @@ def test_make_targets_do_what_the_docs_say() -> None:
     assert _make_variable("KIND_CLUSTER") == cluster["name"]
 
 
+#: skaffold's Helm 4 support: deploying with Helm 4 from 2.17.0 (PR
+#: GoogleContainerTools/skaffold#9892: its post-renderer becomes a Helm plugin it installs);
+#: Helm 4.1.4 and later refuse that plugin's version "0.1" (not semver), fixed in 2.19.0 (#10047).
+SKAFFOLD_FOR_HELM = (((4, 0, 0), (2, 17, 0)), ((4, 1, 4), (2, 19, 0)))
+DOCS = REPO_ROOT / "docs" / "kubernetes.md"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
+    assert match, text
+    return tuple(int(part or 0) for part in match.groups())
+
+
+def test_the_workflow_deploys_with_the_helm_engine_tests_deploy_renders_with() -> None:
+    """tests/deploy renders and lints with helm-python-sdk's Helm engine; the kind workflow
+    deploys with the Helm CLI skaffold drives. Same major, and a skaffold that supports it."""
+    env = yaml.safe_load(WORKFLOW.read_text())["env"]
+    tested = _version(helm.helm_sdk_version())
+    deployed = _version(env["HELM_VERSION"])
+    assert deployed[0] == tested[0], (
+        f"the workflow deploys with Helm {env['HELM_VERSION']}, tests/deploy renders with "
+        f"{helm.helm_sdk_version()} (helm-python-sdk): pin HELM_VERSION to the tested engine"
+    )
+    skaffold = _version(env["SKAFFOLD_VERSION"])
+    for helm_from, skaffold_from in SKAFFOLD_FOR_HELM:
+        if deployed >= helm_from:
+            assert skaffold >= skaffold_from, (env["HELM_VERSION"], env["SKAFFOLD_VERSION"])
+    # What docs/kubernetes.md says a machine needs is what CI runs.
+    needs = re.search(r"^Needs (.+?)\n\n", DOCS.read_text(), flags=re.M | re.S)
+    assert needs, "docs/kubernetes.md: no Needs … paragraph"
+    text = " ".join(needs.group(1).split())
+    helms = {int(major) for major in re.findall(r"Helm (\d+)", text)}
+    assert helms == {tested[0]}, text
+    minimum = re.search(r"skaffold ≥ (\d+\.\d+)", text)
+    assert minimum, text
+    needed = max(s for h, s in SKAFFOLD_FOR_HELM if deployed >= h)
+    assert needed <= _version(minimum.group(1)) <= skaffold, text
+
+
 def test_the_workflow_runs_the_make_targets_on_pull_requests() -> None:
     workflow = yaml.safe_load(WORKFLOW.read_text())
     # YAML 1.1 reads the `on` key as True.
