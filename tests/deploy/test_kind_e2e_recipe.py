@@ -64,7 +64,7 @@ if grep -qx "$name" {store}/.refused 2>/dev/null; then
   echo "Error from server (NotFound): secrets \\"$name\\" not found" >&2
   exit 1
 fi
-if [ -f "{store}/$name/$key" ]; then base64 -w0 < "{store}/$name/$key"; fi
+if [ -f "{store}/$name/$key" ]; then base64 < "{store}/$name/$key" | tr -d "\\n"; fi
 exit 0
 """
 
