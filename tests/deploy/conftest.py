@@ -135,8 +135,27 @@ class Rendered:
         """Every pod this render creates: (manifest, pod spec, pod labels)."""
         return [(m, pod_spec(m.obj), pod_labels(m.obj)) for m in self.of_kind(*POD_KINDS)]
 
+    def secrets_read(self) -> list[tuple[Manifest, set[str]]]:
+        """Every pod this render creates and the Secrets it reads (variables, projected files)."""
+        return [(m, secret_names(spec)) for m, spec, _labels in self.pods()]
+
     def __str__(self) -> str:
         return f"{self.chart}:{self.case}"
+
+
+def secret_names(spec: dict[str, Any]) -> set[str]:
+    """The Secrets a pod spec reads: its containers' secretKeyRefs, its projected volumes'."""
+    names = set()
+    for container in containers(spec):
+        for env in container.get("env") or []:
+            ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                names.add(ref["name"])
+    for volume in spec.get("volumes") or []:
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if "secret" in source:
+                names.add(source["secret"]["name"])
+    return names
 
 
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
@@ -178,11 +197,18 @@ def render_chart(
     *,
     case: str = "custom",
     namespace: str = NAMESPACE,
+    revision: int = 1,
 ) -> Rendered:
-    """Render a chart directory offline with Helm v4 (``lookup`` finds nothing)."""
+    """Render a chart directory offline with Helm v4 (``lookup`` finds nothing): an install
+    (revision 1), or the upgrade to ``revision``."""
     with helm.Chart.load(chart_dir) as loaded:
         raw = loaded.render(
-            copy.deepcopy(values), name=RELEASE, namespace=namespace, is_install=True
+            copy.deepcopy(values),
+            name=RELEASE,
+            namespace=namespace,
+            revision=revision,
+            is_install=revision == 1,
+            is_upgrade=revision > 1,
         )
     return parse_render(chart_dir.name, case, values, raw)
 

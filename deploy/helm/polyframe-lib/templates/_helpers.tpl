@@ -110,13 +110,3 @@ The tag defaults to the chart's appVersion; `latest` is refused (also by the sch
 {{- $name := required "database.existingSecret: name the Secret that holds this service's database URL (key database.existingSecretKey)" .Values.database.existingSecret -}}
 {{- tpl $name . -}}
 {{- end -}}
-
-{{/*
-Hook annotations for objects a pre-install hook needs (Secrets, the hook Jobs' ServiceAccount):
-they must exist before the migration Jobs run, which is before Helm creates ordinary objects.
-*/}}
-{{- define "polyframe-lib.prerequisiteHook" -}}
-helm.sh/hook: pre-install,pre-upgrade
-helm.sh/hook-weight: "-20"
-helm.sh/hook-delete-policy: before-hook-creation
-{{- end -}}
