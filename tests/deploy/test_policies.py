@@ -339,6 +339,77 @@ def containers_of(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return [*(spec.get("initContainers") or []), *spec["containers"]]
 
 
+# -- forwarded headers ---------------------------------------------------------------------------
+
+#: The variable each web server reads its trusted proxies from (forwarded_allow_ips).
+FORWARDED_ALLOW_IPS = ("UVICORN_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS")
+
+
+def check_forwarded_headers_are_believed_from_anyone_only_behind_network_policies(
+    rendered: Any,
+) -> None:
+    """A server that believes X-Forwarded-For from anyone (`*`) takes any pod's forged header as
+    the client address (users-fastapi's per-address rate limits key on it): only where a
+    NetworkPolicy admits nothing but the ingress controller (and the release's own pods,
+    Prometheus) to its web pods."""
+    policies = rendered.of_kind("NetworkPolicy")
+    checked = 0
+    for manifest, spec, labels in rendered.pods():
+        if labels.get("app.kubernetes.io/component") != "web":
+            continue
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        (name,) = [n for n in FORWARDED_ALLOW_IPS if n in env]
+        checked += 1
+        if "*" not in env[name].split(","):
+            continue
+        guarding = [
+            p
+            for p in policies
+            if "Ingress" in p.obj["spec"]["policyTypes"]
+            and _selects(p.obj["spec"]["podSelector"], labels)
+        ]
+        assert guarding, f"{manifest}: {name}=* and no NetworkPolicy guards its pods"
+        for policy in guarding:
+            for rule in policy.obj["spec"].get("ingress") or []:
+                assert rule.get("from"), f"{policy}: admits everyone"
+    assert checked or not rendered.of_kind("Deployment"), rendered
+
+
+def test_forwarded_headers_are_believed_from_anyone_only_behind_network_policies(
+    rendered: Any,
+) -> None:
+    check_forwarded_headers_are_believed_from_anyone_only_behind_network_policies(rendered)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, "127.0.0.1"),  # no NetworkPolicy: nobody is believed
+        ({"networkPolicy": {"enabled": True}}, "*"),  # only the ingress controller reaches it
+        ({"server": {"forwardedAllowIps": "10.244.0.0/16"}}, "10.244.0.0/16"),
+        (
+            {"networkPolicy": {"enabled": True}, "server": {"forwardedAllowIps": "10.0.0.7"}},
+            "10.0.0.7",
+        ),
+    ],
+)
+@pytest.mark.parametrize("chart", ["users-fastapi", "legacy-flask", "admin-django"])
+def test_the_trusted_proxies_follow_the_network_policy_unless_named(
+    render: Any, chart: str, values: dict[str, Any], expected: str
+) -> None:
+    rendered = render(chart, {**values, "database": {"existingSecret": "db"}})
+    (web,) = [
+        m
+        for m in rendered.of_kind("Deployment")
+        if m.labels["app.kubernetes.io/component"] == "web"
+    ]
+    env = {
+        e["name"]: e.get("value")
+        for e in web.obj["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert [env[n] for n in FORWARDED_ALLOW_IPS if n in env] == [expected]
+
+
 # -- images and namespaces -----------------------------------------------------------------------
 
 
@@ -643,6 +714,11 @@ def _first(rendered: Any, kind: str) -> dict[str, Any]:
     return rendered.of_kind(kind)[0].obj  # type: ignore[no-any-return]
 
 
+def _drop(rendered: Any, kind: str) -> None:
+    """Remove the render's objects of ``kind``."""
+    rendered.manifests[:] = [m for m in rendered.manifests if m.kind != kind]
+
+
 def _outbox(rendered: Any) -> dict[str, Any]:
     (outbox,) = [
         m
@@ -766,6 +842,10 @@ BREAKAGES: dict[str, tuple[Any, Any]] = {
     "pod reads a Secret nobody creates": (
         check_every_secret_a_pod_reads_is_rendered_or_named,
         lambda r: _first(r, "Secret")["metadata"].update(name="renamed"),
+    ),
+    "forwarded headers believed without a NetworkPolicy": (
+        check_forwarded_headers_are_believed_from_anyone_only_behind_network_policies,
+        lambda r: _drop(r, "NetworkPolicy"),
     ),
     "test pod not a hook": (
         check_test_pods_are_helm_test_hooks,

@@ -57,7 +57,7 @@ master on port `metrics`, which is not Django at all.
 - name: ADMIN_THREADS
   value: {{ .Values.server.threads | quote }}
 - name: FORWARDED_ALLOW_IPS
-  value: {{ .Values.server.forwardedAllowIps | quote }}
+  value: {{ include "polyframe-lib.forwardedAllowIps" . | quote }}
 {{- end -}}
 
 {{/* The prefix of the service's settings (`ADMIN_…`). */}}

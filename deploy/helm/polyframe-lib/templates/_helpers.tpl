@@ -110,3 +110,21 @@ The tag defaults to the chart's appVersion; `latest` is refused (also by the sch
 {{- $name := required "database.existingSecret: name the Secret that holds this service's database URL (key database.existingSecretKey)" .Values.database.existingSecret -}}
 {{- tpl $name . -}}
 {{- end -}}
+
+{{/*
+The proxies whose X-Forwarded-For (and -Proto) headers the web server believes
+(server.forwardedAllowIps; uvicorn's and gunicorn's forwarded_allow_ips). The client address it
+yields keys users-fastapi's per-address rate limits, so a pod that can forge the header must not
+be believed. The value when set; empty: `*` when this service's NetworkPolicies are on (its web
+port admits only the ingress controller, the release's own services and its `helm test` pod),
+else `127.0.0.1`, the pod itself: no one (every request then counts as the ingress controller's).
+*/}}
+{{- define "polyframe-lib.forwardedAllowIps" -}}
+{{- if .Values.server.forwardedAllowIps -}}
+{{- .Values.server.forwardedAllowIps -}}
+{{- else if .Values.networkPolicy.enabled -}}
+*
+{{- else -}}
+127.0.0.1
+{{- end -}}
+{{- end -}}
