@@ -412,6 +412,32 @@ def test_admin_settings_accept_the_chart(
     assert "10.244.0.7" not in settings.allowed_hosts  # what $(POD_IP) would have become
 
 
+@pytest.mark.parametrize(("case", "secure"), [("default", True), ("kind", False)])
+def test_the_console_cookies_fit_the_ingress(
+    render_case: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, secure: bool
+) -> None:
+    """kind's ingress is plain HTTP (no TLS): a Secure cookie would never come back and every
+    staff log-in would fail its CSRF check, so the kind values make them not Secure (with the
+    warning production logs for it); everywhere else they stay Secure in production."""
+    from admin_django.conf import AdminSettings
+
+    rendered = render_case("polyframe", case)
+    _materialise(rendered, "admin-django", tmp_path, monkeypatch)
+    settings = AdminSettings()
+    assert settings.environment == "production"
+    assert settings.cookies_secure is secure
+    assert (settings.insecure_cookies_warning() is None) is secure
+    if case == "kind":
+        (ingress,) = rendered.of_kind("Ingress")
+        assert "tls" not in ingress.obj["spec"], "kind serves TLS: keep the cookies Secure"
+    # Every container of the service reads the same setting (the seed Job and migrations too).
+    for manifest, spec, labels in rendered.pods():
+        if labels.get("app.kubernetes.io/name") == "admin-django" and manifest.kind != "Pod":
+            for container in spec["containers"]:
+                env = {e["name"]: e.get("value") for e in container["env"]}
+                assert env.get("ADMIN_SECURE_COOKIES") == (None if secure else "false"), manifest
+
+
 def test_probes_and_scrapes_of_admin_django_need_no_allowed_host(render_case: Any) -> None:
     """Why the chart no longer adds the pod's IP to ADMIN_ALLOWED_HOSTS.
 
