@@ -50,6 +50,9 @@ CRD_SCHEMAS = {
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproute-gateway.networking.k8s.io-v1.json",
 }
 POD_KINDS = ("Deployment", "StatefulSet", "Job", "Pod")
+#: The APIs of those custom resources (.Capabilities.APIVersions): the renders stand for a cluster
+#: that has the Prometheus Operator's and the Gateway API's CRDs, unless a test says otherwise.
+CUSTOM_APIS = tuple(f"{api_version}/{kind}" for api_version, kind in CRD_SCHEMAS)
 
 helm.disable_logging()
 
@@ -191,6 +194,39 @@ def parse_render(chart: str, case: str, values: dict[str, Any], raw: dict[str, s
     return Rendered(chart, case, values, manifests, notes, raw)
 
 
+def helm_render(
+    loaded: helm.Chart,
+    values: dict[str, Any],
+    *,
+    namespace: str,
+    revision: int,
+    api_versions: tuple[str, ...],
+) -> dict[str, str]:
+    """``Chart.render``, with the cluster's API versions as ``helm template --api-versions``.
+
+    helm-python-sdk 0.2.2's ``Chart.render(values, *, name, namespace, revision, is_install,
+    is_upgrade)`` has no parameter for them, but the helm-c-sdk call it wraps, ``helm_render``,
+    reads ``api_versions`` (and ``kube_version``) from the same JSON options object (its render
+    options: name, namespace, revision, is_install, is_upgrade, kube_version, api_versions,
+    strict, enable_dns). This passes them through that call, as ``Chart.render`` does the rest;
+    test_crd_guard shows the charts see them (and fail without them).
+    """
+    options = {
+        "name": RELEASE,
+        "namespace": namespace,
+        "revision": revision,
+        "is_install": revision == 1,
+        "is_upgrade": revision > 1,
+        "api_versions": list(api_versions),
+    }
+    rendered: dict[str, str] = json.loads(
+        helm._native.call_string(
+            "helm_render", loaded._raw(), json.dumps(values), json.dumps(options)
+        )
+    )
+    return rendered
+
+
 def render_chart(
     chart_dir: Path,
     values: dict[str, Any],
@@ -198,17 +234,18 @@ def render_chart(
     case: str = "custom",
     namespace: str = NAMESPACE,
     revision: int = 1,
+    api_versions: tuple[str, ...] = CUSTOM_APIS,
 ) -> Rendered:
     """Render a chart directory offline with Helm v4 (``lookup`` finds nothing): an install
-    (revision 1), or the upgrade to ``revision``."""
+    (revision 1), or the upgrade to ``revision``, for a cluster serving ``api_versions`` besides
+    Kubernetes' own (by default the custom resources' APIs)."""
     with helm.Chart.load(chart_dir) as loaded:
-        raw = loaded.render(
+        raw = helm_render(
+            loaded,
             copy.deepcopy(values),
-            name=RELEASE,
             namespace=namespace,
             revision=revision,
-            is_install=revision == 1,
-            is_upgrade=revision > 1,
+            api_versions=api_versions,
         )
     return parse_render(chart_dir.name, case, values, raw)
 
