@@ -50,6 +50,9 @@ CRD_SCHEMAS = {
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproute-gateway.networking.k8s.io-v1.json",
 }
 POD_KINDS = ("Deployment", "StatefulSet", "Job", "Pod")
+#: The APIs of those custom resources (.Capabilities.APIVersions): the renders stand for a cluster
+#: that has the Prometheus Operator's and the Gateway API's CRDs, unless a test says otherwise.
+CUSTOM_APIS = tuple(f"{api_version}/{kind}" for api_version, kind in CRD_SCHEMAS)
 
 helm.disable_logging()
 
@@ -135,8 +138,27 @@ class Rendered:
         """Every pod this render creates: (manifest, pod spec, pod labels)."""
         return [(m, pod_spec(m.obj), pod_labels(m.obj)) for m in self.of_kind(*POD_KINDS)]
 
+    def secrets_read(self) -> list[tuple[Manifest, set[str]]]:
+        """Every pod this render creates and the Secrets it reads (variables, projected files)."""
+        return [(m, secret_names(spec)) for m, spec, _labels in self.pods()]
+
     def __str__(self) -> str:
         return f"{self.chart}:{self.case}"
+
+
+def secret_names(spec: dict[str, Any]) -> set[str]:
+    """The Secrets a pod spec reads: its containers' secretKeyRefs, its projected volumes'."""
+    names = set()
+    for container in containers(spec):
+        for env in container.get("env") or []:
+            ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                names.add(ref["name"])
+    for volume in spec.get("volumes") or []:
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if "secret" in source:
+                names.add(source["secret"]["name"])
+    return names
 
 
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
@@ -172,17 +194,58 @@ def parse_render(chart: str, case: str, values: dict[str, Any], raw: dict[str, s
     return Rendered(chart, case, values, manifests, notes, raw)
 
 
+def helm_render(
+    loaded: helm.Chart,
+    values: dict[str, Any],
+    *,
+    namespace: str,
+    revision: int,
+    api_versions: tuple[str, ...],
+) -> dict[str, str]:
+    """``Chart.render``, with the cluster's API versions as ``helm template --api-versions``.
+
+    helm-python-sdk 0.2.2's ``Chart.render(values, *, name, namespace, revision, is_install,
+    is_upgrade)`` has no parameter for them, but the helm-c-sdk call it wraps, ``helm_render``,
+    reads ``api_versions`` (and ``kube_version``) from the same JSON options object (its render
+    options: name, namespace, revision, is_install, is_upgrade, kube_version, api_versions,
+    strict, enable_dns). This passes them through that call, as ``Chart.render`` does the rest;
+    test_crd_guard shows the charts see them (and fail without them).
+    """
+    options = {
+        "name": RELEASE,
+        "namespace": namespace,
+        "revision": revision,
+        "is_install": revision == 1,
+        "is_upgrade": revision > 1,
+        "api_versions": list(api_versions),
+    }
+    rendered: dict[str, str] = json.loads(
+        helm._native.call_string(
+            "helm_render", loaded._raw(), json.dumps(values), json.dumps(options)
+        )
+    )
+    return rendered
+
+
 def render_chart(
     chart_dir: Path,
     values: dict[str, Any],
     *,
     case: str = "custom",
     namespace: str = NAMESPACE,
+    revision: int = 1,
+    api_versions: tuple[str, ...] = CUSTOM_APIS,
 ) -> Rendered:
-    """Render a chart directory offline with Helm v4 (``lookup`` finds nothing)."""
+    """Render a chart directory offline with Helm v4 (``lookup`` finds nothing): an install
+    (revision 1), or the upgrade to ``revision``, for a cluster serving ``api_versions`` besides
+    Kubernetes' own (by default the custom resources' APIs)."""
     with helm.Chart.load(chart_dir) as loaded:
-        raw = loaded.render(
-            copy.deepcopy(values), name=RELEASE, namespace=namespace, is_install=True
+        raw = helm_render(
+            loaded,
+            copy.deepcopy(values),
+            namespace=namespace,
+            revision=revision,
+            api_versions=api_versions,
         )
     return parse_render(chart_dir.name, case, values, raw)
 

@@ -110,6 +110,55 @@ def test_switched_off_by_default(render_case: Any) -> None:
     assert not _by_source(rendered, "ConfigMap")
 
 
+# -- found by kube-prometheus-stack as it is usually installed -------------------------------------
+
+#: kube-prometheus-stack's default serviceMonitorSelector and ruleSelector (its
+#: *SelectorNilUsesHelmValues: true) select `release: <its Helm release>`; installed as its README
+#: says, `helm install kube-prometheus-stack prometheus-community/kube-prometheus-stack`.
+STACK_SELECTOR = {"release": "kube-prometheus-stack"}
+
+
+def _selected(manifest: Any, selector: dict[str, str]) -> bool:
+    return all(manifest.labels.get(k) == v for k, v in selector.items())
+
+
+@pytest.mark.parametrize("chart", ["users-fastapi", "legacy-flask", "admin-django"])
+def test_kube_prometheus_stack_selects_the_service_monitors_by_default(
+    render: Any, chart: str
+) -> None:
+    rendered = render(
+        chart, {"serviceMonitor": {"enabled": True}, "database": {"existingSecret": "db"}}
+    )
+    monitors = rendered.of_kind("ServiceMonitor")
+    assert monitors
+    assert all(_selected(m, STACK_SELECTOR) for m in monitors), [m.labels for m in monitors]
+
+
+def test_kube_prometheus_stack_selects_the_rules_by_default(render: Any) -> None:
+    if not RULE_FILES:
+        pytest.skip("observability/prometheus/rules holds no rule file")
+    rules = render("polyframe", {"prometheusRule": {"enabled": True}}).of_kind("PrometheusRule")
+    assert rules
+    assert all(_selected(r, STACK_SELECTOR) for r in rules), [r.labels for r in rules]
+
+
+def test_another_prometheus_is_one_setting_away(render: Any) -> None:
+    """Another release of the stack: `labels.release`; a Prometheus that selects otherwise:
+    `labels.release: null` (Helm drops the default) and its own labels."""
+    values: dict[str, Any] = {
+        "prometheusRule": {"enabled": True, "labels": {"release": "monitoring"}},
+        "users-fastapi": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": None, "team": "shop"}}
+        },
+    }
+    rendered = render("polyframe", values)
+    for rule in rendered.of_kind("PrometheusRule"):
+        assert rule.labels["release"] == "monitoring"
+    (monitor, *_) = rendered.of_kind("ServiceMonitor")
+    assert "release" not in monitor.labels
+    assert monitor.labels["team"] == "shop"
+
+
 # -- the mechanism, on a copy with fixture files ------------------------------------------------
 
 FIXTURE_RULES = {

@@ -6,12 +6,18 @@ selectors, named ports, backends, image tags, namespaces, ServiceMonitors and ho
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+
+def load_values(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HELM_DIR = REPO_ROOT / "deploy" / "helm"
@@ -170,9 +176,6 @@ def check_every_pod_has_its_own_service_account_without_token(rendered: Any) -> 
         assert name != "default", f"{manifest}: no own ServiceAccount"
         assert name in accounts, f"{manifest}: ServiceAccount {name} is not rendered"
         assert spec.get("automountServiceAccountToken") is False, manifest
-        if manifest.is_hook and manifest.annotations["helm.sh/hook"].startswith("pre-"):
-            # A pre-install hook runs before ordinary objects exist: its account is a hook too.
-            assert accounts[name].is_hook, f"{manifest}: ServiceAccount {name} is not a hook"
 
 
 # -- selectors, ports, backends ------------------------------------------------------------------
@@ -336,6 +339,77 @@ def containers_of(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return [*(spec.get("initContainers") or []), *spec["containers"]]
 
 
+# -- forwarded headers ---------------------------------------------------------------------------
+
+#: The variable each web server reads its trusted proxies from (forwarded_allow_ips).
+FORWARDED_ALLOW_IPS = ("UVICORN_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS")
+
+
+def check_forwarded_headers_are_believed_from_anyone_only_behind_network_policies(
+    rendered: Any,
+) -> None:
+    """A server that believes X-Forwarded-For from anyone (`*`) takes any pod's forged header as
+    the client address (users-fastapi's per-address rate limits key on it): only where a
+    NetworkPolicy admits nothing but the ingress controller (and the release's own pods,
+    Prometheus) to its web pods."""
+    policies = rendered.of_kind("NetworkPolicy")
+    checked = 0
+    for manifest, spec, labels in rendered.pods():
+        if labels.get("app.kubernetes.io/component") != "web":
+            continue
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        (name,) = [n for n in FORWARDED_ALLOW_IPS if n in env]
+        checked += 1
+        if "*" not in env[name].split(","):
+            continue
+        guarding = [
+            p
+            for p in policies
+            if "Ingress" in p.obj["spec"]["policyTypes"]
+            and _selects(p.obj["spec"]["podSelector"], labels)
+        ]
+        assert guarding, f"{manifest}: {name}=* and no NetworkPolicy guards its pods"
+        for policy in guarding:
+            for rule in policy.obj["spec"].get("ingress") or []:
+                assert rule.get("from"), f"{policy}: admits everyone"
+    assert checked or not rendered.of_kind("Deployment"), rendered
+
+
+def test_forwarded_headers_are_believed_from_anyone_only_behind_network_policies(
+    rendered: Any,
+) -> None:
+    check_forwarded_headers_are_believed_from_anyone_only_behind_network_policies(rendered)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, "127.0.0.1"),  # no NetworkPolicy: nobody is believed
+        ({"networkPolicy": {"enabled": True}}, "*"),  # only the ingress controller reaches it
+        ({"server": {"forwardedAllowIps": "10.244.0.0/16"}}, "10.244.0.0/16"),
+        (
+            {"networkPolicy": {"enabled": True}, "server": {"forwardedAllowIps": "10.0.0.7"}},
+            "10.0.0.7",
+        ),
+    ],
+)
+@pytest.mark.parametrize("chart", ["users-fastapi", "legacy-flask", "admin-django"])
+def test_the_trusted_proxies_follow_the_network_policy_unless_named(
+    render: Any, chart: str, values: dict[str, Any], expected: str
+) -> None:
+    rendered = render(chart, {**values, "database": {"existingSecret": "db"}})
+    (web,) = [
+        m
+        for m in rendered.of_kind("Deployment")
+        if m.labels["app.kubernetes.io/component"] == "web"
+    ]
+    env = {
+        e["name"]: e.get("value")
+        for e in web.obj["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert [env[n] for n in FORWARDED_ALLOW_IPS if n in env] == [expected]
+
+
 # -- images and namespaces -----------------------------------------------------------------------
 
 
@@ -377,43 +451,129 @@ def test_namespace_follows_the_release(render: Any) -> None:
     assert "polyframe-under-test" not in text
 
 
-# -- hooks -------------------------------------------------------------------------------------
+# -- no install or upgrade hooks: the release is its objects --------------------------------------
+
+#: The release revision the cases are rendered at (helm_python renders an install as revision 1).
+REVISION = 1
 
 
-def check_migration_jobs_run_before_install_and_upgrade(rendered: Any) -> None:
-    jobs = [
-        m
-        for m in rendered.of_kind("Job")
-        if m.labels.get("app.kubernetes.io/component") == "migrate"
-    ]
+def check_only_test_pods_are_hooks(rendered: Any) -> None:
+    """Helm manages only a release's ordinary objects: upgrades patch them in place (no
+    delete-and-recreate gap) and `helm uninstall` deletes them. Hooks are none of that, so the
+    only hooks are the `helm test` Pods; and no object asks to be kept after uninstall (the
+    PostgreSQL volume is a StatefulSet's claim, which Kubernetes keeps by itself)."""
+    for manifest in rendered.manifests:
+        if manifest.is_hook:
+            assert manifest.kind == "Pod", (
+                f"{manifest}: a {manifest.annotations['helm.sh/hook']} hook"
+            )
+            assert manifest.annotations["helm.sh/hook"] == "test", manifest
+        assert "helm.sh/resource-policy" not in manifest.annotations, manifest
+
+
+def _init_names(spec: dict[str, Any]) -> list[str]:
+    return [c["name"] for c in spec.get("initContainers") or []]
+
+
+def check_jobs_belong_to_their_revision(rendered: Any) -> None:
+    """Every Job is named for the revision that created it (a Job's pod template cannot change:
+    a new revision is a new Job, and Helm deletes the previous one), is kept after it completes
+    (no TTL: the e2e suite checks that every migration Job completed), retries failed pods with
+    back-off within a deadline, and does not count an evicted pod as a failure."""
+    jobs = rendered.of_kind("Job")
+    migrate = [j for j in jobs if j.labels.get("app.kubernetes.io/component") == "migrate"]
     charts = (
         {rendered.chart}
         if rendered.chart != "polyframe"
         else {"users-fastapi", "legacy-flask", "admin-django"}
     )
-    assert {j.labels["app.kubernetes.io/name"] for j in jobs} == charts
-    hooks = {m.name: m for m in rendered.manifests if m.is_hook}
+    assert {j.labels["app.kubernetes.io/name"] for j in migrate} == charts
+    assert len(migrate) == len(charts)
     for job in jobs:
-        assert job.annotations["helm.sh/hook"] == "pre-install,pre-upgrade", job
-        weight = int(job.annotations.get("helm.sh/hook-weight", "0"))
-        spec = job.obj["spec"]["template"]["spec"]
-        # Every Secret the Job reads is either the user's (exists before the release) or a hook
-        # that Helm creates before it.
-        names = set()
-        for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
-            for env in container.get("env") or []:
-                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
-                if ref:
-                    names.add(ref["name"])
-        for volume in spec.get("volumes") or []:
-            for source in (volume.get("projected") or {}).get("sources") or []:
-                if "secret" in source:
-                    names.add(source["secret"]["name"])
-        rendered_secrets = {m.name for m in rendered.of_kind("Secret")}
-        for name in names & rendered_secrets:
-            assert name in hooks, f"{job}: Secret {name} is not a hook"
-            assert int(hooks[name].annotations["helm.sh/hook-weight"]) < weight, (job, name)
-            assert "pre-install" in hooks[name].annotations["helm.sh/hook"], (job, name)
+        component = job.labels["app.kubernetes.io/component"]
+        assert job.name.endswith(f"-{component}-{REVISION}"), job
+        assert len(job.name) <= 63, job
+        spec = job.obj["spec"]
+        assert "ttlSecondsAfterFinished" not in spec, f"{job}: deleted after it finishes"
+        assert spec["backoffLimit"] >= 1, job
+        assert spec["activeDeadlineSeconds"] > 0, job
+        (rule,) = spec.get("podFailurePolicy", {}).get("rules") or [None]
+        assert rule == {
+            "action": "Ignore",
+            "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+        }, job
+
+
+def check_nothing_runs_on_an_unmigrated_schema(rendered: Any) -> None:
+    """Everything starts at once (PostgreSQL, the migration Jobs, the services): what needs the
+    database waits for it, bounded. The migration Job waits for the database to accept
+    connections; the web pods are ready only once the migrations are applied (/readyz); the
+    outbox dispatchers and the demo-staff Job first wait, in an init container running their
+    service's own wait-for-migrations command with their own settings, for the schema."""
+    for manifest, spec, labels in rendered.pods():
+        component = labels.get("app.kubernetes.io/component")
+        inits = _init_names(spec)
+        (main,) = spec["containers"]
+        if component == "migrate":
+            assert inits == ["wait-for-database"], manifest
+            (wait,) = spec["initContainers"]
+            database = {e["name"]: e for e in main["env"] if e["name"].endswith("_DATABASE_URL")}
+            assert [e["name"] for e in wait["env"]] == list(database), manifest
+            assert wait["env"] == list(database.values()), manifest
+        elif component in ("outbox", "seed"):
+            assert inits == ["wait-for-migrations"], f"{manifest}: starts on any schema"
+            (wait,) = spec["initContainers"]
+            assert wait["image"] == main["image"], manifest
+            assert wait["command"][-2] == "--timeout", manifest
+            assert float(wait["command"][-1]) > 0, manifest
+            assert any("wait" in part and "migrations" in part for part in wait["command"]), wait
+            # The same settings and secret files as the container it guards: the same database.
+            assert all(e in main["env"] for e in wait["env"]), manifest
+            extra = [e["name"] for e in main["env"] if e not in wait["env"]]
+            assert all(name.endswith("_OUTBOX_METRICS_BIND") for name in extra), (manifest, extra)
+            assert wait["volumeMounts"] == [
+                m for m in main["volumeMounts"] if m in wait["volumeMounts"]
+            ], manifest
+        elif component == "web":
+            assert not inits, f"{manifest}: the web pods start at once; /readyz holds them back"
+            assert main["readinessProbe"]["httpGet"]["path"] == "/readyz", manifest
+
+
+def check_every_secret_a_pod_reads_is_rendered_or_named(rendered: Any) -> None:
+    """The Secrets the pods read are objects of the release (created with them: a pod whose
+    Secret comes a moment later waits in ContainerCreating, it does not fail) or the user's."""
+    rendered_secrets = {m.name for m in rendered.of_kind("Secret")}
+    values = json.dumps(rendered.values)
+    for manifest, names in rendered.secrets_read():
+        for name in names:
+            assert name in rendered_secrets or name in values, f"{manifest}: Secret {name}"
+
+
+def test_an_upgrade_is_new_jobs_and_the_same_objects(render: Any) -> None:
+    """The next revision's render differs from this one's only in the Jobs' names: nothing else
+    changes (so an upgrade without a change restarts no pod), and the new Jobs are the old
+    ones under a new name (Helm creates them, deletes the previous revision's)."""
+    kind = load_values(REPO_ROOT / "deploy" / "kind" / "values.yaml")
+    first = render("polyframe", kind, revision=1)
+    second = render("polyframe", kind, revision=2)
+
+    def by_name(rendered: Any) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(m.kind, m.name): m.obj for m in rendered.manifests if m.kind != "Secret"}
+
+    old, new = by_name(first), by_name(second)
+    jobs = {name for kind, name in old if kind == "Job"}
+    assert jobs
+    assert {name for kind, name in new if kind == "Job"} == {
+        name.removesuffix("-1") + "-2" for name in jobs
+    }
+    for name in jobs:
+        renamed = json.loads(json.dumps(old[("Job", name)]))
+        renamed["metadata"]["name"] = name.removesuffix("-1") + "-2"
+        assert new.pop(("Job", renamed["metadata"]["name"])) == renamed
+        del old[("Job", name)]
+    assert new == old
+    # Secrets are generated afresh offline; against a cluster `lookup` keeps them (test_secrets).
+    assert {m.name for m in first.of_kind("Secret")} == {m.name for m in second.of_kind("Secret")}
 
 
 def check_test_pods_are_helm_test_hooks(rendered: Any) -> None:
@@ -506,8 +666,20 @@ def test_no_object_has_a_namespace(rendered: Any) -> None:
     check_no_object_has_a_namespace(rendered)
 
 
-def test_migration_jobs_run_before_install_and_upgrade(rendered: Any) -> None:
-    check_migration_jobs_run_before_install_and_upgrade(rendered)
+def test_only_test_pods_are_hooks(rendered: Any) -> None:
+    check_only_test_pods_are_hooks(rendered)
+
+
+def test_jobs_belong_to_their_revision(rendered: Any) -> None:
+    check_jobs_belong_to_their_revision(rendered)
+
+
+def test_nothing_runs_on_an_unmigrated_schema(rendered: Any) -> None:
+    check_nothing_runs_on_an_unmigrated_schema(rendered)
+
+
+def test_every_secret_a_pod_reads_is_rendered_or_named(rendered: Any) -> None:
+    check_every_secret_a_pod_reads_is_rendered_or_named(rendered)
 
 
 def test_test_pods_are_helm_test_hooks(rendered: Any) -> None:
@@ -540,6 +712,20 @@ def _outbox_container(rendered: Any) -> dict[str, Any]:
 
 def _first(rendered: Any, kind: str) -> dict[str, Any]:
     return rendered.of_kind(kind)[0].obj  # type: ignore[no-any-return]
+
+
+def _drop(rendered: Any, kind: str) -> None:
+    """Remove the render's objects of ``kind``."""
+    rendered.manifests[:] = [m for m in rendered.manifests if m.kind != kind]
+
+
+def _outbox(rendered: Any) -> dict[str, Any]:
+    (outbox,) = [
+        m
+        for m in rendered.of_kind("Deployment")
+        if m.labels["app.kubernetes.io/component"] == "outbox"
+    ]
+    return outbox.obj  # type: ignore[no-any-return]
 
 
 BREAKAGES: dict[str, tuple[Any, Any]] = {
@@ -615,17 +801,51 @@ BREAKAGES: dict[str, tuple[Any, Any]] = {
         check_no_object_has_a_namespace,
         lambda r: _first(r, "Service")["metadata"].update(namespace="default"),
     ),
-    "migration after install": (
-        check_migration_jobs_run_before_install_and_upgrade,
-        lambda r: _first(r, "Job")["metadata"]["annotations"].update(
-            {"helm.sh/hook": "post-install"}
+    "Secret as an install hook": (
+        check_only_test_pods_are_hooks,
+        lambda r: _first(r, "Secret")["metadata"].update(
+            annotations={"helm.sh/hook": "pre-install,pre-upgrade"}
         ),
     ),
-    "generated Secret created after the Job": (
-        check_migration_jobs_run_before_install_and_upgrade,
-        lambda r: _first(r, "Secret")["metadata"]["annotations"].update(
-            {"helm.sh/hook-weight": "5"}
+    "Service kept after uninstall": (
+        check_only_test_pods_are_hooks,
+        lambda r: _first(r, "Service")["metadata"].update(
+            annotations={"helm.sh/resource-policy": "keep"}
         ),
+    ),
+    "Job named without its revision": (
+        check_jobs_belong_to_their_revision,
+        lambda r: _first(r, "Job")["metadata"].update(name="polyframe-users-fastapi-migrate"),
+    ),
+    "Job deleted when it completes": (
+        check_jobs_belong_to_their_revision,
+        lambda r: _first(r, "Job")["spec"].update(ttlSecondsAfterFinished=0),
+    ),
+    "evicted Job pod counted as failed": (
+        check_jobs_belong_to_their_revision,
+        lambda r: _first(r, "Job")["spec"].pop("podFailurePolicy"),
+    ),
+    "dispatcher starts on any schema": (
+        check_nothing_runs_on_an_unmigrated_schema,
+        lambda r: _outbox(r)["spec"]["template"]["spec"].pop("initContainers"),
+    ),
+    "dispatcher waits with other settings": (
+        check_nothing_runs_on_an_unmigrated_schema,
+        lambda r: _outbox(r)["spec"]["template"]["spec"]["initContainers"][0]["env"].append(
+            {"name": "USERS_DATABASE_URL", "value": "sqlite+aiosqlite:///elsewhere.db"}
+        ),
+    ),
+    "migration without waiting for the database": (
+        check_nothing_runs_on_an_unmigrated_schema,
+        lambda r: _first(r, "Job")["spec"]["template"]["spec"].pop("initContainers"),
+    ),
+    "pod reads a Secret nobody creates": (
+        check_every_secret_a_pod_reads_is_rendered_or_named,
+        lambda r: _first(r, "Secret")["metadata"].update(name="renamed"),
+    ),
+    "forwarded headers believed without a NetworkPolicy": (
+        check_forwarded_headers_are_believed_from_anyone_only_behind_network_policies,
+        lambda r: _drop(r, "NetworkPolicy"),
     ),
     "test pod not a hook": (
         check_test_pods_are_helm_test_hooks,

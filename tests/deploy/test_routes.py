@@ -99,3 +99,20 @@ def test_a_route_that_differs_from_the_table_is_seen(
     for path in ingress.obj["spec"]["rules"][0]["http"]["paths"]:
         path["path"] = path["path"].replace("/api/audit", "/api/audits")
     assert _sorted(ingress_routes(rendered)) != _sorted(routes_table)
+
+
+def test_the_httproute_names_its_gateways_namespace(render: Any) -> None:
+    """The Gateway is another namespace's by default (the Traefik chart's, in Traefik's): the
+    reference always says which, the release's when the value is empty."""
+    (route,) = render("polyframe", {"httpRoute": {"enabled": True}}).of_kind("HTTPRoute")
+    (parent,) = route.obj["spec"]["parentRefs"]
+    assert parent == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": "traefik-gateway",
+        "namespace": "traefik",
+        "sectionName": "web",
+    }
+    values = {"httpRoute": {"enabled": True, "parentRefs": {"gateway": {"namespace": ""}}}}
+    (route,) = render("polyframe", values, namespace="shop").of_kind("HTTPRoute")
+    assert route.obj["spec"]["parentRefs"][0]["namespace"] == "shop"

@@ -199,16 +199,7 @@ def test_existing_secrets_replace_generation(render_case: Any) -> None:
         "platform-credentials", "users-database", "orders-database", "admin-database",
         "users-signing-key", "admin-django-secret-key",
     }  # fmt: skip
-    referenced = set()
-    for _manifest, spec, _labels in rendered.pods():
-        for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
-            for variable in container.get("env") or []:
-                ref = (variable.get("valueFrom") or {}).get("secretKeyRef")
-                if ref:
-                    referenced.add(ref["name"])
-        for volume in spec.get("volumes") or []:
-            for source in (volume.get("projected") or {}).get("sources") or []:
-                referenced.add(source["secret"]["name"])
+    referenced = {name for _manifest, names in rendered.secrets_read() for name in names}
     assert referenced == expected
 
 

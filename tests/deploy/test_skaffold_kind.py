@@ -626,3 +626,81 @@ def test_the_kind_values_give_every_service_two_replicas_and_a_disruption_budget
             if all(labels.get(k) == v for k, v in b.obj["spec"]["selector"]["matchLabels"].items())
         ]
         assert budget.obj["spec"]["maxUnavailable"] == 1, service
+
+
+# -- the Gateway API on kind --------------------------------------------------------------------
+
+#: What the Traefik chart of TRAEFIK_CHART_VERSION (traefik/traefik 37.3.0: its values.yaml and
+#: templates/gateway.yaml) renders, with providers.kubernetesGateway.enabled and gateway.enabled
+#: (default true): one Gateway named gateway.name or `traefik-gateway`, in gateway.namespace or
+#: Traefik's own namespace, with a listener per gateway.listeners entry (default: `web`, port
+#: 8000, HTTP, Traefik's entry point web), whose allowedRoutes.namespaces is that listener's
+#: namespacePolicy; without one the Gateway API's default holds: routes of the Gateway's own
+#: namespace only (`from: Same`).
+TRAEFIK_CHART_VERSION = "37.3.0"
+TRAEFIK_GATEWAY_NAME = "traefik-gateway"
+TRAEFIK_DEFAULT_LISTENERS = {"web": {"port": 8000, "protocol": "HTTP", "namespacePolicy": None}}
+
+
+def _traefik_gateway(values: dict[str, Any], namespace: str) -> dict[str, Any] | None:
+    """The Gateway the Traefik chart creates with ``values`` in ``namespace`` (None: none)."""
+    if not (values.get("providers", {}).get("kubernetesGateway", {}).get("enabled")):
+        return None
+    gateway = values.get("gateway", {})
+    if gateway.get("enabled", True) is False:
+        return None
+    listeners = copy.deepcopy(TRAEFIK_DEFAULT_LISTENERS)
+    for name, listener in (gateway.get("listeners") or {}).items():
+        listeners[name] = {**listeners.get(name, {}), **listener}
+    return {
+        "name": gateway.get("name") or TRAEFIK_GATEWAY_NAME,
+        "namespace": gateway.get("namespace") or namespace,
+        "listeners": listeners,
+    }
+
+
+def _admits(policy: dict[str, Any] | None, gateway_namespace: str, namespace: str) -> bool:
+    """Does a listener's allowedRoutes.namespaces admit routes of ``namespace``?"""
+    policy = policy or {"from": "Same"}
+    if policy["from"] == "All":
+        return True
+    if policy["from"] == "Same":
+        return namespace == gateway_namespace
+    labels = {"kubernetes.io/metadata.name": namespace}  # what Kubernetes labels a namespace with
+    selector = policy.get("selector") or {}
+    assert not selector.get("matchExpressions"), "only matchLabels are evaluated here"
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def test_the_httproute_attaches_to_the_gateway_traefik_creates_on_kind(
+    render_case: Any, render: Any
+) -> None:
+    """With httpRoute.enabled on kind, its parent is the Gateway of deploy/kind/traefik-values.yaml:
+    the same name, namespace and listener, and that listener admits the release's namespace."""
+    assert _make_variable("TRAEFIK_CHART_VERSION") == TRAEFIK_CHART_VERSION, (
+        "another Traefik chart: check its Gateway's defaults (gateway.yaml) and update these"
+    )
+    assert "--namespace traefik --create-namespace" in _recipe("kind-up")
+    traefik = yaml.safe_load((KIND_DIR / "traefik-values.yaml").read_text())
+    gateway = _traefik_gateway(traefik, "traefik")
+    assert gateway is not None, "Traefik's Gateway provider is off: no Gateway for the HTTPRoute"
+    assert traefik["ports"]["web"].get("port", 8000) == gateway["listeners"]["web"]["port"]
+    release_namespace = _release()["namespace"]
+    values = {**render_case("polyframe", "kind").values, "httpRoute": {"enabled": True}}
+    (route,) = render("polyframe", values, namespace=release_namespace).of_kind("HTTPRoute")
+    for parent in route.obj["spec"]["parentRefs"]:
+        assert (parent["group"], parent["kind"]) == ("gateway.networking.k8s.io", "Gateway")
+        assert parent["name"] == gateway["name"]
+        assert parent["namespace"] == gateway["namespace"]
+        listener = gateway["listeners"][parent["sectionName"]]
+        assert listener["protocol"] == "HTTP"  # where an HTTPRoute may attach
+        assert _admits(listener["namespacePolicy"], gateway["namespace"], release_namespace)
+
+
+def test_the_gateway_check_sees_a_gateway_that_refuses_the_route() -> None:
+    """The Traefik chart's default listener admits only its own namespace's routes."""
+    gateway = _traefik_gateway({"providers": {"kubernetesGateway": {"enabled": True}}}, "traefik")
+    assert gateway is not None
+    assert not _admits(gateway["listeners"]["web"]["namespacePolicy"], "traefik", "polyframe")
+    assert _admits(None, "traefik", "traefik")
+    assert _traefik_gateway({}, "traefik") is None  # the provider is off by default

@@ -151,6 +151,7 @@ BAD_VALUES = [
     ("legacy-flask", {"secrets": {"existingSecret": "x"}}, "secrets"),
     ("admin-django", {"outbox": {"enabled": True}}, "outbox"),
     ("admin-django", {"csrfTrustedOrigins": ["example.com"]}, "/csrfTrustedOrigins/0"),
+    ("admin-django", {"secureCookies": "sometimes"}, "/secureCookies"),
     ("admin-django", {"extraEnv": {"BAD NAME": "x"}}, "invalid propertyName 'BAD NAME'"),
     ("polyframe", {"ingress": {"className": 5}}, "/ingress/className"),
     ("polyframe", {"ingress": {"host": "Not A Host"}}, "/ingress/host"),

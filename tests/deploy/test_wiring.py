@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -260,20 +261,18 @@ def test_the_image_serves_like_make_up(render_case: Any, local: Context, service
 # -- the services accept what the chart gives them ----------------------------------------------
 
 
-def _materialise(
-    rendered: Any, service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Set the web container's environment, with its secret files written under tmp_path."""
-    spec = _deployment(rendered, service, "web")["spec"]["template"]["spec"]
-    container = spec["containers"][0]
+def _container_env(
+    rendered: Any, spec: dict[str, Any], container: dict[str, Any], secrets_dir: Path
+) -> dict[str, str]:
+    """A container's environment, with its pod's secret files written into ``secrets_dir``."""
     (projected,) = [v["projected"] for v in spec["volumes"] if v["name"] == "secrets"]
-    secrets_dir = tmp_path / "secrets"
-    secrets_dir.mkdir()
+    secrets_dir.mkdir(exist_ok=True)
     for source in projected["sources"]:
         data = rendered.named("Secret", source["secret"]["name"]).obj["data"]
         for item in source["secret"]["items"]:
             (secrets_dir / item["path"]).write_bytes(base64.b64decode(data[item["key"]]))
     mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "secrets")
+    env = {}
     for variable in container["env"]:
         name = variable["name"]
         if "value" in variable:
@@ -289,7 +288,79 @@ def _materialise(
             ).decode()
         else:
             value = "10.244.0.7"  # the pod's IP (fieldRef)
+        env[name] = value
+    return env
+
+
+def _materialise(
+    rendered: Any, service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set the web container's environment, with its secret files written under tmp_path."""
+    spec = _deployment(rendered, service, "web")["spec"]["template"]["spec"]
+    for name, value in _container_env(
+        rendered, spec, spec["containers"][0], tmp_path / "secrets"
+    ).items():
         monkeypatch.setenv(name, value)
+
+
+#: A database of each service's own kind, for running its commands here (SQLite, no server).
+SQLITE_URL = {
+    "users-fastapi": "sqlite+aiosqlite:///{}",
+    "legacy-flask": "sqlite:///{}",
+    "admin-django": "sqlite:///{}",
+}
+
+
+@pytest.mark.parametrize("service", NAMES)
+def test_what_needs_the_schema_waits_for_it_with_the_services_own_command(
+    render_case: Any, tmp_path: Path, service: str
+) -> None:
+    """The rendered wait-for-migrations init container (the outbox dispatcher's, the demo-staff
+    Job's) and the migration Job run here as they are rendered, with their environment and
+    secret files, on an empty database: the wait gives up at its bound, the migration brings
+    the schema to head, then the wait passes. Real commands of the services, not a shell loop."""
+    import subprocess
+
+    rendered = render_case("polyframe", "kind")
+    pods = [
+        (m, spec)
+        for m, spec, labels in rendered.pods()
+        if labels.get("app.kubernetes.io/name") == service
+        and labels.get("app.kubernetes.io/component") in ("outbox", "seed", "migrate")
+    ]
+    (migrate_spec,) = [
+        spec for m, spec in pods if m.labels["app.kubernetes.io/component"] == "migrate"
+    ]
+    (waiting_spec,) = [
+        spec for m, spec in pods if m.labels["app.kubernetes.io/component"] != "migrate"
+    ]
+    (wait,) = waiting_spec["initContainers"]
+    database = SQLITE_URL[service].format(tmp_path / "service.db")
+
+    def run(spec: dict[str, Any], container: dict[str, Any], command: list[str]) -> Any:
+        env = _container_env(rendered, spec, container, tmp_path / "secrets")
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(tuple(PREFIX.values()))},
+            **env,
+            f"{PREFIX[service]}DATABASE_URL": database,
+            "HOME": str(tmp_path),
+        }
+        assert command[0] == "python"
+        return subprocess.run(
+            [sys.executable, *command[1:]], env=env, capture_output=True, text=True, timeout=120,
+            cwd=tmp_path,
+        )  # fmt: skip
+
+    assert wait["command"][-2:] == ["--timeout", "900"]  # migrations.activeDeadlineSeconds
+    gave_up = run(waiting_spec, wait, [*wait["command"][:-1], "0"])
+    assert gave_up.returncode == 1, gave_up.stderr[-2000:]
+    assert f"{service}: not ready after 0s (database: " in gave_up.stderr
+    (migrate,) = migrate_spec["containers"]
+    migrated = run(migrate_spec, migrate, migrate["command"])
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    ready = run(waiting_spec, wait, wait["command"])
+    assert ready.returncode == 0, ready.stderr[-2000:]
+    assert f"{service}: ready (database: " in ready.stderr
 
 
 def test_users_settings_accept_the_chart(
@@ -339,6 +410,32 @@ def test_admin_settings_accept_the_chart(
     assert {"localhost", "polyframe-admin-django"} <= set(settings.allowed_hosts)
     assert "polyframe-admin-django.polyframe-under-test.svc.cluster.local" in settings.allowed_hosts
     assert "10.244.0.7" not in settings.allowed_hosts  # what $(POD_IP) would have become
+
+
+@pytest.mark.parametrize(("case", "secure"), [("default", True), ("kind", False)])
+def test_the_console_cookies_fit_the_ingress(
+    render_case: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, secure: bool
+) -> None:
+    """kind's ingress is plain HTTP (no TLS): a Secure cookie would never come back and every
+    staff log-in would fail its CSRF check, so the kind values make them not Secure (with the
+    warning production logs for it); everywhere else they stay Secure in production."""
+    from admin_django.conf import AdminSettings
+
+    rendered = render_case("polyframe", case)
+    _materialise(rendered, "admin-django", tmp_path, monkeypatch)
+    settings = AdminSettings()
+    assert settings.environment == "production"
+    assert settings.cookies_secure is secure
+    assert (settings.insecure_cookies_warning() is None) is secure
+    if case == "kind":
+        (ingress,) = rendered.of_kind("Ingress")
+        assert "tls" not in ingress.obj["spec"], "kind serves TLS: keep the cookies Secure"
+    # Every container of the service reads the same setting (the seed Job and migrations too).
+    for manifest, spec, labels in rendered.pods():
+        if labels.get("app.kubernetes.io/name") == "admin-django" and manifest.kind != "Pod":
+            for container in spec["containers"]:
+                env = {e["name"]: e.get("value") for e in container["env"]}
+                assert env.get("ADMIN_SECURE_COOKIES") == (None if secure else "false"), manifest
 
 
 def test_probes_and_scrapes_of_admin_django_need_no_allowed_host(render_case: Any) -> None:
@@ -406,7 +503,6 @@ def test_demo_staff_are_seeded_like_make_up(
     (job,) = [
         m for m in rendered.of_kind("Job") if m.labels["app.kubernetes.io/component"] == "seed"
     ]
-    assert job.annotations["helm.sh/hook"] == "post-install,post-upgrade"
     spec = job.obj["spec"]["template"]["spec"]
     command = spec["containers"][0]["command"]
     local_step = next(

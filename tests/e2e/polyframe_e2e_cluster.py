@@ -363,6 +363,11 @@ def _selects(selector: Any, labels: Mapping[str, str]) -> bool:
     return True
 
 
+def _created(obj: Any) -> datetime:
+    """When an object was created (the oldest possible moment if the API did not say)."""
+    return obj.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC)
+
+
 def _controller_kind(pod: Any) -> str | None:
     for owner in pod.metadata.owner_references or []:
         if owner.controller:
@@ -567,9 +572,12 @@ class Cluster:
     # -- live checks --------------------------------------------------------------------------
 
     def unfinished_jobs(self) -> list[str]:
-        """Jobs of the release that did not complete, each with why."""
+        """Jobs of the release that did not complete, each with why (a Job on its way out, the
+        previous revision's that Helm deletes after an upgrade, is not judged)."""
         problems = []
         for job in self.jobs():
+            if job.metadata.deletion_timestamp is not None:
+                continue
             conditions = {c.type: c for c in (job.status.conditions if job.status else None) or []}
             complete = conditions.get("Complete")
             if complete is not None and complete.status == "True":
@@ -584,12 +592,21 @@ class Cluster:
         return problems
 
     def migration_jobs(self) -> dict[str, Any]:
-        """The release's migration Jobs by service (their charts' name label)."""
-        return {
-            (job.metadata.labels or {}).get(NAME_LABEL, "?"): job
-            for job in self.jobs()
-            if (job.metadata.labels or {}).get(COMPONENT_LABEL) == "migrate"
-        }
+        """The release's migration Job of each service (their charts' name label): its newest.
+
+        The charts name each Job after the release revision that created it
+        (``<release>-<service>-migrate-<revision>``); an upgrade creates the new one and Helm
+        deletes the previous one, which may linger a moment (being deleted, or older).
+        """
+        newest: dict[str, Any] = {}
+        for job in self.jobs():
+            labels = job.metadata.labels or {}
+            if labels.get(COMPONENT_LABEL) != "migrate" or job.metadata.deletion_timestamp:
+                continue
+            service = labels.get(NAME_LABEL, "?")
+            if service not in newest or _created(job) > _created(newest[service]):
+                newest[service] = job
+        return newest
 
     def services(self) -> list[str]:
         """The services of the release: the charts of its web Deployments."""

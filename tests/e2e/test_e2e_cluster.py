@@ -33,8 +33,8 @@ def test_every_migration_job_completed(cluster: Any) -> None:
     jobs = cluster.migration_jobs()
     missing = sorted(set(cluster.services()) - set(jobs))
     assert not missing, (
-        f"no migration Job of {missing} in {cluster}: migrations run as a pre-install and "
-        "pre-upgrade hook, and the Job stays until the next release"
+        f"no migration Job of {missing} in {cluster}: each install and upgrade creates one "
+        "per service (<release>-<service>-migrate-<revision>), kept until the next revision"
     )
     assert cluster.unfinished_jobs() == []
 

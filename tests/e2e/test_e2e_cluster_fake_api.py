@@ -633,10 +633,43 @@ def test_a_failed_migration_is_named_with_its_reason(
     del failed["status"]["succeeded"]
     del failed["status"]["completionTime"]
     failed["status"]["conditions"] = shape("job-migrate-failed.status")["status"]["conditions"]
-    fake_api.replace("jobs", "polyframe-admin-django-migrate", failed)
+    fake_api.replace("jobs", "polyframe-admin-django-migrate-1", failed)
     assert kube.unfinished_jobs() == [
-        "Job polyframe-admin-django-migrate: failed: BackoffLimitExceeded Job has reached the "
+        "Job polyframe-admin-django-migrate-1: failed: BackoffLimitExceeded Job has reached the "
         "specified backoff limit"
+    ]
+
+
+def test_after_an_upgrade_the_newest_migration_job_is_judged(
+    fake_api: FakeKubernetesAPI, kube: Any
+) -> None:
+    """An upgrade (revision 2) creates a new migration Job per service and Helm deletes the
+    previous revision's: while the old one lingers it is neither the service's Job nor judged."""
+    healthy_release(fake_api)  # revision 1's Jobs, completed
+    old = as_service(shape("job-migrate-complete"), "users-fastapi")
+    lingering = merged(old, {"metadata": {"deletionTimestamp": "2026-11-27T10:02:05Z"}})
+    lingering["status"]["conditions"] = shape("job-migrate-failed.status")["status"]["conditions"]
+    fake_api.replace("jobs", "polyframe-users-fastapi-migrate-1", lingering)
+    new = merged(
+        old,
+        {
+            "metadata": {
+                "name": "polyframe-users-fastapi-migrate-2",
+                "uid": "7d8e9f00-1122-4334-8556-778899aabbcc",
+                "creationTimestamp": "2026-11-27T10:02:04Z",
+            },
+            "status": {"active": 1},
+        },
+    )
+    del new["status"]["conditions"]
+    del new["status"]["succeeded"]
+    fake_api.add("jobs", new)
+
+    assert kube.migration_jobs()["users-fastapi"].metadata.name == (
+        "polyframe-users-fastapi-migrate-2"
+    )
+    assert kube.unfinished_jobs() == [
+        "Job polyframe-users-fastapi-migrate-2: not complete (1 active, 0 failed pods)"
     ]
 
 
@@ -734,7 +767,7 @@ def test_diagnostics_hold_logs_events_and_status(
     other = web_pod_name("users-fastapi")
     assert (folder / "logs" / other / "web.log").read_text() == WEB_LOG
     assert not (folder / "logs" / other / "web.previous.log").exists()  # never restarted
-    migrate = "polyframe-users-fastapi-migrate-h4j5k"
+    migrate = "polyframe-users-fastapi-migrate-1-h4j5k"
     assert (folder / "logs" / migrate / "wait-for-database.log").read_text() == "migrated\n"
     assert "CrashLoopBackOff" in (folder / "summary.txt").read_text()
     deployments = (folder / "deployments.txt").read_text()
@@ -1067,7 +1100,7 @@ def test_the_cluster_only_checks_fail_on_what_they_check(
         shape("job-migrate-failed.status"),
     )
     failed_job["status"]["conditions"] = shape("job-migrate-failed.status")["status"]["conditions"]
-    fake_api.replace("jobs", "polyframe-legacy-flask-migrate", failed_job)
+    fake_api.replace("jobs", "polyframe-legacy-flask-migrate-1", failed_job)
     writable = as_service(shape("pod-ready"), "admin-django", "m3n4b")
     writable["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
     fake_api.replace("pods", writable["metadata"]["name"], writable)
@@ -1086,7 +1119,7 @@ def test_the_cluster_only_checks_fail_on_what_they_check(
     run = _run_cluster_checks(fake_api, fake_ingress, tmp_path, "not losing or users-fastapi")
     assert run.returncode == 1, run.stdout + run.stderr
     assert "4 failed" in run.stdout, run.stdout
-    assert "Job polyframe-legacy-flask-migrate: failed: BackoffLimitExceeded" in run.stdout
+    assert "Job polyframe-legacy-flask-migrate-1: failed: BackoffLimitExceeded" in run.stdout
     assert "container web: the root file system is writable" in run.stdout
     assert "polyframe-users-fastapi-test-readiness: Failed" in run.stdout
     assert "readyz: not ready" in run.stdout

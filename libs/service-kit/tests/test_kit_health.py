@@ -12,6 +12,7 @@ from service_kit.health import (
     report,
     run_async_checks,
     run_sync_checks,
+    wait_until_ready,
 )
 
 
@@ -122,3 +123,59 @@ async def test_async_check_exception_text_not_leaked() -> None:
     _, body = report("users", results)
     assert "hunter2" not in str(body)
     assert "password" not in str(body)
+
+
+class _Clock:
+    """A clock that only moves when the waiter sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_wait_until_ready_waits_for_the_checks_to_pass() -> None:
+    answers = iter([ConnectionRefusedError(), CheckFailedError("behind"), "r2"])
+
+    def database() -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    clock, said = _Clock(), []
+    ready = wait_until_ready(
+        "users", {"database": database}, timeout_seconds=60, interval_seconds=3,
+        say=said.append, clock=clock, sleep=clock.sleep,
+    )  # fmt: skip
+    assert ready
+    assert clock.sleeps == [3, 3]
+    # Each failure said once, with /readyz's texts (an exception's kind, never its message).
+    assert said == [
+        "users: waiting (database: ConnectionRefusedError)",
+        "users: waiting (database: behind)",
+        "users: ready (database: r2)",
+    ]
+
+
+def test_wait_until_ready_gives_up_at_the_deadline() -> None:
+    def database() -> str:
+        raise CheckFailedError("database at revision none, code expects r2")
+
+    clock, said = _Clock(), []
+    ready = wait_until_ready(
+        "orders", {"database": database}, timeout_seconds=10, interval_seconds=3,
+        say=said.append, clock=clock, sleep=clock.sleep,
+    )  # fmt: skip
+    assert not ready
+    assert clock.now == 10  # it waited exactly its bound: 3 + 3 + 3 + 1
+    assert said == [
+        "orders: waiting (database: database at revision none, code expects r2)",
+        "orders: not ready after 10s (database: database at revision none, code expects r2)",
+    ]

@@ -229,3 +229,21 @@ def test_a_failure_to_record_never_fails_the_request(
     assert [r.getMessage() for r in caplog.records if r.name == "admin_django.audit"] == [
         "could not record a mutating request"
     ]
+
+
+def test_wait_for_migrations_gives_up_then_passes_once_migrated(
+    empty_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the demo-staff Job's init container runs: the check of /readyz, retried."""
+    from django.core.management import call_command
+
+    with pytest.raises(SystemExit) as gave_up:
+        call_command("wait_for_migrations", timeout=0)
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("wait_for_migrations", timeout=5)
+
+    assert gave_up.value.code == 1
+    err = capsys.readouterr().err
+    assert "admin-django: not ready after 0s (database: " in err
+    assert "migration(s) not applied: run the migrations)" in err
+    assert "admin-django: ready (database: all applied)" in err

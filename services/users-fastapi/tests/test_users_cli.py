@@ -1,13 +1,15 @@
-"""``users-fastapi`` operational commands: migrate and seed."""
+"""``users-fastapi`` operational commands: migrate, seed and wait-for-migrations."""
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
 
 from users_fastapi import cli
+from users_fastapi.settings import UsersSettings
 
 ACCOUNTS = [
     {
@@ -73,3 +75,43 @@ def test_main_migrate_and_seed_from_the_environment(
     assert "migrations at head" in err
     assert "2 demo account(s) created" in err
     assert "0 demo account(s) created" in err
+
+
+def test_wait_for_migrations_passes_on_a_database_at_head(settings, capsys) -> None:
+    assert cli.wait_for_migrations(settings, timeout_seconds=5)
+    assert "users-fastapi: ready (database: " in capsys.readouterr().err
+
+
+def test_wait_for_migrations_gives_up_on_an_unmigrated_database(
+    empty_database_url, signing_key_pem, capsys
+) -> None:
+    settings = UsersSettings(
+        environment="test", database_url=empty_database_url, jwt_private_key=signing_key_pem
+    )
+
+    assert not cli.wait_for_migrations(settings, timeout_seconds=0)
+
+    err = capsys.readouterr().err
+    assert "users-fastapi: not ready after 0s (database: database at revision none" in err
+
+
+def test_wait_for_migrations_returns_once_they_are_applied(
+    empty_database_url, signing_key_pem, monkeypatch, capsys
+) -> None:
+    """What the outbox dispatcher's init container does while the migration Job runs."""
+    settings = UsersSettings(
+        environment="test", database_url=empty_database_url, jwt_private_key=signing_key_pem
+    )
+    # In a thread of its own: alembic's env.py runs its own event loop.
+    migrating = threading.Timer(1.0, cli.migrate, args=(settings,))
+    migrating.start()
+    try:
+        monkeypatch.setenv("USERS_ENVIRONMENT", "test")
+        monkeypatch.setenv("USERS_DATABASE_URL", empty_database_url)
+        monkeypatch.setenv("USERS_JWT_PRIVATE_KEY", signing_key_pem)
+        assert cli.main(["wait-for-migrations", "--timeout", "60"]) == 0
+    finally:
+        migrating.join()
+    err = capsys.readouterr().err
+    assert "users-fastapi: waiting (database: database at revision none" in err
+    assert "users-fastapi: ready (database: " in err

@@ -49,6 +49,10 @@ master on port `metrics`, which is not Django at all.
   value: {{ include "admin-django.allowedHosts" . | quote }}
 - name: ADMIN_CSRF_TRUSTED_ORIGINS
   value: {{ .Values.csrfTrustedOrigins | toJson | quote }}
+{{- if ne (toString .Values.secureCookies) "auto" }}
+- name: ADMIN_SECURE_COOKIES
+  value: {{ .Values.secureCookies | toString | quote }}
+{{- end }}
 # gunicorn (admin_django.gunicorn_conf): bind address, one worker process per pod, its threads.
 - name: ADMIN_BIND
   value: "0.0.0.0:{{ .Values.server.port }}"
@@ -57,7 +61,7 @@ master on port `metrics`, which is not Django at all.
 - name: ADMIN_THREADS
   value: {{ .Values.server.threads | quote }}
 - name: FORWARDED_ALLOW_IPS
-  value: {{ .Values.server.forwardedAllowIps | quote }}
+  value: {{ include "polyframe-lib.forwardedAllowIps" . | quote }}
 {{- end -}}
 
 {{/* The prefix of the service's settings (`ADMIN_…`). */}}

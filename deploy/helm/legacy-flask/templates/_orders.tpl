@@ -36,7 +36,7 @@ The same environment, secret files and commands as `make up` gives the service
 - name: ORDERS_THREADS
   value: {{ .Values.server.threads | quote }}
 - name: FORWARDED_ALLOW_IPS
-  value: {{ .Values.server.forwardedAllowIps | quote }}
+  value: {{ include "polyframe-lib.forwardedAllowIps" . | quote }}
 {{- end -}}
 
 {{/* The prefix of the service's settings (`ORDERS_…`). */}}

@@ -4,7 +4,8 @@ A Deployment of the service.
                       per container, scaled with replicas; probes on /healthz and /readyz;
                       with `server.metricsPort` (gunicorn), the master's /metrics on port `metrics`.
   component "outbox": the audit-outbox dispatcher (`outbox.command`), one per release, its
-                      /metrics on port `metrics`.
+                      /metrics on port `metrics`; it starts once the migrations are applied
+                      (init container wait-for-migrations).
 Usage: include "polyframe-lib.deployment" (dict "ctx" $ "component" "web")
 */}}
 {{- define "polyframe-lib.deployment" -}}
@@ -59,6 +60,11 @@ spec:
         {{- range $name, $_ := . }}
         - name: {{ $name }}
         {{- end }}
+      {{- end }}
+      {{- if not $web }}
+      # Never dispatch on an older schema: the dispatcher starts once the migrations are applied.
+      initContainers:
+        {{- include "polyframe-lib.waitForMigrations" $ctx | nindent 8 }}
       {{- end }}
       containers:
         - name: {{ .component }}

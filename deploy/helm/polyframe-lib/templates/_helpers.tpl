@@ -112,11 +112,50 @@ The tag defaults to the chart's appVersion; `latest` is refused (also by the sch
 {{- end -}}
 
 {{/*
-Hook annotations for objects a pre-install hook needs (Secrets, the hook Jobs' ServiceAccount):
-they must exist before the migration Jobs run, which is before Helm creates ordinary objects.
+The proxies whose X-Forwarded-For (and -Proto) headers the web server believes
+(server.forwardedAllowIps; uvicorn's and gunicorn's forwarded_allow_ips). The client address it
+yields keys users-fastapi's per-address rate limits, so a pod that can forge the header must not
+be believed. The value when set; empty: `*` when this service's NetworkPolicies are on (its web
+port admits only the ingress controller, the release's own services and its `helm test` pod),
+else `127.0.0.1`, the pod itself: no one (every request then counts as the ingress controller's).
 */}}
-{{- define "polyframe-lib.prerequisiteHook" -}}
-helm.sh/hook: pre-install,pre-upgrade
-helm.sh/hook-weight: "-20"
-helm.sh/hook-delete-policy: before-hook-creation
+{{- define "polyframe-lib.forwardedAllowIps" -}}
+{{- if .Values.server.forwardedAllowIps -}}
+{{- .Values.server.forwardedAllowIps -}}
+{{- else if .Values.networkPolicy.enabled -}}
+*
+{{- else -}}
+127.0.0.1
+{{- end -}}
+{{- end -}}
+
+{{/*
+The custom resources the charts render, the API each needs and what serves it.
+*/}}
+{{- define "polyframe-lib.customResources" -}}
+ServiceMonitor:
+  api: monitoring.coreos.com/v1/ServiceMonitor
+  install: the Prometheus Operator's CRDs (kube-prometheus-stack installs them)
+PrometheusRule:
+  api: monitoring.coreos.com/v1/PrometheusRule
+  install: the Prometheus Operator's CRDs (kube-prometheus-stack installs them)
+HTTPRoute:
+  api: gateway.networking.k8s.io/v1/HTTPRoute
+  install: the Gateway API CRDs (standard channel; the Traefik chart installs them)
+{{- end -}}
+
+{{/*
+Fails the render when a custom resource the values switch on has no API in the cluster (its
+CRD is not installed): said, naming what to install or which value to turn off, never skipped.
+Offline (`helm template`), Helm knows no custom API unless told: --api-versions <api>.
+Usage: include "polyframe-lib.requireApi" (dict "ctx" $ "kind" "ServiceMonitor" "switch" "serviceMonitor.enabled")
+*/}}
+{{- define "polyframe-lib.requireApi" -}}
+{{- $resource := get (include "polyframe-lib.customResources" . | fromYaml) .kind -}}
+{{- if not $resource -}}
+{{- fail (printf "polyframe-lib.requireApi: %q is not a custom resource of these charts" .kind) -}}
+{{- end -}}
+{{- if not (.ctx.Capabilities.APIVersions.Has $resource.api) -}}
+{{- fail (printf "%s is on (chart %s), but the cluster serves no %s: install %s, or set %s=false. (helm template, without a cluster: --api-versions %s)" .switch .ctx.Chart.Name $resource.api $resource.install .switch $resource.api) -}}
+{{- end -}}
 {{- end -}}

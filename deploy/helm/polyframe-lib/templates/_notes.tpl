@@ -5,8 +5,10 @@
 
 Web pods: {{ if .Values.autoscaling.enabled }}{{ .Values.autoscaling.minReplicas }}-{{ .Values.autoscaling.maxReplicas }} (autoscaled){{ else }}{{ .Values.replicaCount }}{{ end }}, one server process each, behind Service {{ $fullname }}:{{ .Values.service.port }}.
 {{- if .Values.migrations.enabled }}
-Migrations ran in Job {{ $fullname }}-migrate before the pods started:
-  kubectl --namespace {{ .Release.Namespace }} logs job/{{ $fullname }}-migrate
+{{- $job := include "polyframe-lib.jobName" (dict "ctx" . "component" "migrate") }}
+Migrations run in Job {{ $job }} (this revision's), started with the pods: the web pods
+become ready{{ if (.Values.outbox | default dict).enabled }}, and the outbox dispatcher starts,{{ end }} once they are applied.
+  kubectl --namespace {{ .Release.Namespace }} logs job/{{ $job }} --all-containers
 {{- end }}
 
 Readiness, from your machine:
@@ -17,8 +19,8 @@ or in the cluster:
 
 {{- $generated := include (printf "%s.generatedSecrets" .Chart.Name) . | fromYaml }}
 {{- if $generated }}
-Generated Secret {{ $fullname }} ({{ keys $generated | sortAlpha | join ", " }}): created once, kept across
-upgrades and left in place by `helm uninstall` (delete it by hand to rotate).
+Generated Secret {{ $fullname }} ({{ keys $generated | sortAlpha | join ", " }}): created once and kept across
+upgrades; `helm uninstall` deletes it with everything else (a new install generates new keys).
 {{- end }}
 Database URL: Secret {{ include "polyframe-lib.databaseSecretName" . }}, key {{ .Values.database.existingSecretKey }}.
 {{- end -}}

@@ -97,24 +97,26 @@ the platform's credentials), projected into one read-only folder, readable by th
 {{- end -}}
 
 {{/*
-An init container that waits until the database accepts TCP connections (host and port
-read from the service's database URL), so a migration Job started together with a fresh
-in-cluster PostgreSQL waits for it instead of failing its attempts.
-Usage: include "polyframe-lib.waitForDatabase" (dict "ctx" $ "urlVariable" "USERS_DATABASE_URL")
+An init container that waits until the database accepts TCP connections (host and port read
+from the service's database URL, <PREFIX>_DATABASE_URL), at most
+migrations.waitForDatabaseSeconds: the migration Job starts together with a fresh in-cluster
+PostgreSQL and waits for it instead of failing its attempts.
+Usage: include "polyframe-lib.waitForDatabase" .
 */}}
 {{- define "polyframe-lib.waitForDatabase" -}}
+{{- $urlVariable := printf "%s_DATABASE_URL" (include (printf "%s.prefix" .Chart.Name) .) -}}
 - name: wait-for-database
-  image: {{ include "polyframe-lib.image" .ctx }}
-  imagePullPolicy: {{ .ctx.Values.image.pullPolicy }}
+  image: {{ include "polyframe-lib.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
   command:
     - python
     - -c
     - |
       import os, socket, sys, time
       from urllib.parse import urlsplit
-      url = urlsplit(os.environ["{{ .urlVariable }}"])
+      url = urlsplit(os.environ["{{ $urlVariable }}"])
       host, port = url.hostname, url.port or 5432
-      deadline = time.monotonic() + {{ .ctx.Values.migrations.waitForDatabaseSeconds }}
+      deadline = time.monotonic() + {{ .Values.migrations.waitForDatabaseSeconds }}
       while True:
           try:
               socket.create_connection((host, port), timeout=3).close()
@@ -125,13 +127,38 @@ Usage: include "polyframe-lib.waitForDatabase" (dict "ctx" $ "urlVariable" "USER
                   sys.exit(f"database at {host}:{port} unreachable: {exc}")
               time.sleep(2)
   env:
-    - name: {{ .urlVariable }}
+    - name: {{ $urlVariable }}
       valueFrom:
         secretKeyRef:
-          name: {{ include "polyframe-lib.databaseSecretName" .ctx }}
-          key: {{ .ctx.Values.database.existingSecretKey }}
+          name: {{ include "polyframe-lib.databaseSecretName" . }}
+          key: {{ .Values.database.existingSecretKey }}
   securityContext:
-    {{- include "polyframe-lib.containerSecurityContext" .ctx | nindent 4 }}
+    {{- include "polyframe-lib.containerSecurityContext" . | nindent 4 }}
   resources:
-    {{- toYaml .ctx.Values.migrations.resources | nindent 4 }}
+    {{- toYaml .Values.migrations.resources | nindent 4 }}
+{{- end -}}
+
+{{/*
+An init container that waits until the service's migrations are applied (the check of the web
+pods' /readyz: the database answers and is at the code's head), with the service's own command
+(migrations.waitCommand) and settings, at most migrations.activeDeadlineSeconds (as long as the
+migration Job may take). For what must not run on an older schema and has no readiness to hold
+it back: the outbox dispatcher, the demo-staff Job. When the bound passes the container fails
+(the kubelet starts it again, with back-off; a Job counts a failed pod).
+Usage: include "polyframe-lib.waitForMigrations" .
+*/}}
+{{- define "polyframe-lib.waitForMigrations" -}}
+- name: wait-for-migrations
+  image: {{ include "polyframe-lib.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command:
+    {{- toYaml (concat .Values.migrations.waitCommand (list "--timeout" (toString .Values.migrations.activeDeadlineSeconds))) | nindent 4 }}
+  env:
+    {{- include "polyframe-lib.env" . | nindent 4 }}
+  securityContext:
+    {{- include "polyframe-lib.containerSecurityContext" . | nindent 4 }}
+  resources:
+    {{- toYaml .Values.migrations.resources | nindent 4 }}
+  volumeMounts:
+    {{- include "polyframe-lib.volumeMounts" . | nindent 4 }}
 {{- end -}}

@@ -7,9 +7,9 @@ trusted credentials that is empty when the chart is installed on its own).
 Generated once: on every later render the values already stored in the cluster are read
 back with `lookup` and kept, so signing keys and credentials survive upgrades. Offline
 (`helm template`, lint) lookup finds nothing and fresh values are shown.
-Rendered as a pre-install/pre-upgrade hook, since the migration Jobs (hooks themselves)
-need the service's settings to start. Nothing is rendered when every generated key is
-supplied by existing Secrets (secrets.existingSecret, credentials.existingSecret).
+An ordinary object of the release: updated in place by upgrades (with the same values), deleted
+by `helm uninstall`. Nothing is rendered when every generated key is supplied by existing
+Secrets (secrets.existingSecret, credentials.existingSecret).
 */}}
 {{- define "polyframe-lib.secret" -}}
 {{- $generated := include (printf "%s.generatedSecrets" .Chart.Name) . | fromYaml -}}
@@ -24,8 +24,6 @@ metadata:
   name: {{ $name }}
   labels:
     {{- include "polyframe-lib.labels" (dict "ctx" . "component" "secrets") | nindent 4 }}
-  annotations:
-    {{- include "polyframe-lib.prerequisiteHook" . | nindent 4 }}
 type: Opaque
 data:
   {{- range $key, $kind := $generated }}

@@ -9,6 +9,7 @@ Usage: include "polyframe-lib.serviceMonitor" (dict "ctx" $ "component" "web")
 {{- $ctx := .ctx -}}
 {{- $web := eq .component "web" -}}
 {{- if and $ctx.Values.serviceMonitor.enabled (or $web $ctx.Values.outbox.enabled) }}
+{{- include "polyframe-lib.requireApi" (dict "ctx" $ctx "kind" "ServiceMonitor" "switch" "serviceMonitor.enabled") }}
 apiVersion: monitoring.coreos.com/v1
 kind: ServiceMonitor
 metadata:

@@ -54,14 +54,43 @@ legacy-flask: {database: orders, role: orders, scheme: "postgresql+psycopg"}
 admin-django: {database: admin, role: admin, scheme: "postgresql"}
 {{- end -}}
 
-{{/*
-Hook annotations of the in-cluster PostgreSQL: created before the migration Jobs (pre-install
-hooks themselves) and then left alone, so upgrades never restart it.
-*/}}
-{{- define "polyframe.postgresql.hook" -}}
-helm.sh/hook: pre-install
-helm.sh/hook-weight: "-15"
-helm.sh/hook-delete-policy: before-hook-creation
+{{/* The environment of the PostgreSQL containers: the superuser, its data folder, the passwords. */}}
+{{- define "polyframe.postgresql.env" -}}
+- name: POSTGRES_USER
+  value: postgres
+- name: POSTGRES_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "polyframe.postgresql.fullname" . }}
+      key: postgres-password
+- name: PGDATA
+  value: /var/lib/postgresql/data/pgdata
+{{- range $service, $_ := include "polyframe.postgresql.databases" . | fromYaml }}
+- name: {{ include "polyframe.postgresql.passwordVariable" $service }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "polyframe.postgresql.fullname" $ }}
+      key: {{ $service }}-password
+{{- end }}
+{{- end -}}
+
+{{/* The PostgreSQL containers' security context: its image's postgres user, read-only root. */}}
+{{- define "polyframe.postgresql.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 999
+runAsGroup: 999
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The environment variable of the PostgreSQL container holding a service's role password. */}}
+{{- define "polyframe.postgresql.passwordVariable" -}}
+{{- . | upper | replace "-" "_" }}_PASSWORD
 {{- end -}}
 
 {{/* A DNS-1123 name part from a file name: lower case, [a-z0-9-] only. */}}

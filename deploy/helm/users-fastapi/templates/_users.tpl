@@ -36,7 +36,7 @@ The same environment, secret files and commands as `make up` gives the service
 - name: UVICORN_WORKERS
   value: "1"
 - name: UVICORN_FORWARDED_ALLOW_IPS
-  value: {{ .Values.server.forwardedAllowIps | quote }}
+  value: {{ include "polyframe-lib.forwardedAllowIps" . | quote }}
 - name: UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN
   value: {{ .Values.server.gracefulShutdownSeconds | quote }}
 {{- end -}}

@@ -10,6 +10,7 @@ Body: ``{"status": "ok"|"fail", "service": name, "checks": {name: {"status", "de
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -113,3 +114,39 @@ async def run_async_checks(
                 False, _failure_text(exc), (time.perf_counter() - started) * 1000
             )
     return _shutdown(results)
+
+
+def wait_until_ready(
+    service: str,
+    checks: Mapping[str, SyncCheck],
+    *,
+    timeout_seconds: float,
+    interval_seconds: float = 3.0,
+    say: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Run readiness ``checks`` until they all pass, for at most ``timeout_seconds``.
+
+    For what must not start before the service's dependencies are there (an outbox
+    dispatcher, a seed Job: not before the migrations are applied): the same checks as
+    ``/readyz``, the same failure texts. Says each new failure once and the outcome (on
+    stderr, or ``say``); True when they pass, False at the deadline.
+    """
+    tell = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    deadline = clock() + timeout_seconds
+    last = ""
+    while True:
+        results = run_sync_checks(checks)
+        failing = "; ".join(f"{name}: {r.detail}" for name, r in results.items() if not r.ok)
+        if not failing:
+            details = "; ".join(f"{name}: {r.detail}" for name, r in results.items())
+            tell(f"{service}: ready ({details})")
+            return True
+        if clock() >= deadline:
+            tell(f"{service}: not ready after {timeout_seconds:g}s ({failing})")
+            return False
+        if failing != last:
+            tell(f"{service}: waiting ({failing})")
+            last = failing
+        sleep(max(0.0, min(interval_seconds, deadline - clock())))

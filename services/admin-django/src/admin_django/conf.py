@@ -12,7 +12,11 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from service_kit.settings import ServiceSettings, secret_required_outside_development
+from service_kit.settings import (
+    Environment,
+    ServiceSettings,
+    secret_required_outside_development,
+)
 
 
 class AdminSettings(ServiceSettings):
@@ -33,6 +37,10 @@ class AdminSettings(ServiceSettings):
     allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1"])
     #: Origins allowed to POST forms (the ingress URL), e.g. ``["https://admin.example.com"]``.
     csrf_trusted_origins: list[str] = Field(default_factory=list)
+    #: The session and CSRF cookies are ``Secure`` (a browser or client sends them back over
+    #: HTTPS only). Unset: Secure outside development. ``false`` only behind a plain-HTTP ingress
+    #: (a developer's kind cluster); production then logs a warning at every start.
+    secure_cookies: bool | None = None
     users_url: str = "http://127.0.0.1:8101"
     orders_url: str = "http://127.0.0.1:8102"
     #: Services allowed to write audit events (their credentials are in trusted_services).
@@ -42,3 +50,19 @@ class AdminSettings(ServiceSettings):
     max_body_bytes: int = Field(default=2_097_152, ge=1_024)
     #: Where ``collectstatic`` puts the admin's CSS and JS (served by WhiteNoise).
     static_root: str = "./.data/admin-static"
+
+    @property
+    def cookies_secure(self) -> bool:
+        """Whether the session and CSRF cookies are Secure: ``secure_cookies``, or (unset) not
+        in development."""
+        return not self.is_development if self.secure_cookies is None else self.secure_cookies
+
+    def insecure_cookies_warning(self) -> str | None:
+        """What a start in production with cookies that are not Secure says (else None)."""
+        if self.environment is Environment.PRODUCTION and not self.cookies_secure:
+            return (
+                "ADMIN_SECURE_COOKIES=false in production: the session and CSRF cookies are "
+                "not Secure and travel over plain HTTP; only for a plain-HTTP ingress on a "
+                "developer's cluster, never where staff log in over a network"
+            )
+        return None

@@ -114,9 +114,10 @@ USE_TZ = True
 STATIC_URL = "/admin/static/"
 STATIC_ROOT = CONFIG.static_root
 
-# Cookies: secure outside development (behind TLS), never readable by scripts.
-SESSION_COOKIE_SECURE = not DEVELOPMENT
-CSRF_COOKIE_SECURE = not DEVELOPMENT
+# Cookies: Secure outside development (behind TLS) unless ADMIN_SECURE_COOKIES says otherwise
+# (a plain-HTTP ingress; the support app warns at start in production), never readable by scripts.
+SESSION_COOKIE_SECURE = CONFIG.cookies_secure
+CSRF_COOKIE_SECURE = CONFIG.cookies_secure
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"

@@ -1,4 +1,4 @@
-"""``users-fastapi``: operational commands (migrations, demo data).
+"""``users-fastapi``: operational commands (migrations, outbox, demo data).
 
 The server itself is started by uvicorn: ``uvicorn --factory users_fastapi.main:create_app``.
 """
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from alembic import command
 
-from service_kit.migrations import alembic_config
+from service_kit import health
+from service_kit.migrations import alembic_config, require_heads, script_heads
 from service_kit.outbox import Actor, dispatch_command
 from users_fastapi import accounts
 from users_fastapi.db import MIGRATIONS, create_engine, session_factory
@@ -27,6 +28,28 @@ SEED_ACTOR = Actor("service", "users-fastapi", acting_for="demo-seed")
 def migrate(settings: UsersSettings) -> None:
     """Bring the database to the newest schema (idempotent)."""
     command.upgrade(alembic_config(MIGRATIONS, settings.database_url), "head")
+
+
+async def _revision(settings: UsersSettings, heads: frozenset[str]) -> str:
+    """The readiness check of the web pods: the database answers and is at ``heads``."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            revision: str = await connection.run_sync(require_heads, heads)
+            return revision
+    finally:
+        await engine.dispose()
+
+
+def wait_for_migrations(settings: UsersSettings, timeout_seconds: float) -> bool:
+    """Wait until the database is at the migrations' head (what /readyz checks), at most
+    ``timeout_seconds``: what must not run on an older schema (the outbox dispatcher) waits."""
+    heads = script_heads(MIGRATIONS)
+    return health.wait_until_ready(
+        settings.service_name,
+        {"database": lambda: asyncio.run(_revision(settings, heads))},
+        timeout_seconds=timeout_seconds,
+    )
 
 
 async def seed(settings: UsersSettings, accounts_file: Path) -> list[str]:
@@ -67,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         "dispatch-outbox",
         help="deliver queued audit events to admin-django until SIGTERM (its own process)",
     )
+    wait_parser = sub.add_parser(
+        "wait-for-migrations",
+        help="wait until the database is at the migrations' head; exit 1 after --timeout",
+    )
+    wait_parser.add_argument("--timeout", type=float, required=True, help="seconds")
     seed_parser = sub.add_parser("seed", help="create demo accounts that do not exist yet")
     seed_parser.add_argument(
         "--accounts-file",
@@ -79,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         migrate(settings)
         print("users-fastapi: migrations at head", file=sys.stderr)
+    elif args.command == "wait-for-migrations":
+        return 0 if wait_for_migrations(settings, args.timeout) else 1
     elif args.command == "dispatch-outbox":
         return dispatch_command(settings, OutboxEvent.__table__)  # type: ignore[arg-type]
     elif args.command == "seed":

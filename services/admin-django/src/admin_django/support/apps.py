@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.apps import AppConfig
@@ -42,6 +43,12 @@ class SupportConfig(AppConfig):
     verbose_name = "Support console"
 
     def ready(self) -> None:
+        from django.conf import settings
+
+        # Every process says it at start (each gunicorn worker, each management command).
+        warning = settings.CONFIG.insecure_cookies_warning()
+        if warning:
+            logging.getLogger("admin_django.support").warning(warning)
         # After the audit app's permissions are created: post_migrate is sent app by app in
         # INSTALLED_APPS order (audit before support), and only to apps with a models module
         # (hence support/models.py).
