@@ -136,7 +136,10 @@ def test_an_order_is_in_the_trail_with_its_actor_and_trace_id(
 def test_a_staff_action_names_the_staff_member(client: httpx.Client, service_headers: Any) -> None:
     reader = service_headers(READER)
     user_id, _token = _register_and_log_in(client)
-    acting = service_headers("admin-django", acting_for="e2e-auditor")
+    # A staff name of this run's own: the suite may run again against the same deployment
+    # (make kind-e2e runs it from the host, then in the cluster), whose trail keeps the last.
+    auditor = f"e2e-auditor-{uuid.uuid4().hex[:8]}"
+    acting = service_headers("admin-django", acting_for=auditor)
 
     deactivated = client.post(f"{USERS}/{user_id}/deactivate", headers=acting)
     assert deactivated.status_code == 200, deactivated.text
@@ -146,9 +149,9 @@ def test_a_staff_action_names_the_staff_member(client: httpx.Client, service_hea
     assert events[1]["actor"] == {
         "type": "service",
         "id": "admin-django",
-        "acting_for": "e2e-auditor",
+        "acting_for": auditor,
     }
-    assert [e["id"] for e in _events(client, reader, actor="e2e-auditor")] == [events[1]["id"]]
+    assert [e["id"] for e in _events(client, reader, actor=auditor)] == [events[1]["id"]]
 
 
 def test_audit_delay_under_normal_operation(

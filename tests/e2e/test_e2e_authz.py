@@ -10,6 +10,7 @@ a route in a service's URL table or OpenAPI document that no rule covers fails t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -82,24 +83,52 @@ class Principal:
         return token
 
 
+def secure_cookies_over_http(base_url: str, response: httpx.Response) -> str:
+    """Why a cookie jar would never send the console's cookies back over ``base_url``, or ''."""
+    if not base_url.startswith("http://"):
+        return ""
+    secure = sorted(
+        header.split("=", 1)[0]
+        for header in response.headers.get_list("set-cookie")
+        if "; secure" in header.lower()
+    )
+    if not secure:
+        return ""
+    return (
+        f"admin-django marks its cookies {secure} Secure, but the ingress is plain HTTP "
+        f"({base_url}): a browser or cookie jar never sends a Secure cookie back over http://, so "
+        "every staff log-in answers 403 (CSRF cookie not set). Behind a plain-HTTP ingress the "
+        "release needs admin-django.secureCookies: false (as deploy/kind/values.yaml sets); "
+        "anywhere else, serve the console over TLS"
+    )
+
+
 def django_login(base_url: str, username: str, password: str) -> httpx.Client:
     """A client holding a Django admin session, logged in through the real form (with CSRF)."""
     client = httpx.Client(base_url=base_url, timeout=15, follow_redirects=False)
-    page = client.get(LOGIN_PATH)
-    assert page.status_code == 200, page.text[:300]
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
-    assert token, "the log-in form has no CSRF token"
-    response = client.post(
-        LOGIN_PATH,
-        data={
-            "username": username,
-            "password": password,
-            "csrfmiddlewaretoken": token.group(1),
-            "next": "/admin/",
-        },
-    )
-    assert response.status_code == 302, (username, response.status_code, response.text[:300])
-    assert response.headers["location"] == "/admin/", response.headers
+    try:
+        page = client.get(LOGIN_PATH)
+        assert page.status_code == 200, page.text[:300]
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        assert token, "the log-in form has no CSRF token"
+        response = client.post(
+            LOGIN_PATH,
+            data={
+                "username": username,
+                "password": password,
+                "csrfmiddlewaretoken": token.group(1),
+                "next": "/admin/",
+            },
+        )
+        assert response.status_code == 302, secure_cookies_over_http(base_url, page) or (
+            username,
+            response.status_code,
+            response.text[:300],
+        )
+        assert response.headers["location"] == "/admin/", response.headers
+    except BaseException:
+        client.close()
+        raise
     return client
 
 
@@ -443,6 +472,12 @@ def _public(service: str, route: str) -> bool:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_every_public_route_is_in_the_matrix(service: str) -> None:
+    package = service.replace("-", "_")
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(
+            f"{package} is not installed here (the e2e image carries the suite, not the "
+            "services): the suite's run from a checkout compares the URL tables"
+        )
     table = _url_table(service)
     public = {route for route in table if _public(service, route)}
     assert public, f"no public route found in {service}'s URL table: {table}"
@@ -533,6 +568,17 @@ def test_a_cross_site_post_is_refused_even_with_a_token(world: World) -> None:
     )
     assert response.status_code == 403, response.text[:300]
     assert world.state("victim.is_active", {"victim": victim}) is True
+
+
+def test_the_console_cookies_come_back_over_the_ingress(platform: Any) -> None:
+    """A cookie the console sets must be one the client sends back over the ingress's scheme:
+    a Secure cookie behind a plain-HTTP ingress breaks every staff log-in (CSRF)."""
+    with httpx.Client(base_url=platform.base_url, timeout=15) as client:
+        page = client.get(LOGIN_PATH)
+    assert page.status_code == 200, page.text[:300]
+    assert page.headers.get_list("set-cookie"), "the log-in page set no cookie (CSRF)"
+    problem = secure_cookies_over_http(platform.base_url, page)
+    assert not problem, problem
 
 
 def test_the_session_cookie_is_http_only_and_same_site(platform: Any, staff_account: Any) -> None:
