@@ -82,7 +82,7 @@ routes: $(VENV_STAMP) ## print the Traefik routes generated from deploy/routes.y
 	@$(UV) run --frozen --no-sync polyframe-dev config
 
 .PHONY: test
-test: lint typecheck test-unit test-observability test-deploy test-e2e ## the whole suite: lint, types, unit tests (SQLite and PostgreSQL), rules and dashboards, deploy checks, e2e through Traefik
+test: lint typecheck test-unit test-observability test-deploy test-e2e test-release ## the whole suite: lint, types, unit tests (SQLite and PostgreSQL), rules and dashboards, deploy checks, e2e through Traefik, the kind release run as containers
 
 .PHONY: test-unit
 test-unit: $(VENV_STAMP) ## in-process tests of every library and service
@@ -99,6 +99,45 @@ test-observability: $(VENV_STAMP) ## Prometheus rules (promtool check and unit t
 .PHONY: test-deploy
 test-deploy: $(VENV_STAMP) ## Kubernetes delivery without a cluster: hadolint, Helm v4 render and strict lint, schemas, policies, skaffold and kind
 	@$(PYTEST) tests/deploy
+
+# The kind release without a cluster (docs/kubernetes.md): images built with podman (docker where
+# its engine runs), the rendered release run as containers. RELEASE_PORT=0: a free port.
+RELEASE_STATE := $(DATA_DIR)/release
+RELEASE_PORT ?= 0
+# make images ENGINE=podman: the release runner runs what podman holds (auto: a running docker first).
+ENGINE ?= auto
+RELEASE := $(UV) run --frozen --no-sync polyframe-release
+
+.PHONY: images
+images: $(VENV_STAMP) ## build the images skaffold builds (podman here, docker where its engine runs), with sizes and build times
+	@$(RELEASE) images --state-dir $(RELEASE_STATE) --engine $(ENGINE)
+
+.PHONY: release-up
+release-up: $(VENV_STAMP) ## run the kind release as containers, from `make images` (RELEASE_PORT=0); returns once all is ready
+	@$(RELEASE) up --detach --state-dir $(RELEASE_STATE) --port $(RELEASE_PORT)
+
+.PHONY: release-down
+release-down: $(VENV_STAMP) ## stop the release `make release-up` runs: pods deleted gracefully, containers and network removed
+	@$(RELEASE) down --state-dir $(RELEASE_STATE)
+
+.PHONY: release-e2e
+release-e2e: ENGINE = podman
+release-e2e: images ## images, the release as containers, helm test, tests/e2e in cluster mode from here and in the release, then stop it
+	@$(RELEASE) e2e --state-dir $(RELEASE_STATE) --port $(RELEASE_PORT)
+
+# make test runs the whole suite from the host against the release, and in the release (the
+# verify Job) what only runs differently there: the cluster checks (in-cluster API, RBAC, pod
+# loss), the in-cluster ingress, and the credentials read from the Secrets (authorization).
+RELEASE_VERIFY_TESTS := tests/e2e/test_e2e_cluster.py tests/e2e/test_e2e_ingress.py tests/e2e/test_e2e_authz.py
+
+.PHONY: test-release
+test-release: $(VENV_STAMP) ## the images and the kind release as containers: tests/release (faults, the PostgreSQL image), then release-e2e's run
+	@if ! command -v podman >/dev/null; then \
+		echo "test-release: the release runs with podman: apt-get install podman runc netavark aardvark-dns iptables debootstrap"; \
+		if [ "$${POLYFRAME_STRICT_TOOLS:-}" = 1 ]; then exit 1; fi; echo "test-release: skipped"; exit 0; fi; \
+	$(RELEASE) images --state-dir $(RELEASE_STATE) --engine podman && \
+	RELEASE_STATE_DIR=$(RELEASE_STATE) $(PYTEST) tests/release && \
+	$(RELEASE) e2e --state-dir $(RELEASE_STATE) --port $(RELEASE_PORT) --verify-tests "$(RELEASE_VERIFY_TESTS)"
 
 .PHONY: kind-up
 kind-up: ## create the kind cluster, install Traefik (Helm), build and deploy the platform (skaffold, kind profile)
