@@ -23,6 +23,8 @@ from polyframe_release.engine import Engine
 pytestmark = pytest.mark.timeout(300)
 
 PASSWORD = "a-password-for-this-test-only"
+#: On every container these tests start (each is removed by name after its test).
+TEST_LABEL = "io.polyframe.release.test"
 INIT_SHELL = """\
 # sourced (not executable), as the official image does with a .sh that is not executable
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres <<'SQL'
@@ -68,7 +70,8 @@ def start(engine: Engine, postgres_image: str) -> Iterator[Callable[..., tuple[s
     def run(volumes: dict[str, Path], env: dict[str, str]) -> tuple[str, int]:
         name = f"polyframe-pg-test-{uuid.uuid4().hex[:8]}"
         args = [
-            "run", "--detach", "--name", name, "--user", "999:999", "--read-only",
+            "run", "--detach", "--name", name, "--label", f"{TEST_LABEL}=1",
+            "--user", "999:999", "--read-only",
             "--read-only-tmpfs=false", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--publish", "127.0.0.1::5432",
             "--mount", f"type=bind,source={volumes['data']},destination=/var/lib/postgresql/data",

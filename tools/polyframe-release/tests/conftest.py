@@ -129,7 +129,7 @@ def node(fake_engine: FakeEngine, store: Store, tmp_path: Path) -> Node:
         network="pfr-t3st01",
         namespace=NAMESPACE,
         store=store,
-        state_dir=tmp_path / "state",
+        run_dir=tmp_path / "state",
         pause_image="python:3.11.14-slim-trixie",
         deaths=DeathWatch(fake_engine, "t3st01"),  # type: ignore[arg-type]
         log=lambda _line: None,

@@ -28,7 +28,7 @@ class Recorder:
     def __init__(self, store: Store, fake_worker: Any, state_dir: Path) -> None:
         self.fake_worker = fake_worker
         self.created: list[tuple[str, dict[str, str]]] = []
-        self.controllers = Controllers(SimpleNamespace(state_dir=state_dir), store)  # type: ignore[arg-type]
+        self.controllers = Controllers(SimpleNamespace(run_dir=state_dir), store)  # type: ignore[arg-type]
         self.controllers.create_pod = self.create_pod  # type: ignore[method-assign]
 
     def create_pod(
@@ -623,3 +623,28 @@ def test_pod_failure_action_by_exit_code(
 
     assert controllers.pod_failure_action(policy, worker) == action
     assert controllers.pod_failure_action(None, worker) == "Count"
+
+
+@pytest.mark.parametrize(
+    ("expressions", "selected"),
+    [
+        ([{"key": "tier", "operator": "In", "values": ["web", "api"]}], True),
+        ([{"key": "tier", "operator": "In", "values": ["db"]}], False),
+        ([{"key": "tier", "operator": "NotIn", "values": ["db"]}], True),
+        ([{"key": "tier", "operator": "NotIn", "values": ["web"]}], False),
+        ([{"key": "tier", "operator": "Exists"}], True),
+        ([{"key": "zone", "operator": "Exists"}], False),
+        ([{"key": "zone", "operator": "DoesNotExist"}], True),
+        ([{"key": "zone", "operator": "NotIn", "values": ["a"]}], True),  # absent: not in
+    ],
+)
+def test_selects_match_expressions_as_the_api_server(
+    expressions: list[dict[str, Any]], selected: bool
+) -> None:
+    labels = {"app": "polyframe", "tier": "web"}
+    selector = {"matchLabels": {"app": "polyframe"}, "matchExpressions": expressions}
+
+    assert selects(selector, labels) is selected
+    assert (
+        selects({"matchLabels": {"app": "other"}, "matchExpressions": expressions}, labels) is False
+    )

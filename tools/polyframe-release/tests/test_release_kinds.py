@@ -8,6 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from polyframe_release import kinds, runner
 from polyframe_release.render import Render
 
@@ -325,3 +327,130 @@ def test_what_is_not_emulated_is_summarized_by_kind_and_reason() -> None:
         "NetworkPolicy (2): traffic is not filtered — a-web, b-web",
         "Role (1): enforced only for the e2e token — polyframe-e2e",
     ]
+
+
+def test_a_known_field_set_to_a_value_the_runner_does_not_implement_is_an_error(
+    kind_render: Render,
+) -> None:
+    deployment = copy.deepcopy(next(o for o in kind_render.objects if o["kind"] == "Deployment"))
+    spec = deployment["spec"]["template"]["spec"]
+    del spec["enableServiceLinks"]  # unset is true: Service variables the runner never sets
+    spec["containers"][0]["imagePullPolicy"] = "Always"
+
+    found = kinds.unsupported_fields(deployment)
+
+    assert found == [
+        "spec.template.spec.enableServiceLinks (only false is implemented)",
+        "spec.template.spec.containers[0].imagePullPolicy Always (the runner never pulls)",
+    ]
+
+
+def _web_deployment(kind_render: Render) -> dict[str, Any]:
+    found = next(
+        o
+        for o in kind_render.objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "polyframe-users-fastapi"
+    )
+    return copy.deepcopy(found)
+
+
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    return containers[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            lambda d: _container(d)["securityContext"].update(privileged=True),
+            "securityContext.privileged (privileged containers are not run)",
+        ),
+        (
+            lambda d: (
+                _container(d)["securityContext"].pop("runAsUser"),
+                d["spec"]["template"]["spec"]["securityContext"].pop("runAsUser"),
+            ),
+            "runAsGroup without runAsUser (not implemented)",
+        ),
+        (
+            lambda d: _container(d)["securityContext"].update(
+                seccompProfile={"type": "Localhost", "localhostProfile": "x.json"}
+            ),
+            "seccompProfile Localhost (RuntimeDefault, Unconfined only)",
+        ),
+        (
+            lambda d: _container(d)["env"].append(
+                {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.schedulerName"}}}
+            ),
+            "env[NODE]: fieldRef spec.schedulerName",
+        ),
+        (
+            lambda d: _container(d)["volumeMounts"].append({"name": "ghost", "mountPath": "/x"}),
+            "volumeMounts[ghost]: no such volume in the pod",
+        ),
+        (
+            lambda d: _container(d)["volumeMounts"][0].update(subPath="../../etc"),
+            "subPath leaves the volume",
+        ),
+        (
+            lambda d: d["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"][0][
+                "secret"
+            ]["items"][0].update(path="/etc/passwd"),
+            "item path '/etc/passwd' leaves the volume",
+        ),
+        (
+            lambda d: d["spec"]["template"]["spec"]["volumes"][1]["emptyDir"].update(
+                medium="Memory"
+            ),
+            "emptyDir.medium (only the node's disk is implemented)",
+        ),
+        (
+            lambda d: _container(d)["readinessProbe"]["httpGet"].update(port="web"),
+            "readinessProbe: no container port named 'web'",
+        ),
+        (lambda d: d["metadata"].update(name="Web_1"), "metadata.name 'Web_1' (not a DNS-1123"),
+    ],
+)
+def test_a_value_the_runner_would_only_meet_at_run_time_fails_before_anything_runs(
+    kind_render: Render, change: Any, problem: str
+) -> None:
+    """What would make pods fail over and over (and a Deployment replace them for ever) is
+    found by the check, naming the field."""
+    deployment = _web_deployment(kind_render)
+    assert kinds.unsupported_fields(deployment) == []
+    change(deployment)
+
+    found = kinds.unsupported_fields(deployment)
+
+    assert any(problem in line for line in found), found
+
+
+def test_a_service_of_another_type_than_cluster_ip_is_an_error(kind_render: Render) -> None:
+    service = copy.deepcopy(next(o for o in kind_render.objects if o["kind"] == "Service"))
+    service["spec"]["type"] = "NodePort"
+
+    assert kinds.unsupported_fields(service) == [
+        "spec.type NodePort (only ClusterIP is implemented)"
+    ]
+
+
+def test_test_success_is_a_test_hook_and_delete_policies_default_as_helm() -> None:
+    legacy = {
+        "kind": "Pod",
+        "metadata": {"name": "old-style", "annotations": {"helm.sh/hook": "test-success"}},
+    }
+    modern = {
+        "kind": "Pod",
+        "metadata": {
+            "name": "new-style",
+            "annotations": {"helm.sh/hook": "test", "helm.sh/hook-delete-policy": "hook-succeeded"},
+        },
+    }
+
+    assert [h["metadata"]["name"] for h in runner.hooks_of([legacy, modern], "test")] == [
+        "new-style",
+        "old-style",
+    ]
+    assert runner.delete_policies(legacy) == {"before-hook-creation"}
+    assert runner.delete_policies(modern) == {"hook-succeeded"}

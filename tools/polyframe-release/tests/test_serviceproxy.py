@@ -171,15 +171,63 @@ async def test_a_new_endpoints_file_moves_new_connections_and_keeps_open_ones(
     await writer.wait_closed()
 
 
-async def test_without_endpoints_a_connection_is_closed_at_once(
+async def test_a_connection_racing_the_last_endpoints_removal_is_closed_at_once(
     backends: dict[str, Backend], proxy: tuple[Path, int, serviceproxy.Endpoints]
 ) -> None:
-    path, port, _ = proxy
+    path, port, _ = proxy  # _serve listens whatever the file says (follow decides that)
 
     assert await greeting(port) == ""
 
     write_endpoints(path, port, backends["a"].target)
     assert await greeting(port) == "a"
+
+
+async def _refused(port: int) -> bool:
+    try:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False
+
+
+async def test_follow_listens_only_while_a_port_has_an_endpoint(
+    backends: dict[str, Backend], tmp_path: Path
+) -> None:
+    """As kube-proxy's REJECT: no endpoint, no handshake (a client waiting for its database
+    by connecting keeps waiting); an open connection outlives its endpoint's removal."""
+    path = tmp_path / "endpoints.json"
+    port = free_port()
+    write_endpoints(path, port)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serviceproxy.follow(serviceproxy.Endpoints(str(path)), stop))
+    try:
+        await asyncio.sleep(3 * serviceproxy.FOLLOW_SECONDS)
+        assert await _refused(port)
+
+        write_endpoints(path, port, backends["a"].target)
+        for _ in range(50):
+            if not await _refused(port):
+                break
+            await asyncio.sleep(serviceproxy.FOLLOW_SECONDS)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await asyncio.wait_for(reader.readline(), TIMEOUT)) == b"a\n"
+
+        write_endpoints(path, port)
+        for _ in range(50):
+            if await _refused(port):
+                break
+            await asyncio.sleep(serviceproxy.FOLLOW_SECONDS)
+        assert await _refused(port)
+        writer.write(b"still here\n")  # the open connection goes on
+        assert (await asyncio.wait_for(reader.readline(), TIMEOUT)) == b"a:still here\n"
+        writer.write(b"bye\n")
+        await asyncio.wait_for(reader.read(), TIMEOUT)
+        writer.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, TIMEOUT)
 
 
 async def test_an_unreachable_endpoint_closes_the_connection(
@@ -217,6 +265,10 @@ async def test_main_serves_the_files_ports_until_sigterm(
     # main's loop handler for SIGTERM is in place (installed right after it printed)
     assert signal.getsignal(signal.SIGTERM) is not before
     assert f"serving ports [{port}] from {path}" in "".join(printed)
+    for _ in range(50):  # it listens once it has read the endpoints
+        if not await _refused(port):
+            break
+        await asyncio.sleep(serviceproxy.FOLLOW_SECONDS)
     assert await greeting(port) == "b"
     await settle(task)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,14 +268,30 @@ def start_release(
         log=log,
         ready_timeout=options.ready_timeout,
     )
+    runner.write_state(state_dir, release, os.getpid(), ready=False)
     try:
         release.up(python_image)
     except BaseException:
         log("stopping what started …")
         release.down()
+        (state_dir / runner.STATE_FILE).unlink(missing_ok=True)
         raise
-    runner.write_state(state_dir, release, os.getpid())
+    runner.write_state(state_dir, release, os.getpid(), ready=True)
     return release
+
+
+def _sigterm_stops() -> None:
+    """SIGTERM (a CI cancel, `make release-down`) unwinds like Ctrl-C, and the release is
+    removed; the first of them counts, the ones after it (uv run forwards SIGTERM, a second
+    Ctrl-C) cannot cut the removal short."""
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
 
 def _alive(pid: int) -> bool:
@@ -295,7 +312,7 @@ def _announce(release: runner.Release) -> None:
         f"  ingress      {release.ingress.url}  (/api/users/docs, /api/orders/docs, /admin/)\n"
         f"  kubectl      KUBECONFIG={kubeconfig} kubectl -n {release.render.namespace} get pods\n"
         f"  render       {release.state_dir / render.RENDER_FILE}\n"
-        f"  pod logs     {release.state_dir / 'logs'}\n"
+        f"  pod logs     {release.run_dir / 'logs'}\n"
         f"  stop         make release-down",
         flush=True,
     )
@@ -304,13 +321,7 @@ def _announce(release: runner.Release) -> None:
 def cmd_up(options: argparse.Namespace) -> int:
     if options.detach:
         return _up_detached(options)
-    stop = {"signal": 0}
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop["signal"] = signum
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
+    _sigterm_stops()
     release: runner.Release | None = None
     try:
         release = start_release(options)
@@ -358,27 +369,33 @@ def _up_detached(options: argparse.Namespace) -> int:
             argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
         )
     shown = 0
-    while True:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-        for line in lines[shown:]:
-            print(line, flush=True)
-        shown = len(lines)
-        if child.poll() is not None:
-            print(
-                f"the release runner stopped (exit {child.returncode}); its log: {log}",
-                file=sys.stderr,
-            )
-            return 1
-        loaded = runner.read_state(options.state_dir) if state.is_file() else None
-        if loaded is not None and loaded.get("pid") == child.pid:
-            print(f"(running in the background, pid {child.pid}; log {log})", flush=True)
-            return 0
-        time.sleep(0.5)
+    try:
+        while True:
+            lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+            for line in lines[shown:]:
+                print(line, flush=True)
+            shown = len(lines)
+            if child.poll() is not None:
+                print(
+                    f"the release runner stopped (exit {child.returncode}); its log: {log}",
+                    file=sys.stderr,
+                )
+                return 1
+            loaded = runner.read_state(options.state_dir) if state.is_file() else None
+            if loaded is not None and loaded.get("pid") == child.pid and loaded.get("ready"):
+                print(f"(running in the background, pid {child.pid}; log {log})", flush=True)
+                return 0
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("interrupted: stopping the release that was starting …", flush=True)
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=600)
+        return 130
 
 
 def cmd_down(options: argparse.Namespace) -> int:
     if options.run:
-        left = runner.remove_run(detect(options.engine), options.run)
+        left = runner.remove_run(detect("podman"), options.run)
         print(f"run {options.run}: removed {len(left)} container(s) and its network")
         return 0
     state = runner.read_state(options.state_dir)
@@ -392,16 +409,18 @@ def cmd_down(options: argparse.Namespace) -> int:
         deadline = time.monotonic() + 300
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.5)
-    engine = detect(options.engine)
-    left = runner.remove_run(engine, state["run_id"])
+    left = runner.remove_run(detect("podman"), state["run_id"])
     if left:
         print(f"removed {len(left)} container(s) the runner left: {', '.join(left)}")
     (options.state_dir / runner.STATE_FILE).unlink(missing_ok=True)
+    for folder in ("pods", "claims", "api", "env"):  # a killed run's Secrets as files
+        shutil.rmtree(options.state_dir / "runs" / state["run_id"] / folder, ignore_errors=True)
     print(f"run {state['run_id']} stopped; nothing of it is left")
     return 0
 
 
 def cmd_e2e(options: argparse.Namespace) -> int:
+    _sigterm_stops()
     release = start_release(options)
     try:
         _announce(release)
@@ -414,6 +433,9 @@ def cmd_e2e(options: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
+    if hasattr(options, "state_dir"):
+        # Absolute: the kubeconfig and the runner's files name paths in it.
+        options.state_dir = options.state_dir.resolve()
     commands = {"images": cmd_images, "up": cmd_up, "down": cmd_down, "e2e": cmd_e2e}
     try:
         return commands[options.command](options)

@@ -32,11 +32,26 @@ JOB_BACKOFF_MAX = 360.0
 
 
 def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
-    """A label selector (``matchLabels``, or a Service's plain map) against ``labels``."""
+    """A label selector (``matchLabels`` and ``matchExpressions``, or a Service's plain map)
+    against ``labels``; an empty one selects nothing here (no object of ours means "all")."""
     if not selector:
         return False
-    wanted = selector.get("matchLabels", selector) if "matchLabels" in selector else selector
-    return all(labels.get(k) == v for k, v in wanted.items())
+    if "matchLabels" not in selector and "matchExpressions" not in selector:
+        return all(labels.get(k) == v for k, v in selector.items())
+    if not all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression["key"], expression["operator"]
+        values = set(expression.get("values") or [])
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
 
 
 def _suffix(length: int = 5) -> str:
@@ -299,7 +314,7 @@ class Controllers:
         )
         for claim in stateful["spec"].get("volumeClaimTemplates") or []:
             claim_name = f"{claim['metadata']['name']}-{name}-{ordinal}"
-            folder = self.node.state_dir / "claims" / claim_name
+            folder = self.node.run_dir / "claims" / claim_name
             if not folder.is_dir():
                 folder.mkdir(parents=True)
                 os.chown(folder, 0, int(fs_group) if fs_group is not None else 0)
@@ -416,7 +431,7 @@ class Controllers:
             spec = budget["spec"]
             selected = [
                 w
-                for w in self.workers.values()
+                for w in list(self.workers.values())
                 if selects(spec.get("selector"), w.pod["metadata"].get("labels") or {})
                 and not w.deleting.is_set()
             ]

@@ -20,13 +20,15 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from polyframe_release import images
+from polyframe_release import images, kinds
 from polyframe_release.paths import REPO_ROOT, VERIFY_JOB
-from polyframe_release.runner import Release, ReleaseError
+from polyframe_release.runner import Release, ReleaseError, hooks_of
 from polyframe_release.store import Store
 
 VERIFY_TIMEOUT = 1800.0
@@ -101,6 +103,12 @@ def host_environment(release: Release, creds: dict[str, str]) -> dict[str, str]:
 def run_verify_job(release: Release, job: dict[str, Any]) -> int:
     """Run the verify Job in the release, its log on this terminal; 0 when it completed."""
     assert release.controllers is not None
+    unsupported = kinds.unsupported_fields(job)
+    if unsupported:
+        raise ReleaseError(
+            f"{VERIFY_JOB.relative_to(REPO_ROOT)}: not implemented by the release runner: "
+            + ", ".join(unsupported)
+        )
     release.apply(job)
     name = job["metadata"]["name"]
     deadline = time.monotonic() + VERIFY_TIMEOUT
@@ -128,22 +136,52 @@ def run_verify_job(release: Release, job: dict[str, Any]) -> int:
     return 1
 
 
-def memory_report(release: Release) -> list[tuple[str, float]]:
-    """(container, MB of memory in use) of every container of the run, largest first."""
+@dataclass(frozen=True)
+class Memory:
+    """One container's memory: its processes' resident memory (proportional: a page shared by
+    several processes, PostgreSQL's shared buffers say, counts once in all), and its cgroup's
+    charge (which counts the page cache too: what a memory limit is held against)."""
+
+    container: str
+    rss_mb: float
+    cgroup_mb: float
+
+
+def _resident_kb(pid: str) -> int:
+    """A process's proportional resident set (Pss) in kB, its RSS where smaps is unreadable."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        try:
+            text = Path(f"/proc/{pid}/status").read_text().replace("VmRSS:", "Pss:")
+        except OSError:
+            return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def memory_report(release: Release) -> list[Memory]:
+    """Every container of the run, largest resident set first."""
+    prefix = f"pfr-{release.run_id}-"
     done = release.engine.run("stats", "--no-stream", "--format", "json", check=False, timeout=120)
     try:
         stats = json.loads(done.stdout or "[]")
     except ValueError:
-        return []
-    prefix = f"pfr-{release.run_id}-"
+        stats = []
+    charged = {
+        str(entry.get("name") or entry.get("Name") or ""): _megabytes(
+            str(entry.get("mem_usage") or entry.get("MemUsage") or "0B").split("/")[0].strip()
+        )
+        for entry in stats
+    }
     rows = []
-    for entry in stats:
-        name = str(entry.get("name") or entry.get("Name") or "")
-        if not name.startswith(prefix):
-            continue
-        usage = str(entry.get("mem_usage") or entry.get("MemUsage") or "0B").split("/")[0].strip()
-        rows.append((name.removeprefix(prefix), _megabytes(usage)))
-    return sorted(rows, key=lambda row: -row[1])
+    for name in sorted(n for n in charged if n.startswith(prefix)):
+        pids = release.engine.run("top", name, "hpid", check=False, timeout=60).stdout.split()[1:]
+        resident = sum(_resident_kb(pid) for pid in pids if pid.isdigit())
+        rows.append(Memory(name.removeprefix(prefix), resident / 1024, charged[name]))
+    return sorted(rows, key=lambda row: -row.rss_mb)
 
 
 def _megabytes(text: str) -> float:
@@ -178,6 +216,8 @@ def run(release: Release, options: argparse.Namespace) -> int:
     creds = credentials(release.store, job)
     print("\n== helm test (the test hooks' pods) ==", flush=True)
     failed_tests = release.helm_test()
+    if not hooks_of(release.render.objects, "test"):
+        failed_tests.append("the release has no test hook: helm test ran nothing")
     for failure in failed_tests:
         print(f"  helm test: {failure}", flush=True)
     print("\n== tests/e2e from this machine, in cluster mode ==", flush=True)
@@ -198,14 +238,15 @@ def run(release: Release, options: argparse.Namespace) -> int:
         cluster_seconds = time.monotonic() - started
     print("\n== the release after the run ==", flush=True)
     print(f"  start-up to all ready: {ready_seconds:.0f} s")
-    for name, megabytes in memory_report(release):
-        print(f"  {name:<60} {megabytes:>7.1f} MB")
+    print(f"  {'container':<60} {'resident':>10} {'cgroup':>9}")
+    for row in memory_report(release):
+        print(f"  {row.container:<60} {row.rss_mb:>6.1f} MiB {row.cgroup_mb:>6.1f} MB")
     print(f"  tests/e2e from this machine: {_outcome(host)} in {host_seconds:.0f} s")
     if not options.no_verify_job:
         print(f"  tests/e2e in the release:    {_outcome(cluster)} in {cluster_seconds:.0f} s")
     if failed_tests:
-        print(f"  helm test: {len(failed_tests)} pod(s) failed (the suite names them)")
-    return 0 if host == 0 and cluster == 0 else 1
+        print(f"  helm test FAILED: {'; '.join(failed_tests)}")
+    return 0 if host == 0 and cluster == 0 and not failed_tests else 1
 
 
 def _outcome(code: int) -> str:

@@ -7,6 +7,7 @@ does is never run as if it said less. Kinds only a cluster enforces are listed a
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 #: Kinds only a cluster enforces: listed at start, not run.
@@ -273,7 +274,117 @@ def unsupported_fields(obj: dict[str, Any]) -> list[str]:
     for key in annotations:
         if key.startswith(BEHAVIOUR_ANNOTATION_PREFIXES) and key not in IMPLEMENTED_ANNOTATIONS:
             found.append(f"metadata.annotations[{key}]")
-    return found
+    return found + _unsupported_values(obj)
+
+
+def _pod_spec(obj: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    if obj.get("kind") == "Pod":
+        return "spec", obj.get("spec") or {}
+    if obj.get("kind") in {"Deployment", "StatefulSet", "Job"}:
+        return "spec.template.spec", ((obj.get("spec") or {}).get("template") or {}).get(
+            "spec"
+        ) or {}
+    return None
+
+
+#: The ``fieldRef`` paths the runner fills (PodWorker._field), besides labels and annotations.
+FIELD_PATHS = frozenset(
+    {
+        "metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName",
+        "spec.serviceAccountName", "status.hostIP", "status.podIP", "status.podIPs",
+    }
+)  # fmt: skip
+LABEL_FIELD = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
+#: DNS-1123: object names (subdomain) and volume names (label), as the API server checks them.
+SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def escapes(relative: str) -> bool:
+    """A path that leaves the folder it is relative to (absolute, or through ``..``)."""
+    return relative.startswith("/") or ".." in relative.split("/")
+
+
+def _unsupported_values(obj: dict[str, Any]) -> list[str]:
+    """Fields the runner knows, set to a value it does not implement (or the API server would
+    refuse): found before anything runs, never by a pod that fails over and over."""
+    problems = []
+    name = str((obj.get("metadata") or {}).get("name", ""))
+    if not SUBDOMAIN.fullmatch(name) or len(name) > 253:
+        problems.append(f"metadata.name {name!r} (not a DNS-1123 name)")
+    if obj.get("kind") == "Service":
+        kind = (obj.get("spec") or {}).get("type", "ClusterIP")
+        if kind != "ClusterIP":
+            problems.append(f"spec.type {kind} (only ClusterIP is implemented)")
+    found = _pod_spec(obj)
+    if found is None:
+        return problems
+    path, spec = found
+    # Unset means true: the kubelet would add every Service's {NAME}_SERVICE_HOST variables.
+    if spec.get("enableServiceLinks", True) is not False:
+        problems.append(f"{path}.enableServiceLinks (only false is implemented)")
+    pod_context = spec.get("securityContext") or {}
+    volumes: dict[str, Any] = {
+        claim["metadata"]["name"]: {"persistentVolumeClaim": {}}
+        for claim in (obj.get("spec") or {}).get("volumeClaimTemplates") or []
+        if obj.get("kind") == "StatefulSet"
+    }
+    for index, volume in enumerate(spec.get("volumes") or []):
+        volumes[volume.get("name")] = volume
+        at = f"{path}.volumes[{index}]"
+        if not LABEL.fullmatch(str(volume.get("name", ""))):
+            problems.append(f"{at}.name {volume.get('name')!r} (not a DNS-1123 label)")
+        if (volume.get("emptyDir") or {}).get("medium"):
+            problems.append(f"{at}.emptyDir.medium (only the node's disk is implemented)")
+        sources = [volume.get("secret"), volume.get("configMap")] + [
+            source.get("secret") or source.get("configMap")
+            for source in (volume.get("projected") or {}).get("sources") or []
+        ]
+        for source in filter(None, sources):
+            for item in source.get("items") or []:
+                if escapes(str(item.get("path", ""))):
+                    problems.append(f"{at}: item path {item.get('path')!r} leaves the volume")
+    for group in ("initContainers", "containers"):
+        for index, container in enumerate(spec.get(group) or []):
+            at = f"{path}.{group}[{index}]"
+            problems += _container_values(at, container, pod_context, volumes)
+    return problems
+
+
+def _container_values(
+    at: str, container: dict[str, Any], pod_context: dict[str, Any], volumes: dict[str, Any]
+) -> list[str]:
+    problems = []
+    context = container.get("securityContext") or {}
+    if container.get("imagePullPolicy") == "Always":
+        problems.append(f"{at}.imagePullPolicy Always (the runner never pulls)")
+    if context.get("privileged"):
+        problems.append(f"{at}.securityContext.privileged (privileged containers are not run)")
+    user = context.get("runAsUser", pod_context.get("runAsUser"))
+    group = context.get("runAsGroup", pod_context.get("runAsGroup"))
+    if group is not None and user is None:
+        problems.append(f"{at}: runAsGroup without runAsUser (not implemented)")
+    seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+    if seccomp not in (None, "RuntimeDefault", "Unconfined"):
+        problems.append(f"{at}: seccompProfile {seccomp} (RuntimeDefault, Unconfined only)")
+    for entry in container.get("env") or []:
+        field_path = ((entry.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        if field_path and field_path not in FIELD_PATHS and not LABEL_FIELD.fullmatch(field_path):
+            problems.append(f"{at}.env[{entry.get('name')}]: fieldRef {field_path}")
+    for mount in container.get("volumeMounts") or []:
+        if mount.get("name") not in volumes:
+            problems.append(f"{at}.volumeMounts[{mount.get('name')}]: no such volume in the pod")
+        if mount.get("subPath") and escapes(str(mount["subPath"])):
+            problems.append(f"{at}.volumeMounts[{mount.get('name')}].subPath leaves the volume")
+    named = {port.get("name") for port in container.get("ports") or []}
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        handler = (container.get(kind) or {}).get("httpGet") or (container.get(kind) or {}).get(
+            "tcpSocket"
+        )
+        port = (handler or {}).get("port")
+        if isinstance(port, str) and not port.isdigit() and port not in named:
+            problems.append(f"{at}.{kind}: no container port named {port!r}")
+    return problems
 
 
 def describe(obj: dict[str, Any]) -> str:

@@ -51,7 +51,10 @@ def free_subnet(engine: Engine) -> ipaddress.IPv4Network:
         for network in engine.json("network", "inspect", *names) or []:
             for subnet in network.get("subnets") or []:
                 taken.append(ipaddress.ip_network(subnet["subnet"], strict=False))
-    routes = subprocess.run(["ip", "-j", "route"], capture_output=True, text=True, check=False)
+    try:
+        routes = subprocess.run(["ip", "-j", "route"], capture_output=True, text=True, check=False)
+    except FileNotFoundError:  # no iproute2: the podman networks are what is known
+        routes = subprocess.CompletedProcess([], 1, "", "")
     if routes.returncode == 0 and routes.stdout.strip():
         for route in json.loads(routes.stdout):
             destination = route.get("dst", "")
@@ -146,6 +149,10 @@ class ServiceProxies:
                 network=self.network,
                 memory="96m",
             ),
+            # Any Service port, 80 included, as uid 65534 (a sysctl of its own network
+            # namespace, not the host's).
+            "--sysctl",
+            "net.ipv4.ip_unprivileged_port_start=0",
             "--mount",
             f"type=bind,source={folder},destination=/proxy,ro=true",
             "--entrypoint",

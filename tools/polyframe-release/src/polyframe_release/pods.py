@@ -16,10 +16,12 @@ delete runs preStop, then the image's stop signal, then SIGKILL at the grace per
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -30,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from polyframe_release import kinds
 from polyframe_release.engine import Engine, EngineError
 from polyframe_release.store import Store, now_iso
 
@@ -63,6 +66,8 @@ GIVE_UP_UNREADY = 150.0
 #: How often the kubelet checks an emptyDir's size against its sizeLimit.
 VOLUME_CHECK_SECONDS = 10.0
 TICK = 0.25
+#: How often the engine's exited containers are compared with the deaths its events reported.
+RECONCILE_SECONDS = 15.0
 #: Where a pod finds its ServiceAccount's token (and the folder's name among its volumes).
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 (a path)
 TOKEN_VOLUME = "kube-api-access"  # noqa: S105 (a folder's name)
@@ -140,8 +145,25 @@ def expand(text: str, env: dict[str, str]) -> str:
 # -- the pod's node ------------------------------------------------------------------------------
 
 
+_PRCTL: Callable[..., int] | None
+try:  # resolved here, so that the child after fork only calls it (no import, no lock)
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _PRCTL = None
+
+
+def _die_with_parent() -> None:
+    """In a child process: receive SIGTERM when the runner dies (Linux PR_SET_PDEATHSIG)."""
+    if _PRCTL is not None:
+        _PRCTL(1, int(signal.SIGTERM))
+
+
 class DeathWatch:
-    """Exit codes of the run's containers, from the engine's event stream."""
+    """Exit codes of the run's containers, from the engine's event stream.
+
+    The stream is restarted if it ends, and every RECONCILE_SECONDS (and after each restart)
+    the engine's list of exited containers fills in any death the stream did not report.
+    """
 
     def __init__(self, engine: Engine, run_id: str) -> None:
         self.engine = engine
@@ -149,48 +171,86 @@ class DeathWatch:
         self.exits: dict[str, int] = {}
         self.changed = threading.Condition()
         self.process: subprocess.Popen[str] | None = None
-        self.thread = threading.Thread(target=self._read, name="engine events", daemon=True)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="engine events", daemon=True)
+        self.reconciler = threading.Thread(
+            target=self._reconcile_loop, name="engine exits", daemon=True
+        )
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.engine.name,
-                "events",
-                "--format",
-                "json",
-                "--filter",
-                f"label={RUN_LABEL}={self.run_id}",
-                "--filter",
-                "event=died",
-            ],
-            env=self.engine.environ(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
         self.thread.start()
+        self.reconciler.start()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        self.stopping.set()
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=5)
+                process.wait(timeout=5)
+        self.thread.join(10)
+        self.reconciler.join(10)
 
-    def _read(self) -> None:
-        assert self.process is not None
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            name = event.get("Name") or event.get("Actor", {}).get("Attributes", {}).get("name")
-            code = event.get("ContainerExitCode")
-            if name:
-                with self.changed:
-                    # podman leaves ContainerExitCode out of the event when it is 0.
-                    self.exits[str(name)] = int(code) if code is not None else 0
-                    self.changed.notify_all()
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            process = subprocess.Popen(
+                [
+                    self.engine.name,
+                    "events",
+                    "--format",
+                    "json",
+                    "--filter",
+                    f"label={RUN_LABEL}={self.run_id}",
+                    "--filter",
+                    "event=died",
+                ],
+                env=self.engine.environ(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                preexec_fn=_die_with_parent,
+            )
+            self.process = process
+            assert process.stdout is not None
+            with process.stdout:
+                self.reconcile()  # what died before the stream began
+                for line in process.stdout:
+                    self._event(line)
+            process.wait()
+            self.stopping.wait(1.0)
+
+    def _event(self, line: str) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        name = event.get("Name") or event.get("Actor", {}).get("Attributes", {}).get("name")
+        code = event.get("ContainerExitCode")
+        if name:
+            # podman leaves ContainerExitCode out of the event when it is 0.
+            self._record(str(name), int(code) if code is not None else 0)
+
+    def _record(self, name: str, code: int) -> None:
+        with self.changed:
+            self.exits.setdefault(name, code)
+            self.changed.notify_all()
+
+    def reconcile(self) -> None:
+        """The engine's exited containers of this run, recorded if the stream missed them."""
+        done = self.engine.run(
+            "ps", "--all", "--filter", f"label={RUN_LABEL}={self.run_id}",
+            "--filter", "status=exited", "--format", "{{.Names}} {{.ExitCode}}",
+            check=False, timeout=60,
+        )  # fmt: skip
+        for line in done.stdout.splitlines():
+            name, _, code = line.strip().rpartition(" ")
+            if name and code.lstrip("-").isdigit():
+                self._record(name, int(code))
+
+    def _reconcile_loop(self) -> None:
+        while not self.stopping.wait(RECONCILE_SECONDS):
+            with contextlib.suppress(EngineError):
+                self.reconcile()
 
     def exit_code(self, container: str) -> int | None:
         with self.changed:
@@ -210,7 +270,8 @@ class Node:
     network: str
     namespace: str
     store: Store
-    state_dir: Path
+    #: This run's own folder (pods' volumes, claims, logs): a new install starts empty.
+    run_dir: Path
     #: The image of the pods' infrastructure containers (anything with ``sleep``).
     pause_image: str
     deaths: DeathWatch
@@ -348,8 +409,8 @@ class PodWorker(threading.Thread):
         self.infra: str | None = None
         self.initialized = False
         self.finished = threading.Event()
-        self.volumes_dir = node.state_dir / "pods" / self.name
-        self.logs_dir = node.state_dir / "logs" / "pods" / self.name
+        self.volumes_dir = node.run_dir / "pods" / self.name
+        self.logs_dir = node.run_dir / "logs" / self.name
         self.conditions: dict[str, dict[str, Any]] = {}
         self.ready_since = 0.0
         #: Since when its volumes cannot be written (a Secret or key missing), and why.
@@ -424,6 +485,8 @@ class PodWorker(threading.Thread):
         seconds gives up the run.
         """
         now = time.monotonic()
+        if self.reason in {"UnsupportedSpec", "RunnerError"}:
+            return f"{self.reason}: {self.message}"
         if self.stuck_since and now - self.stuck_since > GIVE_UP_STUCK:
             return self.mount_failure
         for container in [*self.inits, *self.containers]:
@@ -771,9 +834,10 @@ class PodWorker(threading.Thread):
             "status.podIP": self.ip or "",
             "status.podIPs": self.ip or "",
         }
+        assert set(simple) == kinds.FIELD_PATHS  # one list of what is implemented
         if path in simple:
             return str(simple[path])
-        match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+        match = kinds.LABEL_FIELD.fullmatch(path)
         if match:
             return str((meta.get(match[1]) or {}).get(match[2], ""))
         raise SpecError(f"fieldRef {path} not implemented")
@@ -841,7 +905,8 @@ class PodWorker(threading.Thread):
         ]
         user, group = self._user(container)
         if user is not None:
-            args += ["--user", f"{user}:{group if group is not None else 0}"]
+            # No runAsGroup: the primary group is the image's for that user, as with containerd.
+            args += ["--user", str(user) if group is None else f"{user}:{group}"]
         elif group is not None:
             raise SpecError(
                 f"container {container.name}: runAsGroup without runAsUser not implemented"
@@ -879,7 +944,7 @@ class PodWorker(threading.Thread):
         for mount in spec.get("volumeMounts") or []:
             source = self._mount_source(mount)
             options = f"type=bind,source={source},destination={mount['mountPath']}"
-            if mount.get("readOnly"):
+            if mount.get("readOnly") or self._read_only_volume(mount["name"]):
                 options += ",ro=true"
             args += ["--mount", options]
         if self._automounts_token():
@@ -900,8 +965,17 @@ class PodWorker(threading.Thread):
             args += ["--entrypoint", json.dumps(command)]
         return [*args, spec["image"], *arguments]
 
+    def _read_only_volume(self, name: str) -> bool:
+        """Secret, ConfigMap and projected volumes the kubelet always mounts read-only; a
+        claim when the pod says so."""
+        volume = next(v for v in self.pod["spec"].get("volumes") or [] if v["name"] == name)
+        claim = volume.get("persistentVolumeClaim") or {}
+        return bool({"secret", "configMap", "projected"} & set(volume)) or bool(
+            claim.get("readOnly")
+        )
+
     def _env_file(self, instance: str) -> Path:
-        return self.node.state_dir / "env" / f"{instance}.env"
+        return self.node.run_dir / "env" / f"{instance}.env"
 
     def _mount_source(self, mount: dict[str, Any]) -> Path:
         volumes: dict[str, dict[str, Any]] = {
@@ -911,9 +985,7 @@ class PodWorker(threading.Thread):
         if volume is None:
             raise SpecError(f"volumeMount {mount['name']}: no such volume in the pod")
         if "persistentVolumeClaim" in volume:
-            base = (
-                self.node.state_dir / "claims" / str(volume["persistentVolumeClaim"]["claimName"])
-            )
+            base = self.node.run_dir / "claims" / str(volume["persistentVolumeClaim"]["claimName"])
             if not base.is_dir():
                 raise ConfigError(f'persistentvolumeclaim "{base.name}" not found')
         else:
@@ -998,14 +1070,26 @@ class PodWorker(threading.Thread):
         self.event("Started", f"Started container {container.name}")
         return True
 
+    def _crash_loop_state(self, container: ContainerRun) -> dict[str, Any]:
+        delay = max(0.0, container.retry_at - time.monotonic())
+        return {
+            "waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": f"back-off {delay:.0f}s restarting failed container={container.name} "
+                f"pod={self.name}",
+            }
+        }
+
     def _schedule_restart(self, container: ContainerRun) -> None:
+        """The kubelet's back-off: the first restart at once, then 10 s doubled up to 5
+        minutes; forgotten after 10 minutes of running."""
         ran = time.monotonic() - container.started_at if container.started_at else 0.0
         if ran >= BACKOFF_RESET:
             container.backoff = 0.0
+        container.retry_at = time.monotonic() + container.backoff
         container.backoff = (
             BACKOFF_START if container.backoff == 0 else min(BACKOFF_MAX, container.backoff * 2)
         )
-        container.retry_at = time.monotonic() + container.backoff
 
     def _run_init(self, container: ContainerRun) -> bool:
         """Run an init container to success (restarting it unless restartPolicy is Never)."""
@@ -1025,13 +1109,7 @@ class PodWorker(threading.Thread):
                 self.message = f"init container {container.name} exited with {code}"
                 return False
             self._schedule_restart(container)
-            container.state = {
-                "waiting": {
-                    "reason": "CrashLoopBackOff",
-                    "message": f"back-off {container.backoff:.0f}s restarting failed "
-                    f"container={container.name} pod={self.name}",
-                }
-            }
+            container.state = self._crash_loop_state(container)
             self.publish()
         return False
 
@@ -1094,13 +1172,7 @@ class PodWorker(threading.Thread):
             if self._may_restart(container):
                 self._schedule_restart(container)
                 container.restart_pending = True
-                container.state = {
-                    "waiting": {
-                        "reason": "CrashLoopBackOff",
-                        "message": f"back-off {container.backoff:.0f}s restarting failed "
-                        f"container={container.name} pod={self.name}",
-                    }
-                }
+                container.state = self._crash_loop_state(container)
                 self.event(
                     "BackOff",
                     f"Back-off restarting failed container {container.name} in pod {self.name}",
@@ -1168,8 +1240,9 @@ class PodWorker(threading.Thread):
             )
             self._kill(container, self.grace)
             container.last_state = container.state
-            container.restart_count += 1
-            self._start(container)
+            # Restarted as after any exit: at once the first time, then with the back-off.
+            self._schedule_restart(container)
+            container.restart_pending = True
             return False
         return True
 
@@ -1192,7 +1265,8 @@ class PodWorker(threading.Thread):
                     env=self.node.engine.environ(),
                     capture_output=True,
                     text=True,
-                    timeout=probe.timeout + 5,
+                    # timeoutSeconds for the command, and a second for `podman exec` to start.
+                    timeout=probe.timeout + 1,
                     check=False,
                 )
             except subprocess.TimeoutExpired:

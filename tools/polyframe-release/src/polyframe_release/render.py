@@ -10,6 +10,7 @@ renders would not agree.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,8 +148,11 @@ class Render:
         path = folder / RENDER_FILE
         header = {"release": self.release, "namespace": self.namespace, "values": self.values}
         text = yaml.safe_dump_all([header, *self.objects], sort_keys=False)
-        path.write_text(text, encoding="utf-8")
-        path.chmod(0o600)  # it holds the generated credentials
+        path.unlink(missing_ok=True)
+        # It holds the generated credentials: created 0600, never readable by others.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
         return path
 
     @classmethod

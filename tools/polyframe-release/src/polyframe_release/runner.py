@@ -17,6 +17,7 @@ import json
 import re
 import secrets
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -76,6 +77,12 @@ INSTALL_ORDER = (
 HOOK = "helm.sh/hook"
 HOOK_WEIGHT = "helm.sh/hook-weight"
 HOOK_DELETE = "helm.sh/hook-delete-policy"
+#: The hook events of an install (upgrade hooks are never due: each run is an install) and of
+#: helm test; and the delete policies, as Helm applies them.
+HOOK_EVENTS = frozenset(
+    {"pre-install", "post-install", "pre-upgrade", "post-upgrade", "test", "test-success"}
+)
+HOOK_DELETE_POLICIES = frozenset({"before-hook-creation", "hook-succeeded", "hook-failed"})
 #: Helm's default --timeout, per hook and for the release to become ready.
 HOOK_TIMEOUT = 300.0
 READY_TIMEOUT = 600.0
@@ -98,14 +105,9 @@ def kind_rank(kind: str) -> int:
 def hooks_of(objects: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
     """The hooks of ``event`` in the order Helm runs them: by weight, ties by name (a stable
     sort over Helm's kind order)."""
-    found = [
-        o
-        for o in objects
-        if event
-        in [
-            e.strip() for e in ((o["metadata"].get("annotations") or {}).get(HOOK) or "").split(",")
-        ]
-    ]
+    # Helm reads test-success as test.
+    wanted = {event, *({"test-success"} if event == "test" else set())}
+    found = [o for o in objects if wanted & set(hook_events(o))]
     found.sort(key=lambda o: kind_rank(o["kind"]))
     found.sort(
         key=lambda o: (
@@ -114,6 +116,17 @@ def hooks_of(objects: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
         )
     )
     return found
+
+
+def hook_events(obj: dict[str, Any]) -> list[str]:
+    text = (obj["metadata"].get("annotations") or {}).get(HOOK) or ""
+    return [event.strip() for event in text.split(",") if event.strip()]
+
+
+def delete_policies(obj: dict[str, Any]) -> set[str]:
+    """A hook's delete policies; Helm's default is before-hook-creation."""
+    text = (obj["metadata"].get("annotations") or {}).get(HOOK_DELETE) or "before-hook-creation"
+    return {policy.strip() for policy in text.split(",") if policy.strip()}
 
 
 def is_hook(obj: dict[str, Any]) -> bool:
@@ -142,23 +155,16 @@ def check(render: Render) -> tuple[list[str], list[str]]:
             errors.append(
                 f"{kinds.describe(obj)}: field {path} is not implemented by the release runner"
             )
-        hooks = [
-            h.strip()
-            for h in ((obj["metadata"].get("annotations") or {}).get(HOOK) or "").split(",")
-            if h.strip()
-        ]
-        for hook in hooks:
-            if hook not in {
-                "pre-install",
-                "post-install",
-                "pre-upgrade",
-                "post-upgrade",
-                "test",
-                "test-success",
-            }:
+        for hook in hook_events(obj):
+            if hook not in HOOK_EVENTS:
                 errors.append(
                     f"{kinds.describe(obj)}: hook {hook} is not implemented by the release runner"
                 )
+        for policy in delete_policies(obj) - HOOK_DELETE_POLICIES if is_hook(obj) else set():
+            errors.append(
+                f"{kinds.describe(obj)}: hook delete policy {policy} is not implemented by the "
+                "release runner"
+            )
     return errors, skipped
 
 
@@ -203,6 +209,9 @@ class Release:
         self.gateway: str | None = None
         self.tokens: dict[str, str] = {}
         self.started = time.monotonic()
+        #: This run's folder: the pods' volumes and claims (Secrets as files), the API's keys,
+        #: the proxies' endpoints, the logs. A run starts from none of an earlier run's.
+        self.run_dir = self.state_dir / "runs" / self.run_id
 
     # -- start ------------------------------------------------------------------------------------
 
@@ -222,7 +231,7 @@ class Release:
         images = {c["image"] for obj in self.render.objects for c in pod_containers(obj)}
         for stand_in in standins.announce(self.engine, [*images, python_image]):
             self.log(f"  {stand_in}")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_folders()
         subnet = network.create_network(self.engine, self.network_name, self.run_id)
         self.gateway = str(next(subnet.hosts()))
         self.log(f"network {self.network_name} ({subnet}, gateway {self.gateway})")
@@ -233,7 +242,7 @@ class Release:
             network=self.network_name,
             namespace=self.render.namespace,
             store=self.store,
-            state_dir=self.state_dir,
+            run_dir=self.run_dir,
             pause_image=python_image,
             deaths=self.deaths,
             log=self.log,
@@ -248,13 +257,13 @@ class Release:
             network=self.network_name,
             namespace=self.render.namespace,
             image=python_image,
-            folder=self.state_dir / "services",
+            folder=self.run_dir / "services",
         )
         self.ingress = network.Ingress(
             self.engine,
             run_id=self.run_id,
             network=self.network_name,
-            folder=self.state_dir / "ingress",
+            folder=self.run_dir / "ingress",
             port=self.ingress_port,
         )
         self.ingress.start(network.ensure_traefik_image(self.engine))
@@ -266,12 +275,24 @@ class Release:
         self._install()
         self._wait_ready()
 
+    def _prepare_folders(self) -> None:
+        """Only the owner reads the state (it holds the release's Secrets); what earlier runs
+        left (their claims: a database with other passwords) is removed."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o700)
+        runs = self.state_dir / "runs"
+        if runs.is_dir():
+            for earlier in runs.iterdir():
+                if earlier.name != self.run_id:
+                    shutil.rmtree(earlier, ignore_errors=True)
+        self.run_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+
     def _start_api(self, node: Node) -> None:
         """The Kubernetes API of the release: on 127.0.0.1 for the host, on the network's
         gateway for pods (in-cluster config), TLS with a CA of this run."""
         assert self.gateway is not None
         tls = kubeapi.make_tls(
-            self.state_dir / "api", ["127.0.0.1", self.gateway, "kubernetes.default.svc"]
+            self.run_dir / "api", ["127.0.0.1", self.gateway, "kubernetes.default.svc"]
         )
         # Every ServiceAccount of the render gets a token, holding the rules of the Roles bound
         # to it (none: the API refuses it everything, as RBAC would).
@@ -344,15 +365,31 @@ class Release:
         failed = []
         for hook in hooks_of(self.render.objects, event):
             self.log(f"  hook {event}: {kinds.describe(hook)}")
+            # before-hook-creation: an install has no earlier hook object to delete.
             self.apply(hook)
-            if hook["kind"] in {"Job", "Pod"}:
-                problem = self._wait_hook(hook)
-                if problem is not None:
-                    if event.startswith("test"):
-                        failed.append(problem)
-                        continue
-                    raise ReleaseError(f"{event} hook {kinds.describe(hook)} failed: {problem}")
+            if hook["kind"] not in {"Job", "Pod"}:
+                continue
+            problem = self._wait_hook(hook)
+            policies = delete_policies(hook)
+            if ("hook-succeeded" if problem is None else "hook-failed") in policies:
+                self._delete(hook)
+            if problem is not None:
+                if event == "test":
+                    failed.append(f"{kinds.describe(hook)}: {problem}")
+                    continue
+                raise ReleaseError(f"{event} hook {kinds.describe(hook)} failed: {problem}")
         return failed
+
+    def _delete(self, obj: dict[str, Any]) -> None:
+        """A hook removed as its delete policy says (a Job with its pods)."""
+        assert self.controllers is not None
+        name = obj["metadata"]["name"]
+        if obj["kind"] == "Pod":
+            self.controllers.delete_pod(name)
+            return
+        for worker in self.controllers.pods_of(obj["kind"], name):
+            self.controllers.delete_pod(worker.name)
+        self.store.remove(obj["kind"], name)
 
     def _wait_hook(self, hook: dict[str, Any]) -> str | None:
         """None when the Job completed / the Pod succeeded; else why not."""
@@ -401,9 +438,23 @@ class Release:
         while not self.stop_event.is_set():
             try:
                 self.controllers.tick()
+                self._restart_infrastructure()
             except Exception as exc:  # keep reconciling; say what went wrong
                 self.log(f"controllers: {exc!r}")
             self.stop_event.wait(TICK)
+
+    def _restart_infrastructure(self) -> None:
+        """A Service's proxy or the ingress that died is started again (as a node restarts
+        kube-proxy or a DaemonSet pod), and said."""
+        assert self.proxies is not None
+        assert self.ingress is not None
+        for name in [*self.proxies.containers.values(), self.ingress.container]:
+            code = self.deaths.exit_code(name)
+            if code is None or self.stop_event.is_set():
+                continue
+            self.log(f"{name} exited ({code}): starting it again")
+            self.deaths.forget(name)
+            self.engine.run("start", name, check=False)
 
     def _endpoints_changed(self, ready: dict[str, list[tuple[str, dict[str, Any]]]]) -> None:
         assert self.proxies is not None
@@ -446,12 +497,18 @@ class Release:
             )
         for job in self.store.all("Job"):
             conditions = {c["type"]: c for c in (job.get("status") or {}).get("conditions", [])}
+            pods = self.controllers.pods_of("Job", job["metadata"]["name"])
             if conditions.get("Failed", {}).get("status") == "True":
                 stuck.append(True)
-                pods = self.controllers.pods_of("Job", job["metadata"]["name"])
                 found.append(
                     f"Job/{job['metadata']['name']}: {conditions['Failed']['reason']}; "
                     f"{self._explain_pods(pods)}"
+                )
+            elif conditions.get("Complete", {}).get("status") != "True":
+                # Still working (or backing off): what waits for it may yet become ready.
+                stuck.append(False)
+                found.append(
+                    f"Job/{job['metadata']['name']}: not complete; {self._explain_pods(pods)}"
                 )
         return found, bool(stuck) and all(stuck)
 
@@ -556,22 +613,51 @@ class Release:
     # -- stop -------------------------------------------------------------------------------------
 
     def down(self) -> None:
-        """Delete every pod gracefully, then the Services, the ingress, the API and the network."""
-        self.stop_event.set()
+        """Delete every pod gracefully, then the Services, the ingress, the API and the network;
+        each step runs even when one before it failed (and Ctrl-C cannot cut it short)."""
+        main = threading.current_thread() is threading.main_thread()
+        previous = (
+            (
+                signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.signal(signal.SIGTERM, signal.SIG_IGN),
+            )
+            if main
+            else None
+        )
+        try:
+            self.stop_event.set()
+            steps: list[Callable[[], object]] = [
+                self._stop_pods,
+                lambda: remove_run(self.engine, self.run_id),
+                *(server.stop for server in (self.api, self.pod_api) if server is not None),
+                self.deaths.stop,
+                self._forget_secrets,
+            ]
+            for step in steps:
+                try:
+                    step()
+                except Exception as exc:  # the next steps still run
+                    self.log(f"stopping: {exc!r}")
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous[0] or signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, previous[1] or signal.SIG_DFL)
+
+    def _stop_pods(self) -> None:
         if self.loop_thread is not None:
             self.loop_thread.join(10)
-        if self.controllers is not None:
-            workers = list(self.controllers.workers.values())
-            for worker in workers:
-                worker.delete()
-            for worker in workers:
-                worker.join(worker.grace + 90)
-        remove_run(self.engine, self.run_id)
-        for server in (self.api, self.pod_api):
-            if server is not None:
-                server.stop()
-        self.deaths.stop()
-        shutil.rmtree(self.state_dir / "claims", ignore_errors=True)
+        if self.controllers is None:
+            return
+        workers = list(self.controllers.workers.values())
+        for worker in workers:
+            worker.delete()
+        for worker in workers:
+            worker.join(worker.grace + 90)
+
+    def _forget_secrets(self) -> None:
+        """The run's files but its logs: volumes, claims, the API's keys, env files."""
+        for folder in ("pods", "claims", "api", "env", "services", "ingress"):
+            shutil.rmtree(self.run_dir / folder, ignore_errors=True)
 
 
 def remove_run(engine: Engine, run_id: str) -> list[str]:
@@ -640,22 +726,23 @@ def _binds(render: Render, role: dict[str, Any], service_account: str) -> bool:
     return False
 
 
-def write_state(state_dir: Path, release: Release, pid: int) -> None:
-    assert release.ingress is not None
-    assert release.api is not None
+def write_state(state_dir: Path, release: Release, pid: int, *, ready: bool) -> None:
+    """runner.json: written before anything starts (so `down` finds what a killed start left),
+    and again once all is ready; replaced atomically (``up --detach`` polls it)."""
     document = {
         "run_id": release.run_id,
         "pid": pid,
         "network": release.network_name,
-        "ingress": release.ingress.url,
-        "api": release.api.url,
+        "ingress": release.ingress.url if release.ingress is not None and ready else None,
+        "api": release.api.url if release.api is not None and ready else None,
         "kubeconfig": str(state_dir / "kubeconfig"),
+        "logs": str(release.run_dir / "logs"),
         "release": release.render.release,
         "namespace": release.render.namespace,
-        "ready": True,
+        "ready": ready,
     }
-    path = state_dir / STATE_FILE
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    network.write_atomically(state_dir / STATE_FILE, json.dumps(document, indent=2) + "\n")
 
 
 def read_state(state_dir: Path) -> dict[str, Any] | None:

@@ -4,9 +4,10 @@ of its ready endpoints, picked at random per connection.
 Run inside a container on the release's network that carries the Service's names as network
 aliases (``python3 serviceproxy.py ENDPOINTS_FILE``). The runner rewrites ENDPOINTS_FILE
 (atomically) whenever a pod becomes ready or unready or starts terminating; new connections
-follow it at once, open ones are left alone (as conntrack leaves them). With no endpoint, a
-connection is refused by closing it, as kube-proxy's REJECT rule does. Standard library only:
-it runs in any Python image.
+follow it within FOLLOW_SECONDS, open ones are left alone (as conntrack leaves them). A port
+with no endpoint does not listen, so a connection is refused (ECONNREFUSED), as kube-proxy's
+REJECT rule refuses it: a client that waits for its server by connecting waits here too.
+Standard library only: it runs in any Python image.
 
 ENDPOINTS_FILE: ``{"ports": [{"port": 8000, "targets": ["10.89.3.4:8000", …]}, …]}``.
 """
@@ -113,19 +114,39 @@ async def _serve(endpoints: Endpoints, port: int) -> asyncio.AbstractServer:
     return await asyncio.start_server(handle, host="0.0.0.0", port=port, reuse_address=True)  # noqa: S104
 
 
+#: How often the endpoints file is looked at for ports to open or close.
+FOLLOW_SECONDS = 0.2
+
+
+async def follow(endpoints: Endpoints, stop: asyncio.Event) -> None:
+    """Listen on each port exactly while it has an endpoint, until ``stop``."""
+    servers: dict[int, asyncio.AbstractServer] = {}
+    try:
+        while not stop.is_set():
+            endpoints.refresh()
+            for port in endpoints.ports:
+                ready = bool(endpoints.targets.get(port))
+                if ready and port not in servers:
+                    servers[port] = await _serve(endpoints, port)
+                elif not ready and port in servers:
+                    servers.pop(port).close()  # new connections refused, open ones go on
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FOLLOW_SECONDS)
+    finally:
+        for server in servers.values():
+            server.close()
+
+
 async def main(path: str) -> None:
     endpoints = Endpoints(path)
     if not endpoints.ports:
         sys.exit(f"{path}: no ports to serve")
-    servers = [await _serve(endpoints, port) for port in endpoints.ports]
     print(f"serving ports {endpoints.ports} from {path}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    for server in servers:
-        server.close()
+    await follow(endpoints, stop)
 
 
 if __name__ == "__main__":
