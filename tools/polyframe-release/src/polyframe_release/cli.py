@@ -174,8 +174,6 @@ def cmd_images(options: argparse.Namespace) -> int:
     in_use = images.ensure_bases(
         engine, chosen, mode=options.stand_ins, mirror=options.debian_mirror
     )
-    for stand_in in in_use:
-        print(f"  {stand_in}")
     tag = images.git_tag()
     built = images.build(engine, chosen, tag, options.state_dir / "logs")
     build_file = options.state_dir / "images.json"
@@ -188,7 +186,14 @@ def cmd_images(options: argparse.Namespace) -> int:
             if a.image in kept and a.image not in built_names
         ]
         built = [*others, *built]
+    previous = images.read_build_file(build_file) if build_file.is_file() else {}
     images.write_build_file(build_file, built, engine.name)
+    # The tags this command built before and no longer names: gone, not piling up per commit
+    # (their layers stay as the build cache).
+    current = {b.tag for b in built}
+    for old in sorted(set(previous.values()) - current):
+        if engine.run("rmi", old, check=False).returncode == 0:
+            print(f"removed the previous build's {old}")
     print(f"\n{'image':<42} {'size':>8} {'build':>7}")
     for entry in built:
         if entry.seconds:
