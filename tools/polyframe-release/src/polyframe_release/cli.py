@@ -188,6 +188,15 @@ def cmd_images(options: argparse.Namespace) -> int:
         built = [*others, *built]
     previous = images.read_build_file(build_file) if build_file.is_file() else {}
     images.write_build_file(build_file, built, engine.name)
+    if not options.only:
+        # The release also runs images it does not build (PostgreSQL): present, or stand-ins.
+        rendered = render.render(render.release_spec("kind"), images.read_build_file(build_file))
+        in_use += standins.ensure(
+            engine,
+            _third_party(rendered, images.read_build_file(build_file)),
+            mode=options.stand_ins,
+            mirror=options.debian_mirror,
+        )
     # The tags this command built before and no longer names: gone, not piling up per commit
     # (their layers stay as the build cache).
     current = {b.tag for b in built}
@@ -255,15 +264,9 @@ def start_release(
         f"{', '.join(str(f.relative_to(REPO_ROOT)) for f in spec.values_files)} "
         f"(Helm v4 engine): {len(rendered.objects)} objects"
     )
-    third_party = sorted(
-        {
-            c["image"]
-            for obj in rendered.objects
-            for c in runner.pod_containers(obj)
-            if c["image"] not in built.values()
-        }
+    standins.ensure(
+        engine, _third_party(rendered, built), mode=options.stand_ins, mirror=options.debian_mirror
     )
-    standins.ensure(engine, third_party, mode=options.stand_ins, mirror=options.debian_mirror)
     python_image = _runner_image(engine, options)
     release = runner.Release(
         rendered,
@@ -297,6 +300,18 @@ def _sigterm_stops() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def _third_party(rendered: render.Render, built: dict[str, str]) -> list[str]:
+    """The images the release runs that are not built here (the in-cluster PostgreSQL's)."""
+    return sorted(
+        {
+            c["image"]
+            for obj in rendered.objects
+            for c in runner.pod_containers(obj)
+            if c["image"] not in built.values()
+        }
+    )
 
 
 def _alive(pid: int) -> bool:

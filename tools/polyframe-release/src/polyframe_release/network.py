@@ -69,11 +69,16 @@ def free_subnet(engine: Engine) -> ipaddress.IPv4Network:
 
 
 def create_network(engine: Engine, name: str, run_id: str) -> ipaddress.IPv4Network:
-    subnet = free_subnet(engine)
-    engine.run(
-        "network", "create", "--subnet", str(subnet), "--label", f"{RUN_LABEL}={run_id}", name
-    )
-    return subnet
+    """The run's own network on a free /24 (picked again if another run took it meanwhile)."""
+    for attempt in range(5):
+        subnet = free_subnet(engine)
+        created = engine.run(
+            "network", "create", "--subnet", str(subnet), "--label", f"{RUN_LABEL}={run_id}",
+            name, check=attempt == 4,
+        )  # fmt: skip
+        if created.returncode == 0:
+            return subnet
+    raise EngineError(f"could not create network {name}")
 
 
 # -- Services -----------------------------------------------------------------------------------

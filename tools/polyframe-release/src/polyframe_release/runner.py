@@ -229,6 +229,12 @@ class Release:
             for line in summarize(skipped):
                 self.log(f"  {line}")
         images = {c["image"] for obj in self.render.objects for c in pod_containers(obj)}
+        missing = sorted(i for i in {*images, python_image} if not self.engine.image_exists(i))
+        if missing:
+            raise ReleaseError(
+                f"images not in local storage: {', '.join(missing)} (the runner never pulls): "
+                "make images"
+            )
         for stand_in in standins.announce(self.engine, [*images, python_image]):
             self.log(f"  {stand_in}")
         self._prepare_folders()
