@@ -1,7 +1,7 @@
 """Dependencies shared by the routers, as ``Annotated`` aliases.
 
 Who may call what is decided here, once: a route names the caller it needs
-(``CurrentUser``, ``StaffOrService``, ``ActingStaffService``) and nothing is
+(``CurrentClaims``, ``StaffOrService``, ``ActingStaffService``) and nothing is
 open by omission.
 """
 
