@@ -3,7 +3,7 @@
 admin-django is replaced by :class:`AdminAudit`, an ``httpx.MockTransport`` handler that
 records batches idempotently by event id, as the real ingestion does (``tests/e2e``
 exercises the real one). It can be told to fail: refuse the connection, answer 503, or
-answer 422. Time is the fixture ``clock`` (``service_kit.outbox.utcnow``), so backoff is
+answer 422. Time is the fixture ``clock`` (``service_kit.outbox.schema.utcnow``), so backoff is
 stepped through without sleeping.
 """
 
@@ -35,18 +35,11 @@ from sqlalchemy import Engine, Table, create_engine, event, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session
 
-from service_kit import outbox
 from service_kit.client import ClientConfig, ServiceClient
-from service_kit.outbox import (
-    AUDIT_EVENTS_PATH,
-    Actor,
-    BatchResult,
-    OutboxDispatcher,
-    OutboxMixin,
-    outbox_values,
-    serve_dispatcher,
-    sync_database_url,
-)
+from service_kit.outbox import Actor, OutboxMixin, outbox_values, schema
+from service_kit.outbox.command import serve_dispatcher
+from service_kit.outbox.dispatcher import AUDIT_EVENTS_PATH, BatchResult, OutboxDispatcher
+from service_kit.sqla import sync_database_url
 from service_kit.telemetry import Telemetry
 from service_kit.testing import fresh_postgres_database
 from service_kit.tracecontext import trace_id_var
@@ -157,7 +150,7 @@ class AdminAudit:
 
 
 class Clock:
-    """``service_kit.outbox.utcnow`` under the test's control."""
+    """``service_kit.outbox.schema.utcnow`` under the test's control."""
 
     def __init__(self) -> None:
         self.now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -172,7 +165,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
-    monkeypatch.setattr(outbox, "utcnow", clock)
+    monkeypatch.setattr(schema, "utcnow", clock)
     return clock
 
 
@@ -312,11 +305,17 @@ def expected_order(engine: Engine) -> list[str]:
     return [str(row.id) for row in sorted(rows, key=lambda row: (row.occurred_at, row.id))]
 
 
+def pending(dispatcher: OutboxDispatcher) -> int:
+    """Undelivered events, as the dispatcher reports them (its backlog gauge)."""
+    count, _age = dispatcher.backlog()
+    return count
+
+
 def drain(dispatcher: OutboxDispatcher) -> None:
     """Dispatch until nothing is pending (other holders of row locks may delay it)."""
     deadline = time.monotonic() + PATIENCE
-    while dispatcher.pending():
-        assert time.monotonic() < deadline, f"{dispatcher.pending()} events still pending"
+    while pending(dispatcher):
+        assert time.monotonic() < deadline, f"{pending(dispatcher)} events still pending"
         if dispatcher.dispatch_once().idle:
             time.sleep(0.01)
 
@@ -539,13 +538,13 @@ def test_batches_of_batch_size_in_order(
     order = expected_order(engine)
     dispatcher = make_dispatcher(engine, batch_size=100)
 
-    assert dispatcher.pending() == 250
+    assert pending(dispatcher) == 250
     assert dispatcher.dispatch_once() == BatchResult(100, 0)
-    assert dispatcher.pending() == 150
+    assert pending(dispatcher) == 150
     assert dispatcher.dispatch_once() == BatchResult(100, 0)
     assert dispatcher.dispatch_once() == BatchResult(50, 0)
     assert dispatcher.dispatch_once() == BatchResult(0, 0)
-    assert dispatcher.pending() == 0
+    assert pending(dispatcher) == 0
 
     assert [len(batch) for batch in admin.batches] == [100, 100, 50]
     assert admin.sent_ids == order
@@ -603,7 +602,7 @@ def test_empty_outbox_sends_nothing(
 ) -> None:
     dispatcher = make_dispatcher(engine)
     assert dispatcher.dispatch_once() == BatchResult(0, 0)
-    assert dispatcher.pending() == 0
+    assert pending(dispatcher) == 0
     assert admin.requests == []
 
 
@@ -632,7 +631,7 @@ def test_rows_not_yet_due_wait(
     later = add_events(engine, 3, next_attempt_at=clock.now + timedelta(seconds=10))
     dispatcher = make_dispatcher(engine)
     assert dispatcher.dispatch_once() == BatchResult(2, 0)
-    assert dispatcher.pending() == 3  # pending counts rows waiting for a retry too
+    assert pending(dispatcher) == 3  # pending counts rows waiting for a retry too
     clock.advance(9.999)
     assert dispatcher.dispatch_once() == BatchResult(0, 0)
     clock.advance(0.001)
@@ -672,7 +671,7 @@ def test_failed_batch_is_retried_after_its_backoff(
             assert row.next_attempt_at == failed_at + timedelta(seconds=delay)
             assert row.delivered_at is None
             assert row.last_error.startswith(error)
-        assert dispatcher.pending() == 7
+        assert pending(dispatcher) == 7
         # Not due yet: nothing is sent, however often the dispatcher looks.
         assert dispatcher.dispatch_once() == BatchResult(0, 0)
         clock.advance(delay - 0.001)
@@ -688,7 +687,7 @@ def test_failed_batch_is_retried_after_its_backoff(
 
     admin.outage = None  # admin-django is back
     assert dispatcher.dispatch_once() == BatchResult(7, 0)
-    assert dispatcher.pending() == 0
+    assert pending(dispatcher) == 0
     assert sorted(admin.recorded) == sorted(ids)
     assert set(admin.deliveries.values()) == {1}
     for row in rows_by_id(engine).values():
@@ -782,7 +781,7 @@ def test_crash_between_sending_and_marking(
 
     # admin-django has the first batch; the outbox still says it is pending.
     assert len(admin.recorded) == 5
-    assert crashed.pending() == 12
+    assert pending(crashed) == 12
     assert all(row.delivered_at is None for row in rows_by_id(engine).values())
 
     restarted = make_dispatcher(engine, batch_size=5)
@@ -792,7 +791,7 @@ def test_crash_between_sending_and_marking(
     assert resent == {item["id"] for item in admin.batches[0]}  # the first batch, once more
     assert set(admin.deliveries.values()) == {1, 2}
     assert len(admin.recorded) == len(set(admin.sent_ids)) == 12  # recorded once each
-    assert restarted.pending() == 0
+    assert pending(restarted) == 0
 
 
 #: A dispatcher process whose "admin-django" accepts the first batch, writes it down and
@@ -805,7 +804,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import DeclarativeBase
 
 from service_kit.client import ClientConfig, ServiceClient
-from service_kit.outbox import OutboxDispatcher, OutboxMixin
+from service_kit.outbox import OutboxMixin
+from service_kit.outbox.dispatcher import OutboxDispatcher
 
 
 class Base(DeclarativeBase):
@@ -866,14 +866,14 @@ def test_process_killed_after_admin_accepted_the_batch(
     assert [item["id"] for item in first_batch] == order[:4]
 
     restarted = make_dispatcher(engine, batch_size=4)
-    assert restarted.pending() == 9
+    assert pending(restarted) == 9
     drain(restarted)  # on PostgreSQL, waits for the server to drop the dead session's locks
     assert sorted(admin.recorded) == sorted(ids)
     assert {item for item, count in admin.deliveries.items() if count > 1} == {
         item["id"] for item in first_batch
     }
     assert max(admin.deliveries.values()) == 2
-    assert restarted.pending() == 0
+    assert pending(restarted) == 0
 
 
 # --- several dispatchers on PostgreSQL -------------------------------------------------------
@@ -991,7 +991,7 @@ def test_run_picks_up_new_rows_and_retries(
         more = add_events(engine, 2)
         admin.wait_for_recorded(5)
     assert sorted(admin.recorded) == sorted(ids + more)
-    assert dispatcher.pending() == 0
+    assert pending(dispatcher) == 0
 
 
 def test_run_survives_a_transient_database_error(
@@ -1016,7 +1016,7 @@ def test_run_survives_a_transient_database_error(
         assert failure.exc_info is not None
         assert "database is locked" in str(failure.exc_info[1])
         assert sorted(admin.recorded) == sorted(ids)
-        assert dispatcher.pending() == 0
+        assert pending(dispatcher) == 0
     finally:
         engine.dispose()
 
@@ -1106,7 +1106,7 @@ def test_drain_backlog_measurement(
             batches += 1
         elapsed = time.perf_counter() - started
         assert batches == 10
-        assert dispatcher.pending() == 0
+        assert pending(dispatcher) == 0
         assert sorted(admin.recorded) == sorted(ids)
     finally:
         engine.dispose()
@@ -1135,7 +1135,7 @@ def test_update_of_delivered_rows_matches_the_batch_only(
     admin.on_request = add_while_sending
     assert dispatcher.dispatch_once() == BatchResult(3, 0)
     assert rows_by_id(engine)[late[0]].delivered_at is None
-    assert dispatcher.pending() == 1
+    assert pending(dispatcher) == 1
     admin.on_request = None
     assert dispatcher.dispatch_once() == BatchResult(1, 0)
     assert all(row.delivered_at is not None for row in rows_by_id(engine).values())
