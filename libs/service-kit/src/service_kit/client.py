@@ -1,16 +1,6 @@
-"""The one way a Polyframe service calls another.
-
-* A timeout is always set (connect, read, write and pool).
-* Idempotent requests (GET, HEAD, OPTIONS, PUT, DELETE, and a POST carrying an
-  ``Idempotency-Key``) are retried with exponential backoff and jitter on
-  connection errors, timeouts and 502/503/504; other requests are sent once.
-* The caller's service credential is attached, the request id propagated.
-* Whatever goes wrong on the way (refused, reset, timed out, or the peer
-  answering 502/503/504 after the last attempt) surfaces as one exception:
-  :class:`ServiceUnavailableError`, which adapters render as 503 problem+json.
-* A peer that keeps failing opens its circuit (:mod:`service_kit.circuit`):
-  calls then fail at once instead of waiting for a dead peer, and one trial
-  call every few seconds finds out when it is back.
+"""The one way a Polyframe service calls another: timeouts, retries of what is safe to
+resend, credentials and trace headers, a circuit per peer, and one exception for "unavailable"
+(:class:`ServiceUnavailableError`, a 503 problem). Details: docs/architecture.md.
 """
 
 from __future__ import annotations

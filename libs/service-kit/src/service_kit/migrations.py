@@ -1,9 +1,6 @@
 """Alembic helpers shared by the SQLAlchemy services: migrate, and wait until at head.
 
-The readiness check runs in every server, so it does not import alembic (a
-third of a second of every cold start, mako and pygments included): the heads
-are read from the migration files with ``ast``, and the database's revisions
-from the ``alembic_version`` table. Only ``migrate`` commands need alembic.
+The readiness check reads the heads with ``ast``, without importing alembic (docs/architecture.md).
 """
 
 from __future__ import annotations
