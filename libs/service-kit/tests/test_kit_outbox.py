@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,14 +31,12 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 from sqlalchemy import Engine, Table, create_engine, event, insert, select
-from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.orm import DeclarativeBase
 
 from service_kit.client import ClientConfig, ServiceClient
 from service_kit.outbox import Actor, OutboxMixin, outbox_values, schema
 from service_kit.outbox.command import serve_dispatcher
 from service_kit.outbox.dispatcher import AUDIT_EVENTS_PATH, BatchResult, OutboxDispatcher
-from service_kit.sqla import sync_database_url
 from service_kit.telemetry import Telemetry
 from service_kit.testing import fresh_postgres_database
 from service_kit.tracecontext import trace_id_var
@@ -384,135 +381,7 @@ def running(
         assert not thread.is_alive(), "the dispatcher did not stop"
 
 
-# --- sync_database_url ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("sqlite+aiosqlite:///./.data/users.db", "sqlite:///./.data/users.db"),
-        ("sqlite+aiosqlite:////var/lib/users.db", "sqlite:////var/lib/users.db"),
-        ("sqlite+aiosqlite://", "sqlite://"),
-        (
-            "postgresql+asyncpg://users:s3cret@db.internal:5432/users",
-            "postgresql+psycopg://users:s3cret@db.internal:5432/users",
-        ),
-        (
-            "postgresql+asyncpg://users:s3cret@db/users?application_name=dispatcher",
-            "postgresql+psycopg://users:s3cret@db/users?application_name=dispatcher",
-        ),
-        # Already blocking: unchanged.
-        (
-            "postgresql+psycopg://users:s3cret@db/users",
-            "postgresql+psycopg://users:s3cret@db/users",
-        ),
-        ("postgresql://users:s3cret@db/users", "postgresql://users:s3cret@db/users"),
-        ("sqlite:///users.db", "sqlite:///users.db"),
-    ],
-)
-def test_sync_database_url(url: str, expected: str) -> None:
-    assert sync_database_url(url) == expected
-
-
-def test_sync_database_url_keeps_an_escaped_password() -> None:
-    result = sync_database_url("postgresql+asyncpg://users:p%40ss%2Fw%3Ard@db/users")
-    assert "***" not in result
-    parsed = make_url(result)
-    assert parsed.drivername == "postgresql+psycopg"
-    assert parsed.password == "p@ss/w:rd"
-    assert (parsed.username, parsed.host, parsed.database) == ("users", "db", "users")
-
-
-# --- the table and outbox_values -------------------------------------------------------------
-
-
-def test_mixin_declares_the_outbox_columns() -> None:
-    nullable = {column.name: column.nullable for column in TABLE.columns}
-    assert nullable == {
-        "id": False,
-        "occurred_at": False,
-        "action": False,
-        "subject_type": False,
-        "subject_id": False,
-        "actor_type": False,
-        "actor_id": False,
-        "acting_for": True,
-        "trace_id": True,
-        "span_id": True,
-        "payload": False,
-        "delivered_at": True,
-        "attempts": False,
-        "next_attempt_at": False,
-        "last_error": True,
-    }
-    assert [column.name for column in TABLE.primary_key.columns] == ["id"]
-
-
-def test_outbox_values(clock: Clock) -> None:
-    payload = {"email": "a@example.test"}
-    values = outbox_values(
-        action="user.role_changed",
-        subject_type="user",
-        subject_id="42",
-        actor=Actor("service", "admin-django", acting_for="staff-7"),
-        payload=payload,
-    )
-    assert isinstance(values["id"], uuid.UUID)
-    assert values == {
-        "id": values["id"],
-        "occurred_at": clock.now,
-        "action": "user.role_changed",
-        "subject_type": "user",
-        "subject_id": "42",
-        "actor_type": "service",
-        "actor_id": "admin-django",
-        "acting_for": "staff-7",
-        "trace_id": None,
-        "span_id": None,
-        "payload": {"email": "a@example.test"},
-        "attempts": 0,
-        "next_attempt_at": clock.now,
-    }
-    payload["email"] = "changed@example.test"
-    assert values["payload"] == {"email": "a@example.test"}  # a copy
-    bare = outbox_values(action="x", subject_type="user", subject_id="1", actor=Actor("user", "1"))
-    assert bare["payload"] == {}
-
-
-def test_outbox_values_new_id_each_time() -> None:
-    ids = {event_values(index)["id"] for index in range(20)}
-    assert len(ids) == 20
-
-
-def test_outbox_values_capture_the_current_trace_id() -> None:
-    token = trace_id_var.set(TRACE_ID)
-    try:
-        inside = event_values(1)
-    finally:
-        trace_id_var.reset(token)
-    assert inside["trace_id"] == TRACE_ID
-    assert event_values(2)["trace_id"] is None
-
-
-def test_orm_defaults(engine: Engine) -> None:
-    with Session(engine) as session, session.begin():
-        session.add(
-            OutboxEvent(
-                action="user.created",
-                subject_type="user",
-                subject_id="1",
-                actor_type="user",
-                actor_id="1",
-            )
-        )
-    (row,) = rows_by_id(engine).values()
-    assert isinstance(row.id, uuid.UUID)
-    assert row.attempts == 0
-    assert row.payload == {}
-    assert row.delivered_at is None
-    assert row.last_error is None
-    assert row.occurred_at.tzinfo is UTC
-    assert row.next_attempt_at.tzinfo is UTC
+# --- the dispatcher ------------------------------------------------------------------------
 
 
 def test_batch_result_idle() -> None:

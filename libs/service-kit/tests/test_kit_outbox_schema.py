@@ -1,16 +1,18 @@
-"""The outbox migrations build exactly the table ``OutboxMixin`` declares (both backends)."""
+"""The outbox table: what ``OutboxMixin`` declares, and the migrations that build it exactly."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
-from sqlalchemy import Connection, Engine, create_engine, inspect
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy import Connection, Engine, create_engine, inspect, select
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from service_kit.outbox import OutboxMixin, schema
 from service_kit.testing import fresh_postgres_database
@@ -79,3 +81,48 @@ def test_the_revisions_undo_themselves(engine: Engine) -> None:
     run(engine, schema.create_outbox, schema.add_span_id)  # and apply again
     with engine.connect() as connection:
         assert differences(connection) == []
+
+
+def test_mixin_declares_the_outbox_columns() -> None:
+    nullable = {column.name: column.nullable for column in OutboxEvent.__table__.columns}
+    assert nullable == {
+        "id": False,
+        "occurred_at": False,
+        "action": False,
+        "subject_type": False,
+        "subject_id": False,
+        "actor_type": False,
+        "actor_id": False,
+        "acting_for": True,
+        "trace_id": True,
+        "span_id": True,
+        "payload": False,
+        "delivered_at": True,
+        "attempts": False,
+        "next_attempt_at": False,
+        "last_error": True,
+    }
+    assert [column.name for column in OutboxEvent.__table__.primary_key.columns] == ["id"]
+
+
+def test_orm_defaults(engine: Engine) -> None:
+    Base.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        session.add(
+            OutboxEvent(
+                action="user.created",
+                subject_type="user",
+                subject_id="1",
+                actor_type="user",
+                actor_id="1",
+            )
+        )
+    with Session(engine) as session:
+        row = session.scalars(select(OutboxEvent)).one()
+    assert isinstance(row.id, uuid.UUID)
+    assert row.attempts == 0
+    assert row.payload == {}
+    assert row.delivered_at is None
+    assert row.last_error is None
+    assert row.occurred_at.tzinfo is UTC
+    assert row.next_attempt_at.tzinfo is UTC
