@@ -1,6 +1,6 @@
 """The release's live state through the part of the Kubernetes API its readers use.
 
-tests/e2e's cluster plugin (``tests/e2e/polyframe_e2e_cluster.py``) reads a release through the
+tests/e2e's cluster plugin (``polyframe_e2e_cluster``) reads a release through the
 official ``kubernetes`` client, from a kubeconfig context or in-cluster settings, and people
 read one with ``kubectl get``. Serving that part of the API over real HTTP, rather than handing
 the plugin a fake client, keeps both unchanged: the runner's containers are read exactly as a
@@ -42,7 +42,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _log = logging.getLogger(__name__)
 
-#: What ``/version`` says: the API this imitates is kind's (1.31, as tests/e2e/kube_api_shapes);
+#: What ``/version`` says: the API this imitates is kind's (1.31, as the plugin's kube_api_shapes);
 #: kubectl judges version skew by it, and gcloud's kubectl picks its binary by it.
 VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0+polyframe-release"}
 KUBECONFIG_CLUSTER = "polyframe-release"
@@ -443,14 +443,16 @@ def _wants_table(accept: str) -> bool:
 
 
 @dataclass(frozen=True)
-class _Response:
+class Response:
+    """One answer: status code, body and its content type."""
+
     code: int
     body: bytes
     content_type: str = "application/json"
 
 
-def _json(code: int, body: Mapping[str, Any], content_type: str = "application/json") -> _Response:
-    return _Response(code, json.dumps(body, separators=(",", ":")).encode(), content_type)
+def _json(code: int, body: Mapping[str, Any], content_type: str = "application/json") -> Response:
+    return Response(code, json.dumps(body, separators=(",", ":")).encode(), content_type)
 
 
 @dataclass(frozen=True)
@@ -481,7 +483,8 @@ class KubeAPIServer:
         self.source = source
         self.host = host
         self.port = port
-        self._tokens = dict(tokens)
+        #: Bearer token -> its user; read at each request, so a change applies at once.
+        self.tokens = dict(tokens)
         self._tls = tls
         self._created = datetime.now(UTC).replace(microsecond=0)
         self._httpd: _HTTPServer | None = None
@@ -526,9 +529,9 @@ class KubeAPIServer:
 
     # -- answering ----------------------------------------------------------------------------
 
-    def _answer(
+    def answer(
         self, method: str, target: str, authorization: str | None, accept: str, body: bytes
-    ) -> _Response:
+    ) -> Response:
         """One request; every failure a ``Status``, never a traceback."""
         url = urlsplit(target)
         parts = [unquote(p) for p in url.path.split("/") if p]
@@ -537,7 +540,7 @@ class KubeAPIServer:
             if method == "GET" and parts == ["version"]:
                 return _json(200, VERSION)
             if method == "GET" and parts in (["healthz"], ["livez"], ["readyz"]):
-                return _Response(200, b"ok", "text/plain")
+                return Response(200, b"ok", "text/plain")
             user = self._authenticate(authorization)
             discovery = _discovery(parts)
             if discovery is not None and method == "GET":
@@ -555,7 +558,7 @@ class KubeAPIServer:
 
     def _authenticate(self, authorization: str | None) -> User:
         scheme, _, token = (authorization or "").strip().partition(" ")
-        user = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        user = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
         if user is None:
             raise _APIError(401, "Unauthorized", "Unauthorized")
         return user
@@ -579,7 +582,7 @@ class KubeAPIServer:
 
     def _serve(
         self, request: _Target, query: Mapping[str, str], accept: str, body: bytes
-    ) -> _Response:
+    ) -> Response:
         r = request
         known = RESOURCES.get(r.resource)
         if known is None or known.group != r.group or r.sub not in ("", "log"):
@@ -635,7 +638,7 @@ class KubeAPIServer:
             "status": {"phase": "Active"},
         }
 
-    def _log(self, pod: str, query: Mapping[str, str]) -> _Response:
+    def _log(self, pod: str, query: Mapping[str, str]) -> Response:
         """What ``kubectl logs`` reads; ``follow`` and the time options are not served."""
         tail = query.get("tailLines")
         if tail is not None and not tail.isdigit():
@@ -649,9 +652,9 @@ class KubeAPIServer:
             )
         except LookupError as exc:
             raise _bad_request(str(exc.args[0]) if exc.args else f"no log of pod {pod}") from exc
-        return _Response(200, text.encode(), "text/plain")
+        return Response(200, text.encode(), "text/plain")
 
-    def _delete(self, request: _Target, query: Mapping[str, str], body: bytes) -> _Response:
+    def _delete(self, request: _Target, query: Mapping[str, str], body: bytes) -> Response:
         """A graceful delete: 200 with the Pod as it is now (terminating), as the API answers."""
         try:
             options = json.loads(body) if body.strip() else {}
@@ -689,7 +692,7 @@ def _reply(
     accept: str,
     *,
     listed: Sequence[Mapping[str, Any]] | None = None,
-) -> _Response:
+) -> Response:
     """The object (``listed`` None) or the List of ``items`` (of all ``listed``), or a Table."""
     known = RESOURCES[resource]
     api_version = f"{known.group}/v1" if known.group else "v1"
@@ -789,7 +792,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             body = self.rfile.read(length)
             authorization, accept = self.headers.get("Authorization"), self.headers.get("Accept")
-            answer = self.server.api._answer
+            answer = self.server.api.answer
             self._send(answer(self.command, self.path, authorization, accept or "", body))
 
     do_DELETE = do_POST = do_PUT = do_PATCH = do_GET  # noqa: N815 (the names the base calls)
@@ -801,7 +804,7 @@ class _Handler(BaseHTTPRequestHandler):
         phrase = HTTPStatus(code).phrase
         self._send(_json(code, _status(code, phrase.replace(" ", ""), message or phrase)))
 
-    def _send(self, response: _Response) -> None:
+    def _send(self, response: Response) -> None:
         self.send_response(response.code)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
