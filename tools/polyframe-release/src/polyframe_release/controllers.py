@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from polyframe_release.pods import Node, PodWorker
+from polyframe_release.node import Node
+from polyframe_release.pods import PodWorker
 from polyframe_release.store import Store, now_iso
 
 JOB_BACKOFF_START = 10.0

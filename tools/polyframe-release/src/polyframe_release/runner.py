@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polyframe_release import kinds, kubeapi, network, pods, standins
+from polyframe_release import kinds, kubeapi, network, standins
 from polyframe_release.controllers import Controllers
 from polyframe_release.engine import Engine
-from polyframe_release.pods import RUN_LABEL, DeathWatch, Node, PodWorker
+from polyframe_release.node import DeathWatch, Node
+from polyframe_release.pods import PodWorker
+from polyframe_release.podspec import GIVE_UP_RESTARTS, RUN_LABEL
 from polyframe_release.render import Render
 from polyframe_release.store import KINDS as STORED_KINDS
 from polyframe_release.store import Store
@@ -193,7 +195,7 @@ class Release:
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
     ready_timeout: float = READY_TIMEOUT
     #: Restarts after which a crash-looping container gives up the run.
-    give_up_restarts: int = pods.GIVE_UP_RESTARTS
+    give_up_restarts: int = GIVE_UP_RESTARTS
 
     def __post_init__(self) -> None:
         self.network_name = f"pfr-{self.run_id}"
