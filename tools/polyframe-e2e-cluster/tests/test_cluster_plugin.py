@@ -32,7 +32,8 @@ from polyframe_e2e_cluster.cluster import Cluster, connect
 from polyframe_e2e_cluster.describe import ClusterNotReadyError
 from polyframe_e2e_cluster.diagnostics import collect_diagnostics
 from polyframe_e2e_cluster.settings import RBAC_RULES, cluster_settings, outside_cluster_reason
-from polyframe_release.kubeapi import KubeAPIServer, Response, Rule, User
+from polyframe_release.kubeapi.rbac import Rule, User
+from polyframe_release.kubeapi.server import KubeAPIServer, Response
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[2]
@@ -113,7 +114,7 @@ class FakeKubernetesAPI(KubeAPIServer):
             1 for m, path, _q, _a in self.requests if m == method and path.endswith(f"/{resource}")
         )
 
-    # -- the object source (polyframe_release.kubeapi.ObjectSource) ---------------------------
+    # -- the object source (polyframe_release.kubeapi.server.ObjectSource) --------------------
 
     def list(self, resource: str) -> list[dict[str, Any]]:
         with self.lock:

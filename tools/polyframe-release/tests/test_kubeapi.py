@@ -34,15 +34,9 @@ from kubernetes.config.incluster_config import InClusterConfigLoader
 from polyframe_e2e_cluster.cluster import connect
 from polyframe_e2e_cluster.diagnostics import collect_diagnostics
 from polyframe_e2e_cluster.settings import RBAC_RULES, ClusterSettings
-from polyframe_release.kubeapi import (
-    KubeAPIServer,
-    Rule,
-    TLSFiles,
-    User,
-    make_tls,
-    rules_from_role,
-    write_kubeconfig,
-)
+from polyframe_release.kubeapi.rbac import Rule, User, rules_from_role
+from polyframe_release.kubeapi.server import KubeAPIServer
+from polyframe_release.kubeapi.tls import TLSFiles, make_tls, write_kubeconfig
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHAPES = REPO_ROOT / "tools" / "polyframe-e2e-cluster" / "tests" / "kube_api_shapes"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from polyframe_release import e2e, images, render, runner, standins
+from polyframe_release import e2e, hooks, images, render, runner, standins
 from polyframe_release.engine import Engine, EngineError, detect
 from polyframe_release.paths import REPO_ROOT
 
@@ -308,7 +308,7 @@ def _third_party(rendered: render.Render, built: dict[str, str]) -> list[str]:
         {
             c["image"]
             for obj in rendered.objects
-            for c in runner.pod_containers(obj)
+            for c in hooks.pod_containers(obj)
             if c["image"] not in built.values()
         }
     )
