@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from polyframe_release import e2e, hooks, images, render, runner, standins
+from polyframe_release import e2e, hooks, images, render, rootfs, runner, standin_builds, standins
 from polyframe_release.engine import Engine, EngineError, detect
 from polyframe_release.paths import REPO_ROOT
 
@@ -222,7 +222,7 @@ def _runner_image(engine: Engine, options: argparse.Namespace) -> str:
     """The image of the pods' sandboxes and the Service proxies: the services' Python base."""
     for artifact in images.artifacts():
         for base in images.base_images(artifact.dockerfile):
-            if standins.PYTHON_IMAGE.match(base):
+            if standin_builds.PYTHON_IMAGE.match(base):
                 standins.ensure(engine, [base], mode="auto", mirror=options.debian_mirror)
                 return base
     raise images.BuildError("no Dockerfile of skaffold.yaml builds FROM a python image")
@@ -462,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         EngineError,
         images.BuildError,
-        standins.StandInError,
+        rootfs.StandInError,
         render.RenderError,
         runner.ReleaseError,
     ) as exc:
