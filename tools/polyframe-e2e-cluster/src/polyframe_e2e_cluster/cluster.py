@@ -26,8 +26,8 @@ from polyframe_e2e_cluster.describe import (
 from polyframe_e2e_cluster.settings import (
     IN_CLUSTER,
     IN_CLUSTER_NAMESPACE_FILE,
-    RBAC_RULES,
     ClusterSettings,
+    rbac_text,
 )
 
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ class Cluster:
                 if status in (401, 403, 404):
                     raise ClusterNotReadyError(
                         f"{self}: the Kubernetes API refused: {api_error(exc)}\n"
-                        f"This plugin needs, in namespace {self.namespace}: {_rbac_text()}"
+                        f"This plugin needs, in namespace {self.namespace}: {rbac_text()}"
                     ) from exc
                 last_error = api_error(exc)
                 look = None
@@ -391,10 +391,3 @@ class Cluster:
         return True
 
     # -- diagnostics --------------------------------------------------------------------------
-
-
-def _rbac_text() -> str:
-    return "; ".join(
-        f"{'/'.join(verbs)} on {', '.join(resources)}" + (f" ({group})" if group else "")
-        for group, resources, verbs in RBAC_RULES
-    )

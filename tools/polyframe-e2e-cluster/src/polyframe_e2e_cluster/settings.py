@@ -99,3 +99,11 @@ def outside_cluster_reason(env: Mapping[str, str]) -> str:
         "Kubernetes API to read the release from; set it to a kubeconfig context (kind: "
         f"kind-polyframe), or to {IN_CLUSTER} inside a Pod"
     )
+
+
+def rbac_text() -> str:
+    """RBAC_RULES in words: what to grant when the API refuses."""
+    return "; ".join(
+        f"{'/'.join(verbs)} on {', '.join(resources)}" + (f" ({group})" if group else "")
+        for group, resources, verbs in RBAC_RULES
+    )

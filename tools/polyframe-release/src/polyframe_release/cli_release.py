@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from polyframe_release import e2e, images, render, runner, standins
+from polyframe_release import e2e, images, render, runner, runstate, standins
 from polyframe_release.cli_images import runner_image, third_party
 from polyframe_release.engine import detect
 from polyframe_release.paths import REPO_ROOT
@@ -38,16 +38,16 @@ def start_release(
             "make images ENGINE=podman"
         )
     state_dir: Path = options.state_dir
-    previous = runner.read_state(state_dir)
+    previous = runstate.read_state(state_dir)
     if previous is not None:
         if _alive(int(previous.get("pid", 0))):
             raise runner.ReleaseError(
                 f"a release runs already (run {previous['run_id']}, pid {previous['pid']}, "
                 f"{previous['ingress']}): stop it first (make release-down)"
             )
-        left = runner.remove_run(engine, previous["run_id"])
+        left = runstate.remove_run(engine, previous["run_id"])
         log(f"removed what a stopped run ({previous['run_id']}) left: {len(left)} container(s)")
-        (state_dir / runner.STATE_FILE).unlink(missing_ok=True)
+        (state_dir / runstate.STATE_FILE).unlink(missing_ok=True)
     built = images.read_build_file(state_dir / "images.json")
     spec = render.release_spec(options.profile)
     rendered = render.render(spec, built)
@@ -69,15 +69,15 @@ def start_release(
         log=log,
         ready_timeout=options.ready_timeout,
     )
-    runner.write_state(state_dir, release, os.getpid(), ready=False)
+    runstate.write_state(state_dir, release, os.getpid(), ready=False)
     try:
         release.up(python_image)
     except BaseException:
         log("stopping what started …")
         release.down()
-        (state_dir / runner.STATE_FILE).unlink(missing_ok=True)
+        (state_dir / runstate.STATE_FILE).unlink(missing_ok=True)
         raise
-    runner.write_state(state_dir, release, os.getpid(), ready=True)
+    runstate.write_state(state_dir, release, os.getpid(), ready=True)
     return release
 
 
@@ -135,7 +135,7 @@ def cmd_up(options: argparse.Namespace) -> int:
         if release is not None:
             print("stopping the release (pods deleted gracefully) …", flush=True)
             release.down()
-            (options.state_dir / runner.STATE_FILE).unlink(missing_ok=True)
+            (options.state_dir / runstate.STATE_FILE).unlink(missing_ok=True)
             print("stopped", flush=True)
     return 0
 
@@ -164,7 +164,7 @@ def _up_detached(options: argparse.Namespace) -> int:
         "--debian-mirror",
         options.debian_mirror,
     ]
-    state = options.state_dir / runner.STATE_FILE
+    state = options.state_dir / runstate.STATE_FILE
     with log.open("w", encoding="utf-8") as sink:
         child = subprocess.Popen(
             argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
@@ -182,7 +182,7 @@ def _up_detached(options: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 1
-            loaded = runner.read_state(options.state_dir) if state.is_file() else None
+            loaded = runstate.read_state(options.state_dir) if state.is_file() else None
             if loaded is not None and loaded.get("pid") == child.pid and loaded.get("ready"):
                 print(f"(running in the background, pid {child.pid}; log {log})", flush=True)
                 return 0
@@ -196,12 +196,12 @@ def _up_detached(options: argparse.Namespace) -> int:
 
 def cmd_down(options: argparse.Namespace) -> int:
     if options.run:
-        left = runner.remove_run(detect("podman"), options.run)
+        left = runstate.remove_run(detect("podman"), options.run)
         print(f"run {options.run}: removed {len(left)} container(s) and its network")
         return 0
-    state = runner.read_state(options.state_dir)
+    state = runstate.read_state(options.state_dir)
     if state is None:
-        print(f"no release runs from {options.state_dir} (no {runner.STATE_FILE})")
+        print(f"no release runs from {options.state_dir} (no {runstate.STATE_FILE})")
         return 0
     pid = int(state.get("pid", 0))
     if _alive(pid):
@@ -210,10 +210,10 @@ def cmd_down(options: argparse.Namespace) -> int:
         deadline = time.monotonic() + 300
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.5)
-    left = runner.remove_run(detect("podman"), state["run_id"])
+    left = runstate.remove_run(detect("podman"), state["run_id"])
     if left:
         print(f"removed {len(left)} container(s) the runner left: {', '.join(left)}")
-    (options.state_dir / runner.STATE_FILE).unlink(missing_ok=True)
+    (options.state_dir / runstate.STATE_FILE).unlink(missing_ok=True)
     for folder in ("pods", "claims", "api", "env"):  # a killed run's Secrets as files
         shutil.rmtree(options.state_dir / "runs" / state["run_id"] / folder, ignore_errors=True)
     print(f"run {state['run_id']} stopped; nothing of it is left")
@@ -229,4 +229,4 @@ def cmd_e2e(options: argparse.Namespace) -> int:
     finally:
         print("stopping the release (pods deleted gracefully) …", flush=True)
         release.down()
-        (options.state_dir / runner.STATE_FILE).unlink(missing_ok=True)
+        (options.state_dir / runstate.STATE_FILE).unlink(missing_ok=True)

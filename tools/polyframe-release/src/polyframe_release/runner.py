@@ -31,8 +31,9 @@ from polyframe_release.hooks import (
     summarize,
 )
 from polyframe_release.node import DeathWatch, Node
-from polyframe_release.podspec import GIVE_UP_RESTARTS, RUN_LABEL
+from polyframe_release.podspec import GIVE_UP_RESTARTS
 from polyframe_release.render import Render
+from polyframe_release.runstate import remove_run
 from polyframe_release.store import KINDS as STORED_KINDS
 from polyframe_release.store import Store
 
@@ -40,7 +41,6 @@ from polyframe_release.store import Store
 HOOK_TIMEOUT = 300.0
 READY_TIMEOUT = 600.0
 TICK = 0.5
-STATE_FILE = "runner.json"
 
 
 class ReleaseError(RuntimeError):
@@ -379,57 +379,3 @@ class Release:
         """The run's files but its logs: volumes, claims, the API's keys, env files."""
         for folder in ("pods", "claims", "api", "env", "services", "ingress"):
             shutil.rmtree(self.run_dir / folder, ignore_errors=True)
-
-
-def remove_run(engine: Engine, run_id: str) -> list[str]:
-    """Remove every container and the network of run ``run_id`` (by its label): what is left."""
-    names = engine.run(
-        "ps",
-        "--all",
-        "--filter",
-        f"label={RUN_LABEL}={run_id}",
-        "--format",
-        "{{.Names}}",
-        check=False,
-    ).stdout.split()
-    if names:
-        engine.run("rm", "--force", "--time", "5", *names, check=False, timeout=300)
-    networks = engine.run(
-        "network",
-        "ls",
-        "--filter",
-        f"label={RUN_LABEL}={run_id}",
-        "--format",
-        "{{.Name}}",
-        check=False,
-    ).stdout.split()
-    for name in networks:
-        engine.run("network", "rm", "--force", name, check=False)
-    return names
-
-
-def write_state(state_dir: Path, release: Release, pid: int, *, ready: bool) -> None:
-    """runner.json: written before anything starts (so `down` finds what a killed start left),
-    and again once all is ready; replaced atomically (``up --detach`` polls it)."""
-    document = {
-        "run_id": release.run_id,
-        "pid": pid,
-        "network": release.network_name,
-        "ingress": release.ingress.url if release.ingress is not None and ready else None,
-        "api": release.api.host.url if release.api is not None and ready else None,
-        "kubeconfig": str(state_dir / "kubeconfig"),
-        "logs": str(release.run_dir / "logs"),
-        "release": release.render.release,
-        "namespace": release.render.namespace,
-        "ready": ready,
-    }
-    state_dir.mkdir(parents=True, exist_ok=True)
-    network.write_atomically(state_dir / STATE_FILE, json.dumps(document, indent=2) + "\n")
-
-
-def read_state(state_dir: Path) -> dict[str, Any] | None:
-    path = state_dir / STATE_FILE
-    if not path.is_file():
-        return None
-    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return loaded
