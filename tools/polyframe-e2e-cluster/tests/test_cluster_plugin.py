@@ -198,41 +198,35 @@ def healthy_release(fake: FakeKubernetesAPI) -> None:
         fake.logs[(f"polyframe-{service}-test-readiness", "readiness", False)] = "ready\n"
 
 
-def crash_looping(fake: FakeKubernetesAPI, service: str = "legacy-flask") -> str:
-    """One web Pod of ``service`` in CrashLoopBackOff (its Deployment 1 of 2 available)."""
+def _one_pod_stuck(fake: FakeKubernetesAPI, service: str, state: str) -> str:
+    """One web Pod of ``service`` in ``state`` (a recorded status and its events), its
+    Deployment 1 of 2 available."""
     name = web_pod_name(service)
     fake.replace(
         "pods",
         name,
         merged(
             as_service(shape("pod-ready"), service),
-            as_service(shape("pod-crashloopbackoff.status"), service),
+            as_service(shape(f"pod-{state}.status"), service),
         ),
     )
     deployment = as_service(shape("deployment-rolled-out"), service)
     deployment["status"].update(availableReplicas=1, readyReplicas=1, unavailableReplicas=1)
     fake.replace("deployments", f"polyframe-{service}", deployment)
-    fake.add("events", *as_service(shape("events-crashloopbackoff"), service)["items"])
+    fake.add("events", *as_service(shape(f"events-{state}"), service)["items"])
+    return name
+
+
+def crash_looping(fake: FakeKubernetesAPI, service: str = "legacy-flask") -> str:
+    """One web Pod of ``service`` in CrashLoopBackOff (its Deployment 1 of 2 available)."""
+    name = _one_pod_stuck(fake, service, "crashloopbackoff")
     fake.logs[(name, "web", False)] = CRASH_LOG
     fake.logs[(name, "web", True)] = CRASH_LOG
     return name
 
 
 def image_pull_failing(fake: FakeKubernetesAPI, service: str = "admin-django") -> str:
-    name = web_pod_name(service)
-    fake.replace(
-        "pods",
-        name,
-        merged(
-            as_service(shape("pod-ready"), service),
-            as_service(shape("pod-imagepullbackoff.status"), service),
-        ),
-    )
-    deployment = as_service(shape("deployment-rolled-out"), service)
-    deployment["status"].update(availableReplicas=1, readyReplicas=1, unavailableReplicas=1)
-    fake.replace("deployments", f"polyframe-{service}", deployment)
-    fake.add("events", *as_service(shape("events-imagepullbackoff"), service)["items"])
-    return name
+    return _one_pod_stuck(fake, service, "imagepullbackoff")
 
 
 # -- fixtures ---------------------------------------------------------------------------------
