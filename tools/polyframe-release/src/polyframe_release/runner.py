@@ -1,7 +1,5 @@
-"""The release, run: what ``helm upgrade --install`` and a cluster would do with the render.
-
-:meth:`Release.up` checks the render, starts the network, the Kubernetes API and the ingress,
-installs as Helm does (hooks by weight, then kinds in Helm's order) and waits until all is
+"""The release, run as ``helm upgrade --install`` and a cluster would: :meth:`Release.up` checks
+the render, starts the network, API and ingress, installs in Helm's order and waits until all is
 ready; :meth:`Release.helm_test` runs the test hooks; :meth:`Release.down` removes it all.
 """
 

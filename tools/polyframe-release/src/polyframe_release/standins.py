@@ -1,11 +1,6 @@
-"""Base images where no registry is reachable: stand-ins built here, kept in local storage only.
-
-The Dockerfiles and charts pin real images (``python:3.11.14-slim-trixie``,
-``ghcr.io/astral-sh/uv:0.13.8``, ``postgres:17.6-bookworm``). Where the engine cannot pull
-them, a stand-in is built from what this machine can reach (Debian's archive, PyPI, its own
-CPython) and imported under the pinned name, labelled with what it stands in for and what
-differs. Stand-ins are never pushed; every command that uses one says so (:func:`announce`).
-Users with a registry never get one: the engine pulls the real image first.
+"""Base images where no registry is reachable: the pinned image pulled when it can be, else a
+stand-in built here (local storage only, never pushed, labelled with what differs), and every
+command that uses one says so (:func:`announce`); users with a registry never get one.
 """
 
 from __future__ import annotations
