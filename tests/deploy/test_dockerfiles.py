@@ -232,8 +232,9 @@ def test_dockerignore_keeps_out(path: str) -> None:
      "services/admin-django/src/admin_django/settings.py",
      "tools/polyframe-dev/src/polyframe_dev/cli.py",
      "tests/e2e/conftest.py", "deploy/routes.yaml",
-     # The e2e image's cluster mode: its plugin and the recorded shapes its own tests serve.
-     "tests/e2e/polyframe_e2e_cluster.py", "tests/e2e/kube_api_shapes/pod-ready.json"],
+     # The e2e image's cluster mode: the plugin's package.
+     "tools/polyframe-e2e-cluster/pyproject.toml",
+     "tools/polyframe-e2e-cluster/src/polyframe_e2e_cluster/plugin.py"],
 )  # fmt: skip
 def test_dockerignore_keeps_what_the_images_copy(path: str) -> None:
     assert (REPO_ROOT / path).exists(), path

@@ -336,9 +336,11 @@ def test_the_workflow_runs_the_make_targets_on_pull_requests() -> None:
     assert setup_python[0]["with"]["python-version-file"] == ".python-version"
 
 
-# -- tests/e2e in cluster mode (tests/e2e/polyframe_e2e_cluster.py) ------------------------------
+# -- tests/e2e in cluster mode (tools/polyframe-e2e-cluster) ---------------------------------------
 
-E2E_PLUGIN = REPO_ROOT / "tests" / "e2e" / "polyframe_e2e_cluster.py"
+E2E_PLUGIN = (
+    REPO_ROOT / "tools" / "polyframe-e2e-cluster" / "src" / "polyframe_e2e_cluster" / "settings.py"
+)
 
 
 def _plugin_constant(name: str) -> Any:

@@ -23,6 +23,7 @@ import yaml
 from polyframe_release import standins
 from polyframe_release.engine import Engine, EngineError
 from polyframe_release.paths import RELEASE_DIR, REPO_ROOT, SKAFFOLD_FILE
+from polyframe_release.rootfs import StandIn
 
 FROM_LINE = re.compile(
     r"^\s*FROM\s+(?:--platform=\S+\s+)?(?P<image>\S+)(?:\s+AS\s+(?P<stage>\S+))?",
@@ -189,7 +190,7 @@ def read_build_file(path: Path) -> dict[str, str]:
 
 def ensure_bases(
     engine: Engine, chosen: Iterable[Artifact], *, mode: str, mirror: str
-) -> list[standins.StandIn]:
+) -> list[StandIn]:
     """Every base image of the chosen Dockerfiles present (pulled, or stand-ins here)."""
     bases = sorted({image for a in chosen for image in base_images(a.dockerfile)})
     try:

@@ -1,14 +1,13 @@
-"""The cluster plugin (polyframe_e2e_cluster.py) against a fake Kubernetes API.
+"""The cluster plugin (polyframe_e2e_cluster) through the real ``kubernetes`` client.
 
-No cluster exists here. The fake API below stands in for a cluster's API server: a small
-HTTP server on 127.0.0.1, started by these tests, that answers what the official
-``kubernetes`` client asks with objects in the shapes a real API server returns
-(kube_api_shapes/, see its README), filters lists by label selector as the API server does,
-and refuses (403, as RBAC would) every request the e2e runner's Role does not grant. The
-plugin runs unchanged through the real client, configured with the fake's host or with a
-kubeconfig naming it: rollout waiting
-(ready, progressing then ready, stuck), the live checks, diagnostics collection, and the
-skip reasons outside a cluster. Nothing here starts the local platform.
+No cluster exists here. The release runner's Kubernetes API (``polyframe_release.kubeapi``, a
+real HTTP server on 127.0.0.1, started by these tests) stands in for a cluster's API server:
+it serves objects in the shapes a real API server returns (kube_api_shapes/, see its README),
+filters lists by label selector and refuses (403, as RBAC does) every request the e2e runner's
+Role does not grant. The plugin runs unchanged, configured with the server's host or with a
+kubeconfig naming it: rollout waiting (ready, progressing then ready, stuck), the live checks,
+diagnostics collection, and the skip reasons outside a cluster. Nothing here starts the local
+platform.
 """
 
 from __future__ import annotations
@@ -29,24 +28,24 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from polyframe_e2e_cluster.cluster import Cluster, connect
+from polyframe_e2e_cluster.describe import ClusterNotReadyError
+from polyframe_e2e_cluster.diagnostics import collect_diagnostics
+from polyframe_e2e_cluster.settings import RBAC_RULES, cluster_settings, outside_cluster_reason
+from polyframe_release.kubeapi.rbac import Rule, User
+from polyframe_release.kubeapi.server import KubeAPIServer, Response
+
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parents[1]
+REPO_ROOT = HERE.parents[2]
 SHAPES = HERE / "kube_api_shapes"
 NAMESPACE = "polyframe"
 RELEASE = "polyframe"
 SERVICES = ("users-fastapi", "legacy-flask", "admin-django")
-#: resource -> (API group, the list's kind)
-RESOURCES = {
-    "pods": ("", "PodList"),
-    "events": ("", "EventList"),
-    "deployments": ("apps", "DeploymentList"),
-    "jobs": ("batch", "JobList"),
-    "poddisruptionbudgets": ("policy", "PodDisruptionBudgetList"),
-}
-PATH = re.compile(
-    r"^/(?:api/v1|apis/(?P<group>[a-z.]+)/v1)/namespaces/(?P<namespace>[^/]+)/"
-    r"(?P<resource>[a-z]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>[a-z]+))?)?$"
-)
+#: The e2e runner's token (the kubeconfig's and the client's) and the user it authenticates.
+TOKEN = "fake-token"
+E2E_USER = f"system:serviceaccount:{NAMESPACE}:polyframe-e2e"
+#: The resources the fake cluster holds objects of.
+RESOURCES = ("pods", "events", "deployments", "jobs", "poddisruptionbudgets")
 #: What the Pods' containers printed (the fake's "kubelet").
 WEB_LOG = '{"level": "INFO", "message": "request", "route": "/readyz", "status": 200}\n'
 CRASH_LOG = (
@@ -54,89 +53,51 @@ CRASH_LOG = (
     '/etc/polyframe/secrets/service-secret"}\n'
 )
 
-
-# -- the fake API ---------------------------------------------------------------------------------
-
-
-def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    """A ``Status`` object, as the API server answers an error."""
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
+RBACRules = tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
 
 
-def _selected(selector: str, labels: dict[str, str]) -> bool:
-    """A label selector as the API server evaluates it (=, ==, !=, exists, !exists)."""
-    for term in filter(None, (t.strip() for t in selector.split(","))):
-        if "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key) == value:
-                return False
-        elif "=" in term:
-            key, value = re.split("==?", term, maxsplit=1)
-            if labels.get(key) != value:
-                return False
-        elif term.startswith("!"):
-            if term[1:] in labels:
-                return False
-        elif term not in labels:
-            return False
-    return True
+# -- the fake API: the release runner's, over objects held here ------------------------------------
 
 
-class FakeKubernetesAPI:
+class FakeKubernetesAPI(KubeAPIServer):
     """A stand-in for a cluster's API server, for the tests of the cluster plugin.
 
-    Serves ``objects`` (by resource) in namespace ``polyframe``; ``logs[(pod, container,
-    previous)]`` as the kubelet would; runs ``steps[resource]`` (one per list request of that
-    resource) to change state between polls; refuses what ``rules`` (RBAC rules: group,
-    resources, verbs) does not grant.
+    The release runner's API server, its own object source: it serves ``objects`` (by resource)
+    in namespace ``polyframe``; ``logs[(pod, container, previous)]`` as the kubelet would; runs
+    ``steps[resource]`` (one per read of that resource) to change state between polls; grants
+    the e2e runner's token what ``rules`` (RBAC_RULES' shape: group, resources, verbs) grant.
     """
 
-    def __init__(self, rules: tuple[Any, ...]) -> None:
+    namespace = NAMESPACE
+
+    def __init__(self, rules: RBACRules) -> None:
+        super().__init__(self, tokens={})
         self.objects: dict[str, list[dict[str, Any]]] = {r: [] for r in RESOURCES}
         self.logs: dict[tuple[str, str, bool], str] = {}
         self.steps: dict[str, list[Callable[[FakeKubernetesAPI], None]]] = {}
         #: Called with each deleted object (a ReplicaSet would make a replacement).
         self.on_delete: list[Callable[[FakeKubernetesAPI, dict[str, Any]], None]] = []
-        self.rules = rules
         #: (method, path, query, Authorization header) of every request.
         self.requests: list[tuple[str, str, dict[str, list[str]], str | None]] = []
         self.lock = threading.RLock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake.handle(self, "GET")
-
-            def do_DELETE(self) -> None:
-                fake.handle(self, "DELETE")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.rules = rules
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
+    def rules(self) -> RBACRules:
+        return self._rules
 
-    def start(self) -> None:
-        self.thread.start()
+    @rules.setter
+    def rules(self, rules: RBACRules) -> None:
+        self._rules = rules
+        granted = tuple(Rule((group,), resources, verbs) for group, resources, verbs in rules)
+        self.tokens[TOKEN] = User(E2E_USER, granted)
 
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+    def answer(
+        self, method: str, target: str, authorization: str | None, accept: str, body: bytes
+    ) -> Response:
+        url = urlsplit(target)
+        self.requests.append((method, url.path, parse_qs(url.query), authorization))
+        return super().answer(method, target, authorization, accept, body)
 
     def add(self, resource: str, *objects: dict[str, Any]) -> None:
         with self.lock:
@@ -153,109 +114,36 @@ class FakeKubernetesAPI:
             1 for m, path, _q, _a in self.requests if m == method and path.endswith(f"/{resource}")
         )
 
-    def granted(self, group: str, resource: str, verb: str) -> bool:
-        return any(
-            group == g and resource in resources and verb in verbs
-            for g, resources, verbs in self.rules
-        )
+    # -- the object source (polyframe_release.kubeapi.server.ObjectSource) --------------------
 
-    # -- answering ------------------------------------------------------------------------------
-
-    def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
-        url = urlsplit(request.path)
-        query = parse_qs(url.query)
-        self.requests.append((method, url.path, query, request.headers.get("Authorization")))
-        match = PATH.fullmatch(url.path)
-        if match is None or match["resource"] not in RESOURCES:
-            return self.reply(request, 404, _status(404, "NotFound", "the server could not find "
-                                                   "the requested resource"))  # fmt: skip
-        group, resource, name, sub = (
-            match["group"] or "",
-            match["resource"],
-            match["name"],
-            match["sub"],
-        )
-        if group != RESOURCES[resource][0]:
-            return self.reply(request, 404, _status(404, "NotFound", "no such resource"))
-        if method == "DELETE":
-            verb = "delete"
-        elif name is None:
-            verb = "watch" if query.get("watch") == ["true"] else "list"
-        else:
-            verb = "get"
-        rbac_resource = f"{resource}/{sub}" if sub else resource
-        if not self.granted(group, rbac_resource, verb):
-            message = (
-                f'{rbac_resource} is forbidden: User "system:serviceaccount:{NAMESPACE}:'
-                f'polyframe-e2e" cannot {verb} resource "{rbac_resource}" in API group '
-                f'"{group}" in the namespace "{match["namespace"]}"'
-            )
-            return self.reply(request, 403, _status(403, "Forbidden", message))
+    def list(self, resource: str) -> list[dict[str, Any]]:
         with self.lock:
-            if verb == "list":
-                steps = self.steps.get(resource) or []
-                if steps:
-                    steps.pop(0)(self)
-                selector = (query.get("labelSelector") or [""])[0]
-                items = [
-                    o
-                    for o in self.objects[resource]
-                    if match["namespace"] == NAMESPACE
-                    and _selected(selector, o["metadata"].get("labels") or {})
-                ]
-                body = {
-                    "kind": RESOURCES[resource][1],
-                    "apiVersion": f"{group}/v1" if group else "v1",
-                    "metadata": {"resourceVersion": str(len(self.requests))},
-                    "items": [
-                        {k: v for k, v in o.items() if k not in ("kind", "apiVersion")}
-                        for o in items
-                    ],
-                }
-                return self.reply(request, 200, body)
-            found = next((o for o in self.objects[resource] if o["metadata"]["name"] == name), None)
-            if found is None or match["namespace"] != NAMESPACE:
-                return self.reply(
-                    request, 404, _status(404, "NotFound", f'{resource} "{name}" not found')
-                )
-            if verb == "delete":
-                self.objects[resource].remove(found)
+            steps = self.steps.get(resource) or []
+            if steps:
+                steps.pop(0)(self)
+            return copy.deepcopy(self.objects.get(resource, []))
+
+    def delete(
+        self, resource: str, name: str, grace_period_seconds: int | None
+    ) -> dict[str, Any] | None:
+        with self.lock:
+            items = self.objects.get(resource, [])
+            found = next((o for o in items if o["metadata"]["name"] == name), None)
+            if found is not None:
+                items.remove(found)
                 for callback in self.on_delete:
                     callback(self, found)
-                return self.reply(request, 200, found)
-            if sub == "log":
-                return self.reply_log(request, found, query)
-            return self.reply(request, 200, found)
+            return copy.deepcopy(found)
 
-    def reply_log(
-        self, request: BaseHTTPRequestHandler, pod: dict[str, Any], query: dict[str, list[str]]
-    ) -> None:
-        name = pod["metadata"]["name"]
-        container = (query.get("container") or [""])[0]
-        previous = query.get("previous") == ["true"]
-        text = self.logs.get((name, container, previous))
+    def log(
+        self, pod: str, container: str | None, *, previous: bool, tail_lines: int | None
+    ) -> str:
+        text = self.logs.get((pod, container or "", previous))
         if text is None:
             what = "previous terminated container" if previous else "container"
-            message = f'{what} "{container}" in pod "{name}" not found'
-            return self.reply(request, 400, _status(400, "BadRequest", message))
-        tail = int((query.get("tailLines") or ["0"])[0])
+            raise LookupError(f'{what} "{container or ""}" in pod "{pod}" not found')
         lines = text.splitlines(keepends=True)
-        body = "".join(lines[-tail:] if tail else lines).encode()
-        request.send_response(200)
-        request.send_header("Content-Type", "text/plain")
-        request.send_header("Content-Length", str(len(body)))
-        request.end_headers()
-        request.wfile.write(body)
-        return None
-
-    @staticmethod
-    def reply(request: BaseHTTPRequestHandler, code: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        request.send_response(code)
-        request.send_header("Content-Type", "application/json")
-        request.send_header("Content-Length", str(len(data)))
-        request.end_headers()
-        request.wfile.write(data)
+        return "".join(lines[-tail_lines:] if tail_lines else lines)
 
 
 # -- recorded shapes, per service --------------------------------------------------------------
@@ -310,49 +198,43 @@ def healthy_release(fake: FakeKubernetesAPI) -> None:
         fake.logs[(f"polyframe-{service}-test-readiness", "readiness", False)] = "ready\n"
 
 
-def crash_looping(fake: FakeKubernetesAPI, service: str = "legacy-flask") -> str:
-    """One web Pod of ``service`` in CrashLoopBackOff (its Deployment 1 of 2 available)."""
+def _one_pod_stuck(fake: FakeKubernetesAPI, service: str, state: str) -> str:
+    """One web Pod of ``service`` in ``state`` (a recorded status and its events), its
+    Deployment 1 of 2 available."""
     name = web_pod_name(service)
     fake.replace(
         "pods",
         name,
         merged(
             as_service(shape("pod-ready"), service),
-            as_service(shape("pod-crashloopbackoff.status"), service),
+            as_service(shape(f"pod-{state}.status"), service),
         ),
     )
     deployment = as_service(shape("deployment-rolled-out"), service)
     deployment["status"].update(availableReplicas=1, readyReplicas=1, unavailableReplicas=1)
     fake.replace("deployments", f"polyframe-{service}", deployment)
-    fake.add("events", *as_service(shape("events-crashloopbackoff"), service)["items"])
+    fake.add("events", *as_service(shape(f"events-{state}"), service)["items"])
+    return name
+
+
+def crash_looping(fake: FakeKubernetesAPI, service: str = "legacy-flask") -> str:
+    """One web Pod of ``service`` in CrashLoopBackOff (its Deployment 1 of 2 available)."""
+    name = _one_pod_stuck(fake, service, "crashloopbackoff")
     fake.logs[(name, "web", False)] = CRASH_LOG
     fake.logs[(name, "web", True)] = CRASH_LOG
     return name
 
 
 def image_pull_failing(fake: FakeKubernetesAPI, service: str = "admin-django") -> str:
-    name = web_pod_name(service)
-    fake.replace(
-        "pods",
-        name,
-        merged(
-            as_service(shape("pod-ready"), service),
-            as_service(shape("pod-imagepullbackoff.status"), service),
-        ),
-    )
-    deployment = as_service(shape("deployment-rolled-out"), service)
-    deployment["status"].update(availableReplicas=1, readyReplicas=1, unavailableReplicas=1)
-    fake.replace("deployments", f"polyframe-{service}", deployment)
-    fake.add("events", *as_service(shape("events-imagepullbackoff"), service)["items"])
-    return name
+    return _one_pod_stuck(fake, service, "imagepullbackoff")
 
 
 # -- fixtures ---------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def fake_api(cluster_plugin: Any) -> Iterator[FakeKubernetesAPI]:
-    fake = FakeKubernetesAPI(cluster_plugin.RBAC_RULES)
+def fake_api() -> Iterator[FakeKubernetesAPI]:
+    fake = FakeKubernetesAPI(RBAC_RULES)
     fake.start()
     try:
         yield fake
@@ -361,13 +243,17 @@ def fake_api(cluster_plugin: Any) -> Iterator[FakeKubernetesAPI]:
 
 
 @pytest.fixture
-def kube(fake_api: FakeKubernetesAPI, cluster_plugin: Any) -> Iterator[Any]:
-    """The plugin's Cluster, through ``kubernetes.client`` configured with the fake's host."""
+def kube(fake_api: FakeKubernetesAPI) -> Iterator[Any]:
+    """The plugin's Cluster, through ``kubernetes.client`` configured with the fake's host and
+    the e2e runner's token."""
     from kubernetes import client
 
-    cluster = cluster_plugin.Cluster(
-        client.ApiClient(client.Configuration(host=fake_api.url)), NAMESPACE, RELEASE
+    configuration = client.Configuration(
+        host=fake_api.url,
+        api_key={"authorization": TOKEN},
+        api_key_prefix={"authorization": "Bearer"},
     )
+    cluster = Cluster(client.ApiClient(configuration), NAMESPACE, RELEASE)
     try:
         yield cluster
     finally:
@@ -381,7 +267,7 @@ def write_kubeconfig(path: Path, server: str, *, namespace: str = NAMESPACE) -> 
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [{"name": "fake", "cluster": {"server": server}}],
-                "users": [{"name": "e2e", "user": {"token": "fake-token"}}],
+                "users": [{"name": "e2e", "user": {"token": TOKEN}}],
                 "contexts": [
                     {
                         "name": "kind-fake",
@@ -403,19 +289,19 @@ def no_sleep(_seconds: float) -> None:
 # -- settings and skip reasons ----------------------------------------------------------------
 
 
-def test_no_cluster_mode_without_a_kube_context(cluster_plugin: Any) -> None:
-    assert cluster_plugin.cluster_settings({}) is None
-    assert cluster_plugin.cluster_settings({"E2E_BASE_URL": "http://localhost:8080"}) is None
-    local = cluster_plugin.outside_cluster_reason({})
+def test_no_cluster_mode_without_a_kube_context() -> None:
+    assert cluster_settings({}) is None
+    assert cluster_settings({"E2E_BASE_URL": "http://localhost:8080"}) is None
+    local = outside_cluster_reason({})
     assert "local platform" in local
     assert "E2E_BASE_URL" in local
     assert "E2E_KUBE_CONTEXT" in local
-    remote = cluster_plugin.outside_cluster_reason({"E2E_BASE_URL": "http://localhost:8080"})
+    remote = outside_cluster_reason({"E2E_BASE_URL": "http://localhost:8080"})
     assert "E2E_BASE_URL is set but E2E_KUBE_CONTEXT is not" in remote
 
 
-def test_cluster_settings_from_the_environment(cluster_plugin: Any) -> None:
-    settings = cluster_plugin.cluster_settings({
+def test_cluster_settings_from_the_environment() -> None:
+    settings = cluster_settings({
         "E2E_BASE_URL": "http://localhost:8080/", "E2E_KUBE_CONTEXT": "kind-polyframe",
         "E2E_KUBE_NAMESPACE": "shop", "E2E_HELM_RELEASE": "pf", "E2E_ROLLOUT_TIMEOUT": "90",
         "E2E_DIAGNOSTICS_DIR": "out/diag", "KUBECONFIG": "/k/a:/k/b",
@@ -429,9 +315,7 @@ def test_cluster_settings_from_the_environment(cluster_plugin: Any) -> None:
     assert settings.rollout_timeout == 90
     assert settings.diagnostics_dir == Path("out/diag")
     assert settings.kubeconfig == "/k/a:/k/b"
-    defaults = cluster_plugin.cluster_settings(
-        {"E2E_BASE_URL": "http://x", "E2E_KUBE_CONTEXT": "in-cluster"}
-    )
+    defaults = cluster_settings({"E2E_BASE_URL": "http://x", "E2E_KUBE_CONTEXT": "in-cluster"})
     assert (defaults.namespace, defaults.release, defaults.rollout_timeout) == (
         None,
         "polyframe",
@@ -454,10 +338,10 @@ def test_cluster_settings_from_the_environment(cluster_plugin: Any) -> None:
     ],
 )
 def test_a_contradictory_environment_is_refused_naming_the_variable(
-    cluster_plugin: Any, env: dict[str, str], named: str
+    env: dict[str, str], named: str
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(named)):
-        cluster_plugin.cluster_settings(env)
+        cluster_settings(env)
 
 
 # -- waiting for the rollout --------------------------------------------------------------------
@@ -519,12 +403,12 @@ def test_a_progressing_rollout_is_waited_for_until_ready(
 
 
 def test_a_crash_loop_fails_naming_the_pod_the_reason_and_the_events(
-    fake_api: FakeKubernetesAPI, kube: Any, cluster_plugin: Any
+    fake_api: FakeKubernetesAPI, kube: Any
 ) -> None:
     healthy_release(fake_api)
     pod = crash_looping(fake_api)
     started = time.monotonic()
-    with pytest.raises(cluster_plugin.ClusterNotReadyError) as stuck:
+    with pytest.raises(ClusterNotReadyError) as stuck:
         kube.wait_until_ready(0.5, interval=0.05)
     assert time.monotonic() - started < 10
     message = str(stuck.value)
@@ -542,11 +426,11 @@ def test_a_crash_loop_fails_naming_the_pod_the_reason_and_the_events(
 
 
 def test_an_image_that_cannot_be_pulled_fails_naming_the_pod_image_and_registry_answer(
-    fake_api: FakeKubernetesAPI, kube: Any, cluster_plugin: Any
+    fake_api: FakeKubernetesAPI, kube: Any
 ) -> None:
     healthy_release(fake_api)
     pod = image_pull_failing(fake_api)
-    with pytest.raises(cluster_plugin.ClusterNotReadyError) as stuck:
+    with pytest.raises(ClusterNotReadyError) as stuck:
         kube.wait_until_ready(0.3, interval=0.05)
     message = str(stuck.value)
     assert f"Pod {pod}: Pending, not ready" in message
@@ -557,7 +441,7 @@ def test_an_image_that_cannot_be_pulled_fails_naming_the_pod_image_and_registry_
 
 
 def test_a_deployment_past_its_progress_deadline_fails_at_once(
-    fake_api: FakeKubernetesAPI, kube: Any, cluster_plugin: Any
+    fake_api: FakeKubernetesAPI, kube: Any
 ) -> None:
     """Kubernetes gave up (a quota refuses the Pods): no point waiting out the timeout; the
     ReplicaSet's events say why."""
@@ -571,7 +455,7 @@ def test_a_deployment_past_its_progress_deadline_fails_at_once(
     fake_api.replace("deployments", "polyframe-users-fastapi", stuck_deployment)
     fake_api.add("events", *shape("events-failedcreate")["items"])
     started = time.monotonic()
-    with pytest.raises(cluster_plugin.ClusterNotReadyError) as stuck:
+    with pytest.raises(ClusterNotReadyError) as stuck:
         kube.wait_until_ready(120, interval=0.05)
     assert time.monotonic() - started < 10
     message = str(stuck.value)
@@ -582,22 +466,20 @@ def test_a_deployment_past_its_progress_deadline_fails_at_once(
     assert "exceeded quota: polyframe-quota" in message
 
 
-def test_no_deployment_of_the_release_says_so(
-    fake_api: FakeKubernetesAPI, kube: Any, cluster_plugin: Any
-) -> None:
-    with pytest.raises(cluster_plugin.ClusterNotReadyError) as stuck:
+def test_no_deployment_of_the_release_says_so(fake_api: FakeKubernetesAPI, kube: Any) -> None:
+    with pytest.raises(ClusterNotReadyError) as stuck:
         kube.wait_until_ready(0.2, interval=0.05)
     assert "no Deployment labelled app.kubernetes.io/instance=polyframe" in str(stuck.value)
     assert "helm status polyframe -n polyframe" in str(stuck.value)
 
 
 def test_a_refusal_of_the_api_is_said_at_once_with_the_access_needed(
-    fake_api: FakeKubernetesAPI, kube: Any, cluster_plugin: Any
+    fake_api: FakeKubernetesAPI, kube: Any
 ) -> None:
     healthy_release(fake_api)
     fake_api.rules = tuple(r for r in fake_api.rules if r[0] != "apps")  # no Deployments
     started = time.monotonic()
-    with pytest.raises(cluster_plugin.ClusterNotReadyError) as refused:
+    with pytest.raises(ClusterNotReadyError) as refused:
         kube.wait_until_ready(120, interval=0.05)
     assert time.monotonic() - started < 10
     message = str(refused.value)
@@ -760,7 +642,7 @@ def test_diagnostics_hold_logs_events_and_status(
 ) -> None:
     healthy_release(fake_api)
     pod = crash_looping(fake_api)
-    folder = kube.collect_diagnostics(tmp_path / "snapshot")
+    folder = collect_diagnostics(kube, tmp_path / "snapshot")
     assert not (folder / "errors.txt").exists(), (folder / "errors.txt").read_text()
     assert (folder / "logs" / pod / "web.log").read_text() == CRASH_LOG
     assert (folder / "logs" / pod / "web.previous.log").read_text() == CRASH_LOG
@@ -795,7 +677,7 @@ def test_diagnostics_record_what_the_api_refused_and_keep_the_rest(
     healthy_release(fake_api)
     fake_api.rules = tuple(r for r in fake_api.rules if r[1] != ("pods", "pods/log", "events"))
     fake_api.rules += (("", ("pods",), ("get", "list")),)  # no logs, no events
-    folder = kube.collect_diagnostics(tmp_path / "snapshot")
+    folder = collect_diagnostics(kube, tmp_path / "snapshot")
     errors = (folder / "errors.txt").read_text()
     assert "403 Forbidden" in errors
     assert 'cannot get resource "pods/log"' in errors
@@ -808,27 +690,27 @@ def test_diagnostics_record_what_the_api_refused_and_keep_the_rest(
 
 
 def test_a_kubeconfig_context_reaches_the_api_with_its_namespace_and_token(
-    fake_api: FakeKubernetesAPI, cluster_plugin: Any, tmp_path: Path
+    fake_api: FakeKubernetesAPI, tmp_path: Path
 ) -> None:
     healthy_release(fake_api)
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake_api.url)
-    settings = cluster_plugin.cluster_settings({
+    settings = cluster_settings({
         "E2E_BASE_URL": "http://localhost:8080", "E2E_KUBE_CONTEXT": "kind-fake",
         "KUBECONFIG": str(kubeconfig),
     })  # fmt: skip
-    cluster = cluster_plugin.connect(settings)
+    cluster = connect(settings)
     try:
         assert cluster.namespace == NAMESPACE  # the context's, not the current context's
         assert cluster.wait_until_ready(5, interval=0.05) < 5
     finally:
         cluster.close()
-    assert {a for _m, _p, _q, a in fake_api.requests} == {"Bearer fake-token"}
+    assert {a for _m, _p, _q, a in fake_api.requests} == {f"Bearer {TOKEN}"}
 
 
 def _run_pytest(
     tmp_path: Path, test_source: str, env: dict[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
-    """A pytest run of ``test_source`` with the plugin, as tests/e2e/conftest.py registers it."""
+    """A pytest run of ``test_source`` with the plugin, as its entry point registers it."""
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\naddopts = -p no:cacheprovider\nfilterwarnings = error\n"
         "asyncio_default_fixture_loop_scope = function\n"
@@ -836,14 +718,11 @@ def _run_pytest(
     (tmp_path / "test_inner.py").write_text(test_source)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("E2E_")}
     clean.pop("KUBECONFIG", None)
-    clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), clean.get("PYTHONPATH")]))
     return subprocess.run(
         [
             sys.executable,
             "-m",
             "pytest",
-            "-p",
-            "polyframe_e2e_cluster",
             "-rs",
             *args,
             "test_inner.py",
