@@ -51,7 +51,10 @@ def test_qualify_as_docker_reads_a_short_name(image: str, qualified: str) -> Non
         ("python:3.11.14-alpine", None),
         ("ghcr.io/astral-sh/uv:latest", None),
         ("postgres:17", None),  # no Debian release named
-        ("redis:7-bookworm", None),
+        ("redis:7.0.15-bookworm", standin_builds.build_redis),
+        ("docker.io/library/redis:7.0-bookworm", standin_builds.build_redis),
+        ("redis:7-bookworm", None),  # a major alone: which 7 it is, Debian cannot tell
+        ("redis:7.0.15-alpine3.20", None),
     ],
 )
 def test_builder_for_the_pinned_images(image: str, builder: Any) -> None:
@@ -218,3 +221,21 @@ def test_the_postgres_15_stand_in_comes_from_the_pinned_release(
 
     assert steps.debootstrap == [("bookworm", "m")]
     assert "packages no PostgreSQL" not in built.differs
+
+
+def test_the_redis_stand_in_is_debians_redis_server_of_the_pinned_release(
+    fake_engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = SystemSteps(monkeypatch)
+
+    built = standin_builds.build_redis(fake_engine, "redis:7.0.15-bookworm", tmp_path, "m")
+
+    assert steps.debootstrap == [("bookworm", "m")]
+    assert "redis-server" in steps.scripts[0]
+    assert "--uid 999" in steps.scripts[0]
+    assert "from Debian bookworm" in built.differs
+    assert "give the command" in built.differs
+    assert steps.imported["image"] == "redis:7.0.15-bookworm"
+    assert "USER 999:999" in steps.imported["changes"]
+    assert 'CMD ["redis-server"]' in steps.imported["changes"]
+    assert not any(c.startswith("ENTRYPOINT") for c in steps.imported["changes"])

@@ -1,5 +1,5 @@
 """The stand-ins this machine can build: Python (Debian + this machine's CPython), uv (its
-wheel from PyPI) and PostgreSQL (Debian's packages), each for the images it can stand in for.
+wheel from PyPI), PostgreSQL and Redis (Debian's packages), each for the images it stands in for.
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ PYTHON_IMAGE = re.compile(
 UV_IMAGE = re.compile(r"^ghcr\.io/astral-sh/uv:(?P<version>\d+\.\d+\.\d+)$")
 POSTGRES_IMAGE = re.compile(
     r"^(?:docker\.io/)?(?:library/)?postgres:(?P<major>\d+)(?:\.\d+)?-(?P<release>[a-z]+)$"
+)
+REDIS_IMAGE = re.compile(
+    r"^(?:docker\.io/)?(?:library/)?redis:(?P<version>\d+\.\d+(?:\.\d+)?)-(?P<release>[a-z]+)$"
 )
 
 
@@ -299,6 +302,58 @@ def build_postgres(engine: Engine, image: str, work: Path, mirror: str) -> Stand
             'CMD ["postgres"]',
             "STOPSIGNAL SIGINT",
             "EXPOSE 5432",
+        ],
+        stand_in_labels(image, differs),
+    )
+    return StandIn(image, differs)
+
+
+def build_redis(engine: Engine, image: str, work: Path, mirror: str) -> StandIn:
+    """Debian's redis-server of the pinned image's Debian release (bookworm: 7.0.15), run as the
+    official image's user (redis, uid 999) in /data; no entry point: pods give the command."""
+    match = REDIS_IMAGE.match(image)
+    assert match is not None
+    release = match["release"]
+    root = work / "root"
+    debootstrap(release, root, mirror)
+    chroot(
+        root,
+        """
+        groupadd --system --gid 999 redis
+        useradd --system --uid 999 --gid 999 --home-dir /data --shell /usr/sbin/nologin redis
+        printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
+            redis-server >/dev/null
+        rm -f /usr/sbin/policy-rc.d
+        apt-get clean
+        mkdir -p /data
+        chown redis:redis /data
+        """,
+        f"Redis from Debian {release}",
+    )
+    installed = subprocess.run(
+        ["chroot", str(root), "redis-server", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    slim(root)
+    differs = (
+        f"{installed.split(' sha=')[0] or 'Redis'} from Debian {release}; no docker-entrypoint.sh "
+        "(the official one only prepends redis-server and drops root): give the command"
+    )
+    import_root(
+        engine,
+        root,
+        image,
+        [
+            "ENV LANG=C.UTF-8",
+            "WORKDIR /data",
+            "USER 999:999",
+            'CMD ["redis-server"]',
+            "EXPOSE 6379",
         ],
         stand_in_labels(image, differs),
     )

@@ -15,14 +15,15 @@ from polyframe_release.rootfs import DIFFERS_LABEL, STAND_IN_LABEL, StandIn, Sta
 from polyframe_release.standin_builds import (
     POSTGRES_IMAGE,
     PYTHON_IMAGE,
+    REDIS_IMAGE,
     UV_IMAGE,
     build_postgres,
     build_python,
+    build_redis,
     build_uv,
 )
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-#: What the official python image installs beside CPython (its runtime libraries).
 
 
 def announce(engine: Engine, images: Iterable[str]) -> list[StandIn]:
@@ -46,6 +47,8 @@ def builder_for(image: str) -> Callable[[Engine, str, Path, str], StandIn] | Non
         return build_uv
     if POSTGRES_IMAGE.match(image):
         return build_postgres
+    if REDIS_IMAGE.match(image):
+        return build_redis
     return None
 
 
