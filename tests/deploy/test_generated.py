@@ -1,8 +1,8 @@
 """The files `make generate` writes from services/*/service.yaml are checked in and fresh.
 
 Each chart's environment and secret files (templates/_manifest.tpl), its values.schema.json
-(deploy/helm/schema: shared fragment plus the service's part) and each service's Dockerfile
-(deploy/images/service.Dockerfile.in) are what the generator gives today.
+(deploy/helm/schema: shared fragment plus the service's part) and each service's part of the one
+Dockerfile (services/<name>/image/: entry point, build step) are what the generator gives today.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def test_each_service_has_its_generated_files() -> None:
     for name in manifest.NAMES:
         assert Path("deploy/helm", name, "templates", "_manifest.tpl") in files
         assert Path("deploy/helm", name, "values.schema.json") in files
-        assert Path("services", name, "Dockerfile") in files
+        assert Path("services", name, "image", "entrypoint.sh") in files
+        assert Path("services", name, "image", "build.sh") in files
 
 
 def _copy_sources(tmp_path: Path) -> Path:
@@ -36,14 +37,14 @@ def _copy_sources(tmp_path: Path) -> Path:
     for name in manifest.NAMES:
         for relative in (
             Path("services", name, "service.yaml"),
-            Path("services", name, "Dockerfile"),
+            Path("services", name, "image", "entrypoint.sh"),
+            Path("services", name, "image", "build.sh"),
             Path("deploy/helm", name, "values.schema.json"),
             Path("deploy/helm", name, "templates", "_manifest.tpl"),
         ):
             (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO_ROOT / relative, tmp_path / relative)
     shutil.copytree(REPO_ROOT / "deploy/helm/schema", tmp_path / "deploy/helm/schema")
-    shutil.copytree(REPO_ROOT / "deploy/images", tmp_path / "deploy/images")
     return tmp_path
 
 
@@ -55,8 +56,9 @@ def _copy_sources(tmp_path: Path) -> Path:
          "deploy/helm/users-fastapi/templates/_manifest.tpl"),
         ("deploy/helm/schema/service.json", '"Install this service', '"Install the service',
          "deploy/helm/admin-django/values.schema.json"),
-        ("deploy/images/service.Dockerfile.in", "EXPOSE 8000", "EXPOSE 8001",
-         "services/legacy-flask/Dockerfile"),
+        ("services/admin-django/service.yaml", "collectstatic, --no-input",
+         "collectstatic, -i, x, --no-input",
+         "services/admin-django/image/build.sh"),
     ],
 )  # fmt: skip
 def test_a_changed_source_makes_its_outputs_stale(

@@ -93,8 +93,6 @@ class Manifest:
     name: str
     #: The settings' environment prefix (``USERS`` for ``USERS_DATABASE_URL``).
     prefix: str
-    summary: str
-    description: str
     docs: str
     database: dict[str, str]
     server: Server
