@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,31 @@ def test_the_values_schema_is_the_shared_fragment_and_the_services_part() -> Non
     assert "outbox" not in admin["properties"]
     assert "threads" in admin["properties"]["server"]["properties"]  # gunicorn's fragment
     assert "threads" not in users["properties"]["server"]["properties"]
+
+
+@pytest.mark.parametrize(
+    ("values", "component", "container"),
+    [
+        ({"migrations": {"command": ["python", "-m", "mine", "migrate"]}}, "migrate", "migrate"),
+        ({"outbox": {"command": ["python", "-m", "mine", "dispatch"]}}, "outbox", "outbox"),
+    ],
+)
+def test_a_command_in_the_values_wins_over_the_services_own(
+    render: Any, values: dict[str, Any], component: str, container: str
+) -> None:
+    """The values name the commands empty (the service's own, from service.yaml); set, they win."""
+    default = render("users-fastapi", {"database": {"existingSecret": "db"}})
+    changed = render("users-fastapi", {"database": {"existingSecret": "db"}, **values})
+    expected = next(iter(values.values()))["command"]
+
+    def command(rendered: Any) -> list[str]:
+        for _obj, spec, labels in rendered.pods():
+            if labels.get("app.kubernetes.io/component") == component:
+                (found,) = [c for c in spec["containers"] if c["name"] == container]
+                return list(found["command"])
+        raise AssertionError(f"no {component} pod")
+
+    own = manifest.load("users-fastapi")
+    assert command(default)[:3] == ["python", "-m", "users_fastapi.cli"]
+    assert command(default) in ([*own.setup[0].run], [*own.workers["users-outbox"]])
+    assert command(changed) == expected

@@ -73,3 +73,9 @@ secret-key: djangoKey
 {{ .Values.credentials.trustedServicesKey }}: emptyMap
 {{- end }}
 {{- end -}}
+
+{{/* The service's command lines: the defaults of the values that name them. */}}
+{{- define "admin-django.commands" -}}
+migrate: ["python", "-m", "admin_django.manage", "migrate", "--no-input"]
+waitForMigrations: ["python", "-m", "admin_django.manage", "wait_for_migrations"]
+{{- end -}}

@@ -57,3 +57,10 @@ The library chart (polyframe-lib) includes these; the rest is in the chart's own
 {{ .Values.credentials.trustedServicesKey }}: emptyMap
 {{- end }}
 {{- end -}}
+
+{{/* The service's command lines: the defaults of the values that name them. */}}
+{{- define "legacy-flask.commands" -}}
+migrate: ["python", "-m", "legacy_flask.cli", "migrate"]
+waitForMigrations: ["python", "-m", "legacy_flask.cli", "wait-for-migrations"]
+outbox: ["python", "-m", "legacy_flask.cli", "dispatch-outbox"]
+{{- end -}}

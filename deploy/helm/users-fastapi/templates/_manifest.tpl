@@ -65,3 +65,10 @@ jwt-private-key: rsa
 {{ .Values.credentials.trustedServicesKey }}: emptyMap
 {{- end }}
 {{- end -}}
+
+{{/* The service's command lines: the defaults of the values that name them. */}}
+{{- define "users-fastapi.commands" -}}
+migrate: ["python", "-m", "users_fastapi.cli", "migrate"]
+waitForMigrations: ["python", "-m", "users_fastapi.cli", "wait-for-migrations"]
+outbox: ["python", "-m", "users_fastapi.cli", "dispatch-outbox"]
+{{- end -}}

@@ -87,8 +87,22 @@ def chart_templates(m: Manifest) -> str:
                 key = spec.key if kind == OWN else f"{{{{ .Values.credentials.{spec.key} }}}}"
                 lines.append(f"{key}: {spec.generate}")
             lines.append("{{- end }}")
-    lines.append("{{- end -}}")
+    lines += ["{{- end -}}", "", *_commands(m)]
     return "\n".join(lines) + "\n"
+
+
+def _commands(m: Manifest) -> list[str]:
+    """``<name>.commands``: the defaults of migrations.command, .waitCommand and outbox.command."""
+    (migrate,) = [step for step in m.setup if step.cluster == "migrations"]
+    commands = {"migrate": migrate.run, "waitForMigrations": migrate.wait}
+    for argv in m.workers.values():  # the chart's one background worker: its outbox dispatcher
+        commands["outbox"] = argv
+    return [
+        "{{/* The service's command lines: the defaults of the values that name them. */}}",
+        f'{{{{- define "{m.name}.commands" -}}}}',
+        *(f"{key}: {json.dumps(list(argv))}" for key, argv in commands.items()),
+        "{{- end -}}",
+    ]
 
 
 # -- values.schema.json ---------------------------------------------------------------------------

@@ -68,6 +68,10 @@ class SetupStep:
     #: ``migrations`` (the migration Job), ``image`` (the image's build), ``seed`` (a seed Job)
     #: or ``none`` (local demo data only).
     cluster: Literal["migrations", "image", "seed", "none"]
+    #: Arguments added locally only (e.g. a quieter verbosity).
+    local_args: tuple[str, ...] = ()
+    #: ``migrations``: the command that waits until they are applied (the check of /readyz).
+    wait: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,11 @@ def parse(data: Any, where: str) -> Manifest:
         f"{where}: server",
     )
     data["setup"] = tuple(
-        _build(SetupStep, {**step, "run": tuple(step.get("run", ()))}, f"{where}: setup[{i}]")
+        _build(
+            SetupStep,
+            {**step, **{k: tuple(step[k]) for k in ("run", "local_args", "wait") if k in step}},
+            f"{where}: setup[{i}]",
+        )
         for i, step in enumerate(data.get("setup", []))
     )
     data["workers"] = {name: tuple(argv) for name, argv in (data.get("workers") or {}).items()}
@@ -164,6 +172,11 @@ def _check(manifest: Manifest, where: str) -> None:
     database = [var for var in manifest.env if var.database]
     if [var.name for var in database] != [f"{manifest.prefix}_DATABASE_URL"]:
         raise ManifestError(f"{where}: exactly one env entry {manifest.prefix}_DATABASE_URL")
+    migrations = [step for step in manifest.setup if step.cluster == "migrations"]
+    if len(migrations) != 1 or not migrations[0].wait:
+        raise ManifestError(f"{where}: exactly one setup step is the migrations, with its `wait`")
+    if len(manifest.workers) > 1:
+        raise ManifestError(f"{where}: the chart runs one background worker (its outbox)")
     if any(step.cluster == "image" for step in manifest.setup) and manifest.image_build is None:
         raise ManifestError(f"{where}: a setup step runs in the image: image_build is required")
 

@@ -208,7 +208,8 @@ class ServiceSpec:
         """Commands run in order before the server starts (migrations, demo data); idempotent."""
         values = self._values(ctx)
         return [
-            _local_argv(part.format(**values) for part in step.run) for step in self.manifest.setup
+            _local_argv(part.format(**values) for part in (*step.run, *step.local_args))
+            for step in self.manifest.setup
         ]
 
     def serve(self, ctx: Context) -> list[str]:
