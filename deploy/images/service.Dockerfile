@@ -12,6 +12,8 @@ FROM ghcr.io/astral-sh/uv:0.13.8 AS uv
 
 FROM python:3.11.14-slim-trixie AS build
 ARG SERVICE
+RUN test -n "${SERVICE}" \
+    || { echo "build with --build-arg SERVICE=<a folder of services/>" >&2; exit 1; }
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
