@@ -61,8 +61,11 @@ def test_artifacts_build_from_existing_contexts_and_dockerfiles(skaffold: dict[s
         assert dockerfile.is_file(), artifact
         assert context == REPO_ROOT, "images build from the repository root (the workspace)"
     for service in SERVICES:
+        # One Dockerfile for the services; the service is its build argument.
         (artifact,) = [a for a in artifacts if a["image"] == f"polyframe/{service}"]
-        assert artifact["docker"]["dockerfile"] == f"services/{service}/Dockerfile"
+        assert artifact["docker"]["dockerfile"] == "deploy/images/service.Dockerfile"
+        assert artifact["docker"]["buildArgs"]["SERVICE"] == service
+        assert artifact["docker"]["buildArgs"]["DESCRIPTION"].startswith("Polyframe ")
 
 
 def test_the_release_deploys_the_umbrella_chart_with_the_built_images(

@@ -1,9 +1,10 @@
 """``make images``: the images skaffold builds, from the same Dockerfiles and contexts.
 
-The artifacts (image name, context, Dockerfile) are read from ``skaffold.yaml``, so there is one
-list. Tags follow skaffold's ``gitCommit`` policy (``AbbrevCommitSha``: the short commit, with
-``-dirty`` when the tree has changes). The result is written in the format of ``skaffold build
---file-output`` for ``release-up`` to deploy, as ``skaffold verify --build-artifacts`` reads it.
+The artifacts (image, context, Dockerfile, build arguments) are read from ``skaffold.yaml``, so
+there is one list. Tags follow skaffold's ``gitCommit`` policy (``AbbrevCommitSha``: the short
+commit, with ``-dirty`` when the tree has changes). The result is written in the format of
+``skaffold build --file-output`` for ``release-up``, as ``skaffold verify --build-artifacts``
+reads it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class Artifact:
     image: str
     context: Path
     dockerfile: Path
+    #: skaffold's ``docker.buildArgs`` (literal values), e.g. the service the Dockerfile builds.
+    build_args: tuple[tuple[str, str], ...] = ()
 
     @property
     def short(self) -> str:
@@ -70,8 +73,10 @@ def artifacts(config: dict[str, Any] | None = None) -> list[Artifact]:
     found = []
     for entry in config["build"]["artifacts"]:
         context = REPO_ROOT / entry.get("context", ".")
-        dockerfile = (entry.get("docker") or {}).get("dockerfile", "Dockerfile")
-        found.append(Artifact(entry["image"], context, context / dockerfile))
+        docker = entry.get("docker") or {}
+        arguments = tuple((str(k), str(v)) for k, v in (docker.get("buildArgs") or {}).items())
+        dockerfile = docker.get("dockerfile", "Dockerfile")
+        found.append(Artifact(entry["image"], context, context / dockerfile, arguments))
     return found
 
 
@@ -106,6 +111,8 @@ def git_tag(repo: Path = REPO_ROOT) -> str:
 
 def build_args(engine: Engine, artifact: Artifact, reference: str) -> list[str]:
     args = ["build", "--tag", reference, "--file", str(artifact.dockerfile)]
+    for name, value in artifact.build_args:
+        args += ["--build-arg", f"{name}={value}"]
     if engine.is_podman:
         # Builds reach PyPI through the host's network (a container network reaches nothing
         # outside), trusting the machine's CA bundle when SSL_CERT_FILE names one.
