@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Any, ClassVar
 import httpx
 import psycopg
 import pytest
+import redis
 from asgi_lifespan import LifespanManager
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -28,7 +31,7 @@ from fastapi import FastAPI
 
 from service_kit.credentials import basic_credential
 from service_kit.problems import PROBLEM_CONTENT_TYPE, TYPE_PREFIX
-from service_kit.testing import fresh_postgres_database
+from service_kit.testing import fresh_postgres_database, unavailable
 from users_fastapi import accounts
 from users_fastapi.cli import migrate
 from users_fastapi.deps import AppState
@@ -37,6 +40,7 @@ from users_fastapi.models import Role
 from users_fastapi.settings import UsersSettings
 
 PASSWORD = "correct horse battery staple"
+REDIS_URL = os.environ.get("POLYFRAME_TEST_REDIS", "redis://127.0.0.1:6379/0")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
@@ -153,6 +157,50 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         return
     with fresh_postgres_database("users_unmigrated") as url:
         yield asyncpg_url(url)
+
+
+@dataclass(frozen=True)
+class RedisSpace:
+    """The test Redis (``url``) and a key prefix of this test's own."""
+
+    url: str
+    prefix: str
+    client: redis.Redis
+
+    def keys(self) -> dict[str, int]:
+        """This test's counters: key (without the prefix) -> hits."""
+        return {
+            key.decode().removeprefix(f"{self.prefix}:"): int(self.client.get(key) or 0)
+            for key in self.client.scan_iter(f"{self.prefix}:*")
+        }
+
+
+@pytest.fixture
+def redis_space() -> Iterator[RedisSpace]:
+    """The Redis every developer and CI machine runs; this test's keys deleted afterwards."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        unavailable(f"no Redis at {REDIS_URL} (POLYFRAME_TEST_REDIS): {exc}")
+    space = RedisSpace(REDIS_URL, f"test-ratelimit-{uuid.uuid4().hex}", client)
+    try:
+        yield space
+    finally:
+        stale = list(client.scan_iter(f"{space.prefix}:*"))
+        if stale:
+            client.delete(*stale)
+        client.close()
+
+
+@pytest.fixture
+def dead_redis_url() -> str:
+    """A Redis URL where nothing listens (connections refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
 
 
 @pytest.fixture

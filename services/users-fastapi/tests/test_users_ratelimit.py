@@ -10,13 +10,17 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from limits import RateLimitItemPerSecond
+from limits.aio.strategies import FixedWindowRateLimiter
+from pydantic import ValidationError
 
 from service_kit.problems import PROBLEM_CONTENT_TYPE
 from users_fastapi.main import create_app
-from users_fastapi.ratelimit import FixedWindow, RateLimits
+from users_fastapi.ratelimit import BoundedMemoryStorage, FixedWindow, RateLimits
 from users_fastapi.settings import UsersSettings
 
 PASSWORD = "correct horse battery staple"
+LABELS = ("users-fastapi", "fastapi")
 
 
 class Clock:
@@ -27,40 +31,64 @@ class Clock:
         return self.now
 
 
-def test_a_window_allows_its_limit_then_says_how_long_to_wait() -> None:
+def _window(
+    limit: int, seconds: int, clock: Clock, max_keys: int = 100_000
+) -> tuple[FixedWindow, BoundedMemoryStorage]:
+    storage = BoundedMemoryStorage(max_keys, clock)
+    item = RateLimitItemPerSecond(limit, seconds, namespace="test")
+    return FixedWindow(item, FixedWindowRateLimiter(storage), clock), storage
+
+
+async def test_a_window_allows_its_limit_then_says_how_long_to_wait() -> None:
     clock = Clock()
-    window = FixedWindow(3, 60, clock=clock)
-    assert [window.hit("a") for _ in range(3)] == [None, None, None]
+    window, _ = _window(3, 60, clock)
+    assert [await window.hit("a") for _ in range(3)] == [None, None, None]
     clock.now += 20
-    assert window.hit("a") == pytest.approx(40)
-    assert window.retry_after("a") == pytest.approx(40)
-    assert window.hit("b") is None  # another key has its own count
+    assert await window.hit("a") == pytest.approx(40)
+    assert await window.hit("a") == pytest.approx(40)
+    assert await window.hit("b") is None  # another key has its own count
     clock.now += 40
-    assert window.retry_after("a") is None  # a new window
-    assert window.hit("a") is None
+    assert await window.hit("a") is None  # a new window
 
 
-def test_a_refused_hit_does_not_extend_the_window() -> None:
+async def test_a_refused_hit_does_not_extend_the_window() -> None:
     clock = Clock()
-    window = FixedWindow(1, 10, clock=clock)
-    assert window.hit("a") is None
+    window, _ = _window(1, 10, clock)
+    assert await window.hit("a") is None
     for _ in range(5):
         clock.now += 1
-        assert window.hit("a") is not None
+        assert await window.hit("a") is not None
     clock.now += 5
-    assert window.hit("a") is None
+    assert await window.hit("a") is None
 
 
-def test_clear_forgets_a_key_and_memory_is_bounded() -> None:
+async def test_clear_forgets_a_key_and_memory_is_bounded() -> None:
     clock = Clock()
-    window = FixedWindow(1, 60, max_keys=2, clock=clock)
-    window.hit("a")
-    window.clear("a")
-    assert window.hit("a") is None
-    window.hit("b")
-    window.hit("c")  # "a" is the least recently used: dropped
-    assert window.hit("a") is None
-    assert window.hit("c") is not None
+    window, _ = _window(1, 60, clock, max_keys=2)
+    await window.hit("a")
+    await window.clear("a")
+    assert await window.hit("a") is None
+    await window.hit("b")
+    await window.hit("c")  # "a" is the least recently used: dropped
+    assert await window.hit("a") is None
+    assert await window.hit("c") is not None
+
+
+async def test_hostile_keys_cannot_grow_memory() -> None:
+    """A flood of made-up keys (e-mails, for the per-account limit) inside one window."""
+    window, storage = _window(5, 900, Clock(), max_keys=100)
+    for number in range(5_000):
+        await window.hit(f"made-up-{number}@example.com")
+    assert await storage.reset() == 100  # the number of counters it held
+
+
+async def test_a_fractional_window_is_rounded_up_to_whole_seconds() -> None:
+    settings = UsersSettings(
+        environment="development", ip_limit_window_seconds=1.5, login_limit_per_ip=1
+    )
+    limits = RateLimits.from_settings(settings, LABELS, clock=Clock())
+    assert await limits.login_per_ip.hit("a") is None
+    assert await limits.login_per_ip.hit("a") == pytest.approx(2)
 
 
 def test_limits_are_settings_with_real_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,7 +224,7 @@ async def test_the_window_ends(settings: UsersSettings) -> None:
     now = [5_000.0]
     async with _client(settings, login_limit_per_ip=1, ip_limit_window_seconds=30) as connect:
         state = connect.app.state.users
-        state.limits = RateLimits.from_settings(state.settings, clock=lambda: now[0])
+        state.limits = RateLimits.from_settings(state.settings, LABELS, clock=lambda: now[0])
         client = connect()
         assert (await _register(client, "w@example.com")).status_code == 201
         assert (await _login(client, "w@example.com")).status_code == 200
@@ -211,3 +239,45 @@ async def test_the_openapi_document_names_the_429(settings: UsersSettings) -> No
         paths = (await connect().get("/api/users/openapi.json")).json()["paths"]
     for path in ("/api/users/login", "/api/users/register"):
         assert "429" in paths[path]["post"]["responses"], path
+
+
+async def test_two_workers_on_redis_share_one_limit(
+    settings: UsersSettings, redis_space: Any
+) -> None:
+    """Two apps, as two uvicorn workers (or replicas) are, counting in one Redis."""
+    shared = {"rate_limit_storage_url": redis_space.url, "register_limit_per_ip": 3}
+    async with _client(settings, **shared) as first, _client(settings, **shared) as second:
+        for connect in (first, second):  # this test's own keys in Redis
+            state = connect.app.state.users
+            state.limits = RateLimits.from_settings(
+                state.settings, LABELS, key_prefix=redis_space.prefix
+            )
+        answers = [
+            (await _register(connect(), f"two{n}@example.com")).status_code
+            for n, connect in enumerate([first, second, first, second])
+        ]
+        assert answers == [201, 201, 201, 429], answers
+        _assert_429(await _register(first(), "two4@example.com"))
+    assert redis_space.keys() == {"register-per-ip/203.0.113.7/3/60/second": 5}
+
+
+async def test_a_redis_that_is_down_never_answers_500(
+    settings: UsersSettings, dead_redis_url: str
+) -> None:
+    limits = {"rate_limit_storage_url": dead_redis_url, "register_limit_per_ip": 2}
+    async with _client(settings, **limits) as connect:
+        client = connect()
+        for number in range(2):
+            assert (await _register(client, f"down{number}@example.com")).status_code == 201
+        _assert_429(await _register(client, "down2@example.com"))  # still limited, in process
+        assert (await _login(client, "down0@example.com")).status_code == 200
+        assert (await _login(client, "down0@example.com", "wrong")).status_code == 401
+
+
+def test_the_storage_is_a_setting_and_only_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert UsersSettings(environment="development").rate_limit_storage_url == ""
+    monkeypatch.setenv("USERS_RATE_LIMIT_STORAGE_URL", "redis://127.0.0.1:6379/3")
+    assert UsersSettings(environment="development").rate_limit_storage_url.endswith("/3")
+    monkeypatch.setenv("USERS_RATE_LIMIT_STORAGE_URL", "memcached://127.0.0.1:11211")
+    with pytest.raises(ValidationError, match="rate_limit_storage_url"):
+        UsersSettings(environment="development")

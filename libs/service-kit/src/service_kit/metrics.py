@@ -318,6 +318,16 @@ OUTBOX_FAILED = Counter(
     registry=REGISTRY,
 )
 
+# -- Rate limits shared in Redis (users-fastapi) ------------------------------------------------
+
+RATE_LIMIT_FALLBACKS = Counter(
+    "polyframe_rate_limit_fallbacks",
+    "Rate-limit counter operations done in the process because the shared storage (Redis) "
+    "was unreachable: meanwhile each process enforces its own limits.",
+    list(SERVICE),
+    registry=REGISTRY,
+)
+
 
 # -- label hygiene ------------------------------------------------------------------------------
 

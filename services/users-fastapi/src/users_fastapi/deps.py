@@ -8,7 +8,7 @@ open by omission.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -34,10 +34,7 @@ class AppState:
     passwords: Passwords
     keys: KeyRing
     migration_heads: frozenset[str]
-    limits: RateLimits = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.limits = RateLimits.from_settings(self.settings)
+    limits: RateLimits
 
 
 # Dependencies are ``async def`` even when they never await: FastAPI runs a plain ``def``

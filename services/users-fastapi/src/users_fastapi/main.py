@@ -17,6 +17,7 @@ from service_kit.logs import configure_logging
 from service_kit.migrations import require_heads, script_heads
 from users_fastapi.db import MIGRATIONS, create_engine, session_factory
 from users_fastapi.deps import AppState
+from users_fastapi.ratelimit import RateLimits
 from users_fastapi.routers import drills, users
 from users_fastapi.security import KeyRing, Passwords
 from users_fastapi.settings import UsersSettings
@@ -37,11 +38,13 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
             passwords=Passwords(settings),
             keys=KeyRing(settings),
             migration_heads=script_heads(MIGRATIONS),
+            limits=RateLimits.from_settings(settings, instruments.labels),
         )
         app.state.engine = engine
         try:
             yield
         finally:
+            await app.state.users.limits.aclose()
             await engine.dispose()
 
     app = FastAPI(

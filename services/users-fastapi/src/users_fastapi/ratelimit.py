@@ -1,93 +1,191 @@
 """Rate limits on log-in and registration: per client address, and per account for failures.
 
-Three fixed-window counters, each a setting (``UsersSettings``):
-
-* log-in attempts per client address (``login_limit_per_ip`` per ``ip_limit_window_seconds``);
-* registrations per client address (``register_limit_per_ip``, same window);
-* failed log-ins per account (``login_failure_limit`` per ``login_failure_window_seconds``),
-  keyed by the normalized e-mail whether or not the account exists (so a 429 reveals
-  nothing about which accounts exist). Once an account is over it, log-ins to it are
-  refused before the password is even checked, until the window ends; a successful
-  log-in clears the account's failures. Another account is never affected.
-
-Over a limit the answer is a 429 problem with ``Retry-After`` (whole seconds until the
-window ends). The client address is ``request.client``: the server (uvicorn
-``--proxy-headers``) takes it from ``X-Forwarded-For`` only when the connection comes
-from a trusted proxy (``--forwarded-allow-ips``); a client's own header is ignored.
-
-The counters live in the worker process: with several workers (or replicas) a client
-can get up to that many times the limit. A shared store is not part of the design.
-Memory is bounded: each counter keeps at most ``rate_limit_max_keys`` keys, dropping
-the least recently used.
+Fixed windows of the `limits` library, kept in Redis when ``rate_limit_storage_url`` names one
+(every worker and replica counts in it), in this process otherwise or while Redis is down.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+import redis.asyncio
+from cachetools import TLRUCache
 from fastapi import Request
+from limits import RateLimitItemPerSecond
+from limits.aio.storage import RedisStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter
+from limits.errors import StorageError
 
+from service_kit import metrics
+from service_kit.circuit import CircuitBreaker
 from service_kit.problems import TYPE_PREFIX, ProblemError
 from users_fastapi.models import normalize_email
 from users_fastapi.settings import UsersSettings
 
 RATE_LIMITED = f"{TYPE_PREFIX}rate-limited"
+#: Prefix of every key the limits keep in Redis.
+KEY_PREFIX = "polyframe-users-ratelimit"
+#: Seconds a Redis connection or answer may take before a check is decided in process.
+REDIS_TIMEOUT_SECONDS = 0.5
+#: Seconds between tries of a Redis found unreachable (checks are in process meanwhile).
+REDIS_RETRY_SECONDS = 5.0
+
+Clock = Callable[[], float]
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 
+def _window_end(_key: str, window: tuple[int, float], _now: float) -> float:
+    return window[1]
+
+
+class BoundedMemoryStorage(Storage):
+    """Counters in this process, at most ``max_keys`` (the least recently used dropped).
+
+    `limits`' own MemoryStorage keeps every key until its window ends (hostile keys,
+    such as made-up e-mails, would grow it without bound) and scans all of them on each hit.
+    """
+
+    def __init__(self, max_keys: int, clock: Clock = time.time) -> None:
+        super().__init__()
+        self.clock = clock
+        #: key -> (hits, end of its window)
+        self._windows: TLRUCache[str, tuple[int, float]] = TLRUCache(max_keys, _window_end, clock)
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return ()  # nothing here fails: no error to wrap
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        hits, end = self._windows.get(key, (0, self.clock() + expiry))
+        self._windows[key] = (hits + amount, end)  # a window never moves its end
+        return hits + amount
+
+    async def get(self, key: str) -> int:
+        return self._windows.get(key, (0, 0.0))[0]
+
+    async def get_expiry(self, key: str) -> float:
+        return self._windows.get(key, (0, self.clock()))[1]
+
+    async def check(self) -> bool:
+        return True
+
+    async def reset(self) -> int | None:
+        count = len(self._windows)
+        self._windows.clear()
+        return count
+
+    async def clear(self, key: str) -> None:
+        self._windows.pop(key, None)
+
+
+class SharedStorage:
+    """Redis, shared by every worker and replica; the caller's own storage while it is down.
+
+    A failed call opens a circuit: for ``REDIS_RETRY_SECONDS`` every call goes to the
+    process's storage (counted in ``polyframe_rate_limit_fallbacks``), then one call tries
+    Redis again. One warning per outage, one line when Redis answers again.
+    """
+
+    def __init__(self, url: str, labels: tuple[str, str], key_prefix: str = KEY_PREFIX) -> None:
+        self._pool = redis.asyncio.ConnectionPool.from_url(
+            url,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+        self.storage = RedisStorage(
+            f"async+{url}",
+            implementation="redispy",
+            wrap_exceptions=True,
+            key_prefix=key_prefix,
+            connection_pool=self._pool,  # type: ignore[arg-type]  # handed to redis.asyncio.Redis
+        )
+        self._fallbacks = metrics.RATE_LIMIT_FALLBACKS.labels(*labels)
+        self._breaker = CircuitBreaker(failure_threshold=1, reset_seconds=REDIS_RETRY_SECONDS)
+        self._down = False
+
+    async def call(self, operation: Callable[[Storage], Awaitable[T]], local: Storage) -> T:
+        if self._breaker.allow():
+            try:
+                result = await operation(self.storage)
+            except StorageError as exc:
+                self._breaker.failed()
+                if not self._down:
+                    self._down = True
+                    _log.warning(
+                        "rate-limit storage (Redis) unreachable, limits are per process "
+                        "until it answers: %s",
+                        exc.storage_error,
+                    )
+            except BaseException:
+                self._breaker.released()
+                raise
+            else:
+                self._breaker.succeeded()
+                if self._down:
+                    self._down = False
+                    _log.info("rate-limit storage (Redis) answers again: limits are shared")
+                return result
+        self._fallbacks.inc()
+        return await operation(local)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+class FallbackStorage(Storage):
+    """One limit's counters: in ``shared`` (Redis), in ``local`` while Redis is down."""
+
+    def __init__(self, shared: SharedStorage, local: Storage) -> None:
+        super().__init__()
+        self.shared = shared
+        self.local = local
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return ()  # SharedStorage.call handles Redis's
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return await self.shared.call(lambda s: s.incr(key, expiry, amount), self.local)
+
+    async def get(self, key: str) -> int:
+        return await self.shared.call(lambda s: s.get(key), self.local)
+
+    async def get_expiry(self, key: str) -> float:
+        return await self.shared.call(lambda s: s.get_expiry(key), self.local)
+
+    async def check(self) -> bool:
+        return await self.shared.call(lambda s: s.check(), self.local)
+
+    async def reset(self) -> int | None:
+        return await self.shared.call(lambda s: s.reset(), self.local)
+
+    async def clear(self, key: str) -> None:
+        await self.shared.call(lambda s: s.clear(key), self.local)
+
+
+@dataclass(frozen=True, slots=True)
 class FixedWindow:
-    """At most ``limit`` hits per key in each window of ``window_seconds``."""
+    """At most ``item.amount`` hits per key in each window (``limits``' fixed window)."""
 
-    def __init__(
-        self,
-        limit: int,
-        window_seconds: float,
-        *,
-        max_keys: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.limit = limit
-        self.window = window_seconds
-        self._max_keys = max_keys
-        self._clock = clock
-        #: key -> (window start, hits in it)
-        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
-        self._lock = threading.Lock()
+    item: RateLimitItemPerSecond
+    limiter: FixedWindowRateLimiter
+    clock: Clock
 
-    def _current(self, key: str, now: float) -> tuple[float, int]:
-        start, hits = self._windows.get(key, (now, 0))
-        if now - start >= self.window:
-            return now, 0
-        return start, hits
+    async def hit(self, key: str) -> float | None:
+        """Count one hit; over the limit, the seconds until the window ends (else None)."""
+        if await self.limiter.hit(self.item, key):
+            return None
+        reset_time, _remaining = await self.limiter.get_window_stats(self.item, key)
+        return max(reset_time - self.clock(), 0.0)
 
-    def retry_after(self, key: str) -> float | None:
-        """Seconds until ``key`` may be hit again, or None if it may now (counts nothing)."""
-        now = self._clock()
-        with self._lock:
-            start, hits = self._current(key, now)
-        return max(start + self.window - now, 0.0) if hits >= self.limit else None
-
-    def hit(self, key: str) -> float | None:
-        """Count one hit; if ``key`` is already at its limit count nothing and return the
-        seconds until the window ends."""
-        now = self._clock()
-        with self._lock:
-            start, hits = self._current(key, now)
-            if hits >= self.limit:
-                return max(start + self.window - now, 0.0)
-            self._windows[key] = (start, hits + 1)
-            self._windows.move_to_end(key)
-            while len(self._windows) > self._max_keys:
-                self._windows.popitem(last=False)
-        return None
-
-    def clear(self, key: str) -> None:
-        with self._lock:
-            self._windows.pop(key, None)
+    async def clear(self, key: str) -> None:
+        await self.limiter.clear(self.item, key)
 
 
 def too_many_requests(detail: str, retry_after: float) -> ProblemError:
@@ -110,46 +208,64 @@ class RateLimits:
     login_per_ip: FixedWindow
     register_per_ip: FixedWindow
     login_failures: FixedWindow
+    shared: SharedStorage | None = None
 
     @classmethod
     def from_settings(
-        cls, settings: UsersSettings, clock: Callable[[], float] = time.monotonic
+        cls,
+        settings: UsersSettings,
+        labels: tuple[str, str],
+        *,
+        clock: Clock = time.time,
+        key_prefix: str = KEY_PREFIX,
     ) -> RateLimits:
-        keys = settings.rate_limit_max_keys
+        """``labels``: the service's metric labels; ``clock``: the in-process counters'
+        (Redis keeps its own time)."""
+        url = settings.rate_limit_storage_url
+        shared = SharedStorage(url, labels, key_prefix) if url else None
+
+        def window(name: str, limit: int, seconds: float) -> FixedWindow:
+            # Whole seconds (the unit of `limits` and of Redis's expiry): a fraction rounds up.
+            item = RateLimitItemPerSecond(limit, math.ceil(seconds), namespace=name)
+            storage: Storage = BoundedMemoryStorage(settings.rate_limit_max_keys, clock)
+            if shared is not None:
+                storage = FallbackStorage(shared, storage)
+            return FixedWindow(item, FixedWindowRateLimiter(storage), clock)
+
         ip_window = settings.ip_limit_window_seconds
         return cls(
-            login_per_ip=FixedWindow(
-                settings.login_limit_per_ip, ip_window, max_keys=keys, clock=clock
-            ),
-            register_per_ip=FixedWindow(
-                settings.register_limit_per_ip, ip_window, max_keys=keys, clock=clock
-            ),
-            login_failures=FixedWindow(
+            login_per_ip=window("login-per-ip", settings.login_limit_per_ip, ip_window),
+            register_per_ip=window("register-per-ip", settings.register_limit_per_ip, ip_window),
+            login_failures=window(
+                "login-failures",
                 settings.login_failure_limit,
                 settings.login_failure_window_seconds,
-                max_keys=keys,
-                clock=clock,
             ),
+            shared=shared,
         )
 
-    def check_register(self, request: Request) -> None:
-        wait = self.register_per_ip.hit(client_address(request))
+    async def aclose(self) -> None:
+        if self.shared is not None:
+            await self.shared.aclose()
+
+    async def check_register(self, request: Request) -> None:
+        wait = await self.register_per_ip.hit(client_address(request))
         if wait is not None:
             raise too_many_requests("Too many registrations from this address; try later", wait)
 
-    def check_login(self, request: Request, email: str) -> None:
+    async def check_login(self, request: Request, email: str) -> None:
         """Before the password is checked: the address's attempts, the account's failures.
 
         The attempt counts against the account at once, as a failure until it succeeds
         (:meth:`login_succeeded` clears the count): counted only after the password check,
         a burst of guesses sent together would all pass this check before any of them
         counted, however low the limit."""
-        wait = self.login_per_ip.hit(client_address(request))
+        wait = await self.login_per_ip.hit(client_address(request))
         if wait is not None:
             raise too_many_requests("Too many log-in attempts from this address; try later", wait)
-        wait = self.login_failures.hit(normalize_email(email))
+        wait = await self.login_failures.hit(normalize_email(email))
         if wait is not None:
             raise too_many_requests("Too many failed log-ins for this account; try later", wait)
 
-    def login_succeeded(self, email: str) -> None:
-        self.login_failures.clear(normalize_email(email))
+    async def login_succeeded(self, email: str) -> None:
+        await self.login_failures.clear(normalize_email(email))

@@ -49,8 +49,8 @@ class UsersSettings(ProducerSettings):
     #: Services that may act for a staff member (deactivate/reactivate users).
     acting_services: frozenset[str] = frozenset({"admin-django"})
     max_body_bytes: int = Field(default=65_536, ge=1_024)
-    #: Rate limits (``users_fastapi.ratelimit``; counters per worker process). Log-in
-    #: attempts and registrations per client address per ``ip_limit_window_seconds``.
+    #: Rate limits (``users_fastapi.ratelimit``; windows in whole seconds, a fraction rounds
+    #: up). Log-in attempts and registrations per client address per ``ip_limit_window_seconds``.
     login_limit_per_ip: int = Field(default=30, ge=1)
     register_limit_per_ip: int = Field(default=10, ge=1)
     ip_limit_window_seconds: float = Field(default=60, gt=0, le=86_400)
@@ -58,8 +58,13 @@ class UsersSettings(ProducerSettings):
     #: log-ins to that account are refused (429) until the window ends.
     login_failure_limit: int = Field(default=5, ge=1)
     login_failure_window_seconds: float = Field(default=900, gt=0, le=86_400)
-    #: Keys (addresses, accounts) each counter remembers at most (least recent dropped).
+    #: Keys (addresses, accounts) each counter remembers at most in process (least recent
+    #: dropped).
     rate_limit_max_keys: int = Field(default=100_000, ge=1)
+    #: Where the counters live: empty, in each worker process (N workers or replicas allow N
+    #: times a limit); ``redis://host:port/db`` (or ``rediss://``), shared by all of them.
+    #: A Redis that is down degrades to the in-process counters, never to an error.
+    rate_limit_storage_url: str = Field(default="", pattern=r"^(rediss?://.+)?$")
 
     @cached_property
     def signing_key(self) -> rsa.RSAPrivateKey:

@@ -50,7 +50,7 @@ router = APIRouter(
 async def register_user(
     body: UserCreate, session: SessionDep, state: StateDep, request: Request
 ) -> UserPublic:
-    state.limits.check_register(request)
+    await state.limits.check_register(request)
     user = await accounts.user_register(
         session, state.passwords, email=body.email, password=body.password, full_name=body.full_name
     )
@@ -66,14 +66,14 @@ async def register_user(
 async def login_user(
     body: LoginRequest, session: SessionDep, state: StateDep, request: Request
 ) -> TokenResponse:
-    state.limits.check_login(request, body.email)
+    await state.limits.check_login(request, body.email)
     user = await accounts.user_authenticate(
         session, state.passwords, email=body.email, password=body.password
     )
     if user is None:  # counted against the account already (check_login)
         log.info("log-in refused")
         raise unauthenticated("Wrong e-mail or password, or the account is deactivated")
-    state.limits.login_succeeded(body.email)
+    await state.limits.login_succeeded(body.email)
     token, expires_in = state.keys.issue(subject=str(user.id), email=user.email, role=user.role)
     return TokenResponse(access_token=token, expires_in=expires_in)
 
