@@ -12,13 +12,14 @@ from polyframe_dev.services import SERVICES, Context
 from polyframe_dev.supervisor import StartupError
 
 
-def _users_env(tmp_path: Path, **limits: str) -> dict[str, str]:
+def _users_env(tmp_path: Path, storage: str = "", **limits: str) -> dict[str, str]:
     ctx = Context(
         data_dir=tmp_path,
         secrets=LocalSecrets(tmp_path / "secrets"),
         ports={"admin-django": 1, "users-fastapi": 2},
         workers=1,
         rate_limits=limits,
+        rate_limit_storage=storage,
     )
     return SERVICES["users-fastapi"].server_env(ctx)
 
@@ -50,3 +51,9 @@ def test_rate_limit_options_reach_the_users_service(tmp_path: Path) -> None:
 def test_a_wrong_rate_limit_is_refused_by_name(item: str) -> None:
     with pytest.raises(StartupError, match="--rate-limit"):
         rate_limits([item])
+
+
+def test_the_limits_are_per_process_unless_a_redis_is_named(tmp_path: Path) -> None:
+    assert "USERS_RATE_LIMIT_STORAGE_URL" not in _users_env(tmp_path)
+    env = _users_env(tmp_path / "shared", storage="redis://127.0.0.1:6379/5")
+    assert env["USERS_RATE_LIMIT_STORAGE_URL"] == "redis://127.0.0.1:6379/5"

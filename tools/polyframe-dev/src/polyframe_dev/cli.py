@@ -190,6 +190,12 @@ def parser() -> argparse.ArgumentParser:
         f"{', '.join(RATE_LIMIT_SETTINGS)}; locally log-ins and registrations per address "
         "default to 100000 a minute (every request comes from 127.0.0.1)",
     )
+    run.add_argument(
+        "--rate-limit-storage",
+        default="",
+        metavar="URL",
+        help="a Redis (redis://127.0.0.1:6379/0) the users service's workers share limits in",
+    )
     run.add_argument("--ready-file", help="write URLs and pids here as JSON once ready (tests)")
     run.add_argument("--no-color", action="store_true", help="no colours in the log prefixes")
     run.set_defaults(func=up)

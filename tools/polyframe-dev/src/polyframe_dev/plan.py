@@ -114,6 +114,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         postgres=args.postgres,
         postgres_for=postgres_for(args.postgres_for),
         rate_limits=rate_limits(args.rate_limit),
+        rate_limit_storage=args.rate_limit_storage,
     )
     binary = None if args.no_prometheus else prometheus.find_binary()
     return Plan(

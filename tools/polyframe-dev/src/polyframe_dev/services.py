@@ -39,6 +39,8 @@ class Context:
     postgres_for: Mapping[str, str] = field(default_factory=dict)
     #: The users service's rate limits (``--rate-limit NAME=VALUE``), over ``LOCAL_RATE_LIMITS``.
     rate_limits: Mapping[str, str] = field(default_factory=dict)
+    #: A Redis the users service's workers share their rate limits in (``--rate-limit-storage``).
+    rate_limit_storage: str = ""
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
@@ -73,12 +75,14 @@ RATE_LIMIT_SETTINGS = (
 LOCAL_RATE_LIMITS = {"login-limit-per-ip": "100000", "register-limit-per-ip": "100000"}
 
 
-def rate_limit_env(overrides: Mapping[str, str]) -> dict[str, str]:
-    """``USERS_*`` variables of the rate limits: the local defaults, then ``overrides``."""
+def rate_limit_env(overrides: Mapping[str, str], storage: str = "") -> dict[str, str]:
+    """``USERS_*`` variables of the rate limits: the local defaults, then ``overrides``; and
+    the Redis they are shared in, if ``storage`` names one."""
+    shared = {"USERS_RATE_LIMIT_STORAGE_URL": storage} if storage else {}
     return {
         f"USERS_{name.upper().replace('-', '_')}": value
         for name, value in {**LOCAL_RATE_LIMITS, **overrides}.items()
-    }
+    } | shared
 
 
 def database_name(data_dir: Path, service: str) -> str:
@@ -292,7 +296,8 @@ DEMO_ORDERS = [("BOOK-42", 1, 2_990), ("MUG-7", 2, 1_250)]
 
 SERVICES: dict[str, ServiceSpec] = {
     "users-fastapi": ServiceSpec(
-        manifest.load("users-fastapi"), local_env=lambda ctx: rate_limit_env(ctx.rate_limits)
+        manifest.load("users-fastapi"),
+        local_env=lambda ctx: rate_limit_env(ctx.rate_limits, ctx.rate_limit_storage),
     ),
     "legacy-flask": ServiceSpec(manifest.load("legacy-flask"), seed=_orders_seed),
     "admin-django": ServiceSpec(manifest.load("admin-django")),
