@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -103,7 +105,9 @@ async def test_a_redis_that_is_down_degrades_to_the_process_with_one_warning(
         assert wait is not None
         assert 29 <= wait <= 30
         assert await worker.login_failures.hit("ada@example.com") is None
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [
+        r for r in caplog.records if r.name == ratelimit.__name__ and r.levelno == logging.WARNING
+    ]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert "per process" in warnings[0].getMessage()
     assert _fallbacks() - before >= 5  # every operation above, each decided in process
@@ -125,10 +129,16 @@ async def test_a_redis_that_never_answers_degrades_too(monkeypatch: pytest.Monke
                 assert await worker.register_per_ip.hit("203.0.113.7") is None
         assert connections, "the limiter never tried the silent Redis"
     finally:
-        for writer in connections:
-            writer.close()
+        await _close(*connections)
         server.close()
         await server.wait_closed()
+
+
+async def _close(*writers: asyncio.StreamWriter) -> None:
+    for writer in writers:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
 
 
 class _Proxy:
@@ -138,37 +148,42 @@ class _Proxy:
         self.target_port = target_port
         self.port = 0
         self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
+        self._relays: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
         assert self._server is not None
         self._server.close()
-        for writer in self._writers:
-            writer.close()
+        await _close(*self._writers)  # each relay ends on its closed streams
+        await asyncio.gather(*self._relays)
         await self._server.wait_closed()
-        self._writers.clear()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        relay = asyncio.current_task()
+        assert relay is not None
+        self._relays.add(relay)
         upstream_reader, upstream_writer = await asyncio.open_connection(
             "127.0.0.1", self.target_port
         )
-        self._writers += [writer, upstream_writer]
+        self._writers |= {writer, upstream_writer}
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
+            with contextlib.suppress(ConnectionError, OSError):
                 while data := await source.read(65_536):
                     sink.write(data)
                     await sink.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                sink.close()
 
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+        try:
+            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+        finally:
+            await _close(writer, upstream_writer)
+            self._writers -= {writer, upstream_writer}
+            self._relays.discard(relay)
 
 
 async def test_an_outage_warns_once_and_the_limit_is_shared_again_after_it(
@@ -176,20 +191,25 @@ async def test_an_outage_warns_once_and_the_limit_is_shared_again_after_it(
 ) -> None:
     monkeypatch.setattr(ratelimit, "REDIS_RETRY_SECONDS", 0.2)
     caplog.set_level(logging.INFO, logger=ratelimit.__name__)
-    redis_port = int(redis_space.url.rsplit(":", 1)[1].split("/")[0])
-    proxy = _Proxy(redis_port)
+    redis = urlsplit(redis_space.url)
+    proxy = _Proxy(redis.port or 6379)
     await proxy.start()
-    url = f"redis://127.0.0.1:{proxy.port}/{redis_space.url.rsplit('/', 1)[1]}"
-    async with _workers(url, redis_space.prefix, count=1, register_limit_per_ip=100) as (worker,):
-        assert await worker.register_per_ip.hit("a") is None
-        await proxy.stop()
-        for _ in range(3):  # the outage: answered in process, one warning for all of it
+    url = f"redis://127.0.0.1:{proxy.port}{redis.path}"
+    try:
+        async with _workers(url, redis_space.prefix, count=1, register_limit_per_ip=100) as (
+            worker,
+        ):
             assert await worker.register_per_ip.hit("a") is None
-            await asyncio.sleep(0.25)  # past the retry interval: Redis is tried again
-        await proxy.start()
-        await asyncio.sleep(0.25)
-        assert await worker.register_per_ip.hit("a") is None
-        assert await worker.register_per_ip.hit("a") is None
-    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+            await proxy.stop()
+            for _ in range(3):  # the outage: answered in process, one warning for all of it
+                assert await worker.register_per_ip.hit("a") is None
+                await asyncio.sleep(0.25)  # past the retry interval: Redis is tried again
+            await proxy.start()
+            await asyncio.sleep(0.25)
+            assert await worker.register_per_ip.hit("a") is None
+            assert await worker.register_per_ip.hit("a") is None
+    finally:
+        await proxy.stop()
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == ratelimit.__name__]
     assert [level for level, _ in messages] == [logging.WARNING, logging.INFO], messages
     assert redis_space.keys() == {"register-per-ip/a/100/60/second": 3}  # before and after
