@@ -9,17 +9,29 @@ account's failed log-ins lock that account only.
 The platform's own start-up logs in the demo members (its demo orders), so the first window
 of log-ins is not empty: each check first runs into the limit, waits ``Retry-After``, and
 counts exactly from a fresh window.
+
+Another platform runs users-fastapi with two uvicorn workers counting in the Redis every
+development and CI machine runs (``--rate-limit-storage``): one limit for both, not one each.
 """
 
 from __future__ import annotations
 
+import shutil
+import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from service_kit.testing import unavailable
 
 pytestmark = pytest.mark.e2e
 
@@ -66,13 +78,13 @@ def _login(
     )
 
 
-def _limited(problem: Any, response: httpx.Response, what: str) -> int:
-    """``response`` is the rate limit's 429; return its Retry-After (seconds)."""
+def _limited(problem: Any, response: httpx.Response, what: str, window: int = WINDOW) -> int:
+    """``response`` is the rate limit's 429 (a window of ``window`` s); return its Retry-After."""
     body = problem(response, 429)
     assert body["type"].endswith(":rate-limited"), body
     assert what in body["detail"], body
     retry_after = int(response.headers["retry-after"])
-    assert 1 <= retry_after <= WINDOW, retry_after
+    assert 1 <= retry_after <= window, retry_after
     return retry_after
 
 
@@ -153,3 +165,81 @@ def _wait_for_registration_window(client: httpx.Client, problem: Any) -> None:
         time.sleep(_limited(problem, probe, "registrations"))
     else:
         assert probe.status_code == 201, probe.text
+
+
+# -- two workers, one limit in Redis ------------------------------------------------------------
+
+REDIS = ("127.0.0.1", 6379)
+#: Failed log-ins per account, and its window: short, so this test's Redis keys expire soon.
+SHARED_FAILURE_LIMIT = 3
+SHARED_WINDOW = 30
+#: Wrong passwords sent at once per account, each on a connection of its own.
+BURST = 8
+#: Accounts tried, at most, until one burst was answered by both workers.
+ACCOUNTS = 6
+LOGIN_ROUTE = "/api/users/login"
+
+
+@pytest.fixture(scope="module")
+def shared(platform_with: Callable[..., Any]) -> Any:
+    try:
+        socket.create_connection(REDIS, timeout=2).close()
+    except OSError as exc:
+        unavailable(f"no Redis at {REDIS[0]}:{REDIS[1]}: {exc}")
+    return platform_with(
+        "--no-prometheus",
+        "--workers",
+        "2",
+        "--rate-limit-storage",
+        f"redis://{REDIS[0]}:{REDIS[1]}/0",
+        "--rate-limit",
+        f"login-failure-limit={SHARED_FAILURE_LIMIT}",
+        "--rate-limit",
+        f"login-failure-window-seconds={SHARED_WINDOW}",
+    )
+
+
+def _log_ins_per_worker(platform: Any) -> dict[str, float]:
+    """Log-in requests each users-fastapi worker answered, from its own metrics file."""
+    folder = platform.local.data_dir / "metrics" / "users-fastapi"
+    counts: dict[str, float] = {}
+    for file in folder.glob("histogram_*.db"):
+        with tempfile.TemporaryDirectory() as alone:
+            shutil.copy(file, Path(alone) / file.name)
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=alone)
+            counts[file.stem] = sum(
+                sample.value
+                for family in registry.collect()
+                for sample in family.samples
+                if sample.name == "http_server_request_duration_seconds_count"
+                and sample.labels.get("http_route") == LOGIN_ROUTE
+            )
+    return counts
+
+
+def test_two_workers_enforce_one_limit_in_redis(shared: Any, problem: Any) -> None:
+    def guess(email: str) -> httpx.Response:
+        with httpx.Client(base_url=shared.base_url, timeout=30) as own:  # a connection each
+            return _login(own, email, "not the password")
+
+    with (
+        httpx.Client(base_url=shared.base_url, timeout=30) as client,
+        ThreadPoolExecutor(BURST) as pool,
+    ):
+        for _ in range(ACCOUNTS):
+            victim = _registered(client)
+            before = _log_ins_per_worker(shared)
+            answers = list(pool.map(guess, [victim] * BURST))
+            after = _log_ins_per_worker(shared)
+            statuses = sorted(answer.status_code for answer in answers)
+            expected = [401] * SHARED_FAILURE_LIMIT + [429] * (BURST - SHARED_FAILURE_LIMIT)
+            assert statuses == expected, f"{statuses}: not one limit for both workers"
+            for answer in answers:
+                if answer.status_code == 429:
+                    _limited(problem, answer, "account", SHARED_WINDOW)
+            served = [w for w in after if after[w] - before.get(w, 0) > 0]
+            if len(served) == 2:
+                break  # shown: a burst both workers answered, within one limit
+        else:
+            pytest.fail(f"none of {ACCOUNTS} bursts reached both workers: nothing shown")
