@@ -44,20 +44,26 @@ SEARCH = 40
 PASSWORD = "a long passphrase for the limits"
 
 
+def _rate_limits(**limits: int) -> list[str]:
+    """``--rate-limit NAME=VALUE`` options of ``polyframe-dev up`` (``login_limit_per_ip=6``)."""
+    return [
+        option
+        for name, value in limits.items()
+        for option in ("--rate-limit", f"{name.replace('_', '-')}={value}")
+    ]
+
+
 @pytest.fixture(scope="module")
 def limited(platform_with: Callable[..., Any]) -> Any:
     return platform_with(
         "--no-prometheus",
-        "--rate-limit",
-        f"login-limit-per-ip={LOGIN_LIMIT}",
-        "--rate-limit",
-        f"register-limit-per-ip={REGISTER_LIMIT}",
-        "--rate-limit",
-        f"ip-limit-window-seconds={WINDOW}",
-        "--rate-limit",
-        f"login-failure-limit={FAILURE_LIMIT}",
-        "--rate-limit",
-        f"login-failure-window-seconds={WINDOW}",
+        *_rate_limits(
+            login_limit_per_ip=LOGIN_LIMIT,
+            register_limit_per_ip=REGISTER_LIMIT,
+            ip_limit_window_seconds=WINDOW,
+            login_failure_limit=FAILURE_LIMIT,
+            login_failure_window_seconds=WINDOW,
+        ),
     )
 
 
@@ -192,10 +198,10 @@ def shared(platform_with: Callable[..., Any]) -> Any:
         "2",
         "--rate-limit-storage",
         f"redis://{REDIS[0]}:{REDIS[1]}/0",
-        "--rate-limit",
-        f"login-failure-limit={SHARED_FAILURE_LIMIT}",
-        "--rate-limit",
-        f"login-failure-window-seconds={SHARED_WINDOW}",
+        *_rate_limits(
+            login_failure_limit=SHARED_FAILURE_LIMIT,
+            login_failure_window_seconds=SHARED_WINDOW,
+        ),
     )
 
 
