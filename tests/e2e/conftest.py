@@ -33,14 +33,15 @@ from typing import Any
 import httpx
 import pytest
 
-from service_kit.credentials import ACTING_FOR_HEADER, basic_credential
+from polyframe_testing.peers import as_service
+from polyframe_testing.problems import check_problem
+from service_kit.credentials import basic_credential
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 USERS = "/api/users"
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
 LOG_TAIL_LINES = 60
-PROBLEM_FIELDS = ("type", "title", "status", "detail", "instance")
 
 #: Local platforms running right now: a failing test shows the end of their logs.
 _PLATFORMS_KEY = pytest.StashKey[list["LocalPlatform"]]()
@@ -667,15 +668,7 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, (response.status_code, response.text)
     content_type = response.headers.get("content-type", "")
     assert content_type.split(";")[0].strip() == "application/problem+json", content_type
-    body: dict[str, Any] = response.json()
-    missing = [name for name in PROBLEM_FIELDS if name not in body]
-    assert not missing, f"problem lacks {missing}: {body}"
-    assert body["status"] == status
-    for name in ("type", "title", "detail"):
-        assert isinstance(body[name], str), body
-        assert body[name].strip(), body
-    assert body["instance"] == response.request.url.path
-    return body
+    return check_problem(response.json(), status, instance=response.request.url.path)
 
 
 @pytest.fixture(scope="session")
@@ -739,10 +732,7 @@ def service_headers(platform: Platform) -> Callable[..., dict[str, str]]:
             if not secret:
                 pytest.skip(f"E2E_BASE_URL is set but {_secret_env(name)} is not")
         hand_out("service credential", secret)
-        result = {"Authorization": basic_credential(name, secret)}
-        if acting_for:
-            result[ACTING_FOR_HEADER] = acting_for
-        return result
+        return as_service(name, secret, acting_for or None)
 
     return headers
 

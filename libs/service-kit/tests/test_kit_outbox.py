@@ -35,6 +35,7 @@ from sqlalchemy import Engine, Table, create_engine, event, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session
 
+from polyframe_testing.databases import fresh_postgres_database
 from service_kit import outbox
 from service_kit.client import ClientConfig, ServiceClient
 from service_kit.outbox import (
@@ -48,7 +49,6 @@ from service_kit.outbox import (
     sync_database_url,
 )
 from service_kit.telemetry import Telemetry
-from service_kit.testing import fresh_postgres_database
 from service_kit.tracecontext import trace_id_var
 
 PRODUCER = "users-fastapi"
