@@ -548,6 +548,18 @@ def _stop_local_platform(config: pytest.Config, platform: Platform) -> None:
     _assert_no_secrets_in_logs(config, platform.local)
 
 
+@contextlib.contextmanager
+def _local_platform(
+    config: pytest.Config, folder: Path, options: tuple[str, ...] = ()
+) -> Iterator[Platform]:
+    """A platform started like ``make up``, then stopped and checked to stop cleanly."""
+    started = _start_local_platform(config, folder, options)
+    try:
+        yield started
+    finally:
+        _stop_local_platform(config, started)
+
+
 @pytest.fixture(scope="session")
 def platform(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -557,11 +569,8 @@ def platform(
     if base_url is not None:
         yield Platform(base_url=base_url)
         return
-    started = _start_local_platform(request.config, tmp_path_factory.mktemp("platform"))
-    try:
+    with _local_platform(request.config, tmp_path_factory.mktemp("platform")) as started:
         yield started
-    finally:
-        _stop_local_platform(request.config, started)
 
 
 @pytest.fixture(scope="session")
@@ -576,13 +585,9 @@ def isolated_platform(
     """
     if _base_url_from_env() is not None:
         pytest.skip("E2E_BASE_URL is set: this test stops and starts the platform's processes")
-    started = _start_local_platform(
-        request.config, tmp_path_factory.mktemp("isolated"), ("--no-prometheus",)
-    )
-    try:
+    folder = tmp_path_factory.mktemp("isolated")
+    with _local_platform(request.config, folder, ("--no-prometheus",)) as started:
         yield started
-    finally:
-        _stop_local_platform(request.config, started)
 
 
 @pytest.fixture(scope="session")
@@ -594,18 +599,13 @@ def platform_with(
     """
     if _base_url_from_env() is not None:
         pytest.skip("E2E_BASE_URL is set: this test starts a local platform of its own")
-    started: list[Platform] = []
+    with contextlib.ExitStack() as started:
 
-    def start(*options: str) -> Platform:
-        folder = tmp_path_factory.mktemp("platform-with")
-        started.append(_start_local_platform(request.config, folder, tuple(options)))
-        return started[-1]
+        def start(*options: str) -> Platform:
+            folder = tmp_path_factory.mktemp("platform-with")
+            return started.enter_context(_local_platform(request.config, folder, options))
 
-    try:
         yield start
-    finally:
-        for each in started:
-            _stop_local_platform(request.config, each)
 
 
 @pytest.fixture(scope="session")
