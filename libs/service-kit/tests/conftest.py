@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,19 +12,16 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from polyframe_testing.logs import loggers_restored
-from polyframe_testing.telemetry import exporter_of, metric_series, metric_value
+from polyframe_testing.telemetry import exporter_of, metric_series, metric_value, record_spans
 from service_kit import telemetry
 from service_kit.logs import ACCESS_LOGGERS, QUIET_LOGGERS, SERVER_LOGGERS
 from service_kit.telemetry import Telemetry
 
 _TOUCHED = ("", *SERVER_LOGGERS, *ACCESS_LOGGERS, *QUIET_LOGGERS)
-#: Spans are recorded in these tests as in a deployment that names a sampler (or exports):
-#: the tracer provider is made once per process, by whichever test sets telemetry up first.
-SAMPLER = ("OTEL_TRACES_SAMPLER", "parentbased_always_on")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    os.environ.setdefault(*SAMPLER)
+    record_spans()
 
 
 @pytest.fixture

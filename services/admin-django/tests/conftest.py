@@ -59,6 +59,7 @@ from polyframe_testing.databases import BACKENDS, fresh_postgres_database
 from polyframe_testing.logs import loggers_restored
 from polyframe_testing.peers import as_service
 from polyframe_testing.problems import check_problem, problem_response
+from polyframe_testing.telemetry import SAMPLER
 from service_kit.credentials import basic_credential
 from service_kit.problems import PROBLEM_CONTENT_TYPE
 
@@ -112,7 +113,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "ADMIN_ORDERS_URL": ORDERS_URL,
         # Spans recorded, as in a deployment that names a sampler (the tracer provider is
         # made here, once per process, when Django starts the audit app).
-        "OTEL_TRACES_SAMPLER": os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
+        SAMPLER[0]: os.environ.get(*SAMPLER),
     }
     with _environment(environment), loggers_restored():
         django.setup()

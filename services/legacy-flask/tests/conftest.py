@@ -20,7 +20,6 @@ helpers are handed out as fixtures.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import threading
@@ -53,6 +52,7 @@ from legacy_flask.users import JWKS_PATH
 from polyframe_testing.databases import ServiceDatabases
 from polyframe_testing.peers import as_service, generate_private_key
 from polyframe_testing.problems import check_problem, problem_response
+from polyframe_testing.telemetry import record_spans
 from service_kit.client import ClientConfig, ServiceClient
 from service_kit.credentials import basic_credential
 from service_kit.problems import PROBLEM_CONTENT_TYPE
@@ -68,9 +68,7 @@ TABLES = ("idempotency_records", "order_items", "orders")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Spans recorded, as in a deployment that names a sampler: the tracer provider is made
-    # once per process, by the first app built (the observability tests read its spans).
-    os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+    record_spans()  # the observability tests read the spans
 
 
 @dataclass(frozen=True)

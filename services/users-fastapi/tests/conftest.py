@@ -9,7 +9,6 @@ the path production uses.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +24,7 @@ from fastapi import FastAPI
 from polyframe_testing.databases import ServiceDatabases
 from polyframe_testing.peers import as_service, asgi_client, private_pem
 from polyframe_testing.problems import check_problem
+from polyframe_testing.telemetry import record_spans
 from service_kit.problems import PROBLEM_CONTENT_TYPE
 from users_fastapi import accounts
 from users_fastapi.cli import migrate
@@ -37,9 +37,7 @@ PASSWORD = "correct horse battery staple"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Spans recorded, as in a deployment that names a sampler: the tracer provider is made
-    # once per process, by the first app built (the observability tests read its spans).
-    os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+    record_spans()  # the observability tests read the spans
 
 
 def make_settings(

@@ -3,6 +3,7 @@ process finishes (an in-memory exporter added once to a tracer provider)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from opentelemetry import trace
@@ -12,6 +13,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.samples import Sample
 
 from service_kit import metrics
+
+#: What a deployment that records spans names; set before the tracer provider is made (once
+#: per process, by the first app or telemetry set up), so the tests can read the spans.
+SAMPLER = ("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+
+
+def record_spans() -> None:
+    """Spans recorded in this process, as in a deployment that names a sampler (unless the
+    environment names another)."""
+    os.environ.setdefault(*SAMPLER)
 
 
 def metric_samples(name: str, **labels: str) -> Iterator[Sample]:
