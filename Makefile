@@ -85,7 +85,7 @@ routes: $(VENV_STAMP) ## print the Traefik routes generated from deploy/routes.y
 test: lint typecheck test-unit test-observability test-deploy test-e2e test-release ## the whole suite: lint, types, unit tests (SQLite and PostgreSQL), rules and dashboards, deploy checks, e2e through Traefik, the kind release run as containers
 
 .PHONY: test-unit
-test-unit: $(VENV_STAMP) ## in-process tests of every library and service
+test-unit: $(VENV_STAMP) ## in-process tests of every library and service (each service also imported in a venv of only its own dependencies)
 	@$(PYTEST) libs services tools
 
 .PHONY: test-e2e
@@ -214,10 +214,18 @@ kind-down: ## delete the kind cluster (and everything in it)
 generate: $(VENV_STAMP) ## write the charts' env, secret files and values schemas and the Dockerfiles from services/*/service.yaml
 	@$(UV) run --frozen --no-sync python -m polyframe_dev.generate
 
+# Every workspace member: the folders holding a pyproject.toml below libs/, services/, tools/.
+MEMBERS := $(patsubst %/pyproject.toml,%,$(wildcard libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml))
+
 .PHONY: lint
-lint: $(VENV_STAMP) ## ruff lint and format check
+lint: $(VENV_STAMP) ## ruff lint and format check; deptry: each member declares what it imports, and uses what it declares
 	@$(UV) run --frozen --no-sync ruff check .
 	@$(UV) run --frozen --no-sync ruff format --check .
+	@for member in $(MEMBERS); do \
+		echo "deptry $$member"; \
+		$(UV) run --frozen --no-sync deptry --config $$member/pyproject.toml $$member/src \
+			|| { echo "lint: deptry found undeclared or unused dependencies in $$member"; exit 1; }; \
+	done
 
 .PHONY: fmt
 fmt: $(VENV_STAMP) ## format and auto-fix

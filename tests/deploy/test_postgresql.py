@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from service_kit.testing import ADMIN_URL, unavailable
+from polyframe_testing.databases import ADMIN_URL
+from polyframe_testing.tools import unavailable
 
 pytestmark = pytest.mark.postgres
 

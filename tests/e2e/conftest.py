@@ -33,14 +33,15 @@ from typing import Any
 import httpx
 import pytest
 
-from service_kit.credentials import ACTING_FOR_HEADER, basic_credential
+from polyframe_testing.peers import as_service
+from polyframe_testing.problems import check_problem
+from service_kit.credentials import basic_credential
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 USERS = "/api/users"
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
 LOG_TAIL_LINES = 60
-PROBLEM_FIELDS = ("type", "title", "status", "detail", "instance")
 
 #: Local platforms running right now: a failing test shows the end of their logs.
 _PLATFORMS_KEY = pytest.StashKey[list["LocalPlatform"]]()
@@ -547,6 +548,18 @@ def _stop_local_platform(config: pytest.Config, platform: Platform) -> None:
     _assert_no_secrets_in_logs(config, platform.local)
 
 
+@contextlib.contextmanager
+def _local_platform(
+    config: pytest.Config, folder: Path, options: tuple[str, ...] = ()
+) -> Iterator[Platform]:
+    """A platform started like ``make up``, then stopped and checked to stop cleanly."""
+    started = _start_local_platform(config, folder, options)
+    try:
+        yield started
+    finally:
+        _stop_local_platform(config, started)
+
+
 @pytest.fixture(scope="session")
 def platform(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -556,11 +569,8 @@ def platform(
     if base_url is not None:
         yield Platform(base_url=base_url)
         return
-    started = _start_local_platform(request.config, tmp_path_factory.mktemp("platform"))
-    try:
+    with _local_platform(request.config, tmp_path_factory.mktemp("platform")) as started:
         yield started
-    finally:
-        _stop_local_platform(request.config, started)
 
 
 @pytest.fixture(scope="session")
@@ -575,13 +585,9 @@ def isolated_platform(
     """
     if _base_url_from_env() is not None:
         pytest.skip("E2E_BASE_URL is set: this test stops and starts the platform's processes")
-    started = _start_local_platform(
-        request.config, tmp_path_factory.mktemp("isolated"), ("--no-prometheus",)
-    )
-    try:
+    folder = tmp_path_factory.mktemp("isolated")
+    with _local_platform(request.config, folder, ("--no-prometheus",)) as started:
         yield started
-    finally:
-        _stop_local_platform(request.config, started)
 
 
 @pytest.fixture(scope="session")
@@ -593,18 +599,13 @@ def platform_with(
     """
     if _base_url_from_env() is not None:
         pytest.skip("E2E_BASE_URL is set: this test starts a local platform of its own")
-    started: list[Platform] = []
+    with contextlib.ExitStack() as started:
 
-    def start(*options: str) -> Platform:
-        folder = tmp_path_factory.mktemp("platform-with")
-        started.append(_start_local_platform(request.config, folder, tuple(options)))
-        return started[-1]
+        def start(*options: str) -> Platform:
+            folder = tmp_path_factory.mktemp("platform-with")
+            return started.enter_context(_local_platform(request.config, folder, options))
 
-    try:
         yield start
-    finally:
-        for each in started:
-            _stop_local_platform(request.config, each)
 
 
 @pytest.fixture(scope="session")
@@ -667,15 +668,7 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, (response.status_code, response.text)
     content_type = response.headers.get("content-type", "")
     assert content_type.split(";")[0].strip() == "application/problem+json", content_type
-    body: dict[str, Any] = response.json()
-    missing = [name for name in PROBLEM_FIELDS if name not in body]
-    assert not missing, f"problem lacks {missing}: {body}"
-    assert body["status"] == status
-    for name in ("type", "title", "detail"):
-        assert isinstance(body[name], str), body
-        assert body[name].strip(), body
-    assert body["instance"] == response.request.url.path
-    return body
+    return check_problem(response.json(), status, instance=response.request.url.path)
 
 
 @pytest.fixture(scope="session")
@@ -739,10 +732,7 @@ def service_headers(platform: Platform) -> Callable[..., dict[str, str]]:
             if not secret:
                 pytest.skip(f"E2E_BASE_URL is set but {_secret_env(name)} is not")
         hand_out("service credential", secret)
-        result = {"Authorization": basic_credential(name, secret)}
-        if acting_for:
-            result[ACTING_FOR_HEADER] = acting_for
-        return result
+        return as_service(name, secret, acting_for or None)
 
     return headers
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service_kit.testing import unavailable
+from polyframe_testing.tools import unavailable
 
 pytestmark = pytest.mark.e2e
 

@@ -39,7 +39,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from service_kit.testing import unavailable
+from polyframe_testing.tools import unavailable
 
 pytestmark = pytest.mark.e2e
 

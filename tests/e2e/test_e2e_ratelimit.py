@@ -31,7 +31,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from service_kit.testing import unavailable
+from polyframe_testing.tools import unavailable
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service_kit.testing import unavailable
+from polyframe_testing.tools import unavailable
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "observability"
 RULES = OBSERVABILITY / "prometheus" / "rules"

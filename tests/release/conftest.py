@@ -17,7 +17,7 @@ import pytest
 from polyframe_release import images, render, runner, runstate, standin_builds
 from polyframe_release.engine import Engine, EngineError, detect
 from polyframe_release.paths import REPO_ROOT
-from service_kit.testing import unavailable
+from polyframe_testing.tools import unavailable
 
 BUILD_FILE = (
     Path(os.environ.get("RELEASE_STATE_DIR", REPO_ROOT / ".data" / "release")) / "images.json"

@@ -6,16 +6,16 @@ import io
 import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from polyframe_testing.peers import asgi_client
 from service_kit import metrics
 from service_kit import telemetry as telemetry_module
 from service_kit.client import ServiceUnavailableError
@@ -611,15 +611,8 @@ def build_instrumented_app(telemetry: Telemetry, readiness: Readiness | None = N
     return app
 
 
-@asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://demo.test"
-        ) as http,
-    ):
-        yield http
+def serving(app: FastAPI) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    return asgi_client(app, base_url="http://demo.test")
 
 
 async def test_telemetry_records_a_request(

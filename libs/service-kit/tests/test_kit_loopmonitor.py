@@ -21,6 +21,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
+from polyframe_testing.peers import asgi_client
 from service_kit.fastapi import install
 from service_kit.loopmonitor import NO_REQUEST, LoopMonitor
 from service_kit.telemetry import Telemetry
@@ -70,12 +71,7 @@ async def served(
 ) -> AsyncIterator[tuple[Telemetry, httpx.AsyncClient]]:
     telemetry = make_telemetry("fastapi")
     app = build_app(telemetry)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as client,
-    ):
+    async with asgi_client(app) as client:
         yield telemetry, client
 
 
@@ -234,12 +230,7 @@ async def test_lifespan_runs_the_app_s_own_and_the_monitor(make_telemetry: MakeT
         return {"ready": app.state.ready}
 
     before = watchdogs()
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as client,
-    ):
+    async with asgi_client(app) as client:
         assert (await client.get("/ready")).json() == {"ready": True}
         assert watchdogs() == before + 1
     assert events == [f"start with {before + 1} watchdog(s)", "stop"]

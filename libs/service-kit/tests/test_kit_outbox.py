@@ -33,12 +33,12 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusC
 from sqlalchemy import Engine, Table, create_engine, event, insert, select
 from sqlalchemy.orm import DeclarativeBase
 
+from polyframe_testing.databases import fresh_postgres_database
 from service_kit.client import ClientConfig, ServiceClient
 from service_kit.outbox import Actor, OutboxMixin, outbox_values, schema
 from service_kit.outbox.command import serve_dispatcher
 from service_kit.outbox.dispatcher import AUDIT_EVENTS_PATH, BatchResult, OutboxDispatcher
 from service_kit.telemetry import Telemetry
-from service_kit.testing import fresh_postgres_database
 from service_kit.tracecontext import trace_id_var
 
 PRODUCER = "users-fastapi"
@@ -672,6 +672,7 @@ import httpx
 from sqlalchemy import create_engine
 from sqlalchemy.orm import DeclarativeBase
 
+from polyframe_testing.databases import fresh_postgres_database
 from service_kit.client import ClientConfig, ServiceClient
 from service_kit.outbox import OutboxMixin
 from service_kit.outbox.dispatcher import OutboxDispatcher

@@ -14,8 +14,8 @@ from alembic.operations import Operations
 from sqlalchemy import Connection, Engine, create_engine, inspect, select
 from sqlalchemy.orm import DeclarativeBase, Session
 
+from polyframe_testing.databases import fresh_postgres_database
 from service_kit.outbox import OutboxMixin, schema
-from service_kit.testing import fresh_postgres_database
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

@@ -21,7 +21,7 @@ Two backends in one run
     parametrized ``backend`` fixture, so every test that touches the database
     (``db``, ``transactional_db``, ``admin_client``, ``django_user_model`` …)
     runs twice: ``[sqlite]`` on a fresh file and ``[postgres]`` on a fresh
-    database from :func:`service_kit.testing.fresh_postgres_database` (skipped
+    database from :func:`polyframe_testing.databases.fresh_postgres_database` (skipped
     locally without PostgreSQL, a failure in CI). pytest orders the tests by
     backend, so each database is made and migrated once, by ``migrate``, the
     command production runs (its ``post_migrate`` creates the support groups).
@@ -39,7 +39,6 @@ helpers are handed out as fixtures.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import secrets
@@ -56,11 +55,14 @@ from typing import Any
 import httpx
 import pytest
 
+from polyframe_testing.databases import BACKENDS, fresh_postgres_database
+from polyframe_testing.logs import loggers_restored
+from polyframe_testing.peers import as_service
+from polyframe_testing.problems import check_problem, problem_response
+from polyframe_testing.telemetry import SAMPLER
 from service_kit.credentials import basic_credential
 from service_kit.problems import PROBLEM_CONTENT_TYPE
-from service_kit.testing import fresh_postgres_database
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 PRODUCERS = ("users-fastapi", "legacy-flask")
 #: Trusted by admin-django but not an audit producer: may read the trail, not write it.
 READER = "admin-django"
@@ -88,32 +90,6 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-@contextmanager
-def _logging_kept() -> Iterator[None]:
-    """Put back every existing logger (and the root) after ``dictConfig`` rearranged them."""
-    manager = logging.Logger.manager
-    loggers = [logging.getLogger()] + [
-        logger for logger in manager.loggerDict.values() if isinstance(logger, logging.Logger)
-    ]
-    saved = [
-        (logger, list(logger.handlers), logger.level, logger.propagate, logger.disabled)
-        for logger in loggers
-    ]
-    try:
-        yield
-    finally:
-        for logger, handlers, level, propagate, disabled in saved:
-            for handler in list(logger.handlers):
-                logger.removeHandler(handler)
-                if handler not in handlers:
-                    handler.close()
-            for handler in handlers:
-                logger.addHandler(handler)
-            logger.setLevel(level)
-            logger.propagate = propagate
-            logger.disabled = disabled
-
-
 def pytest_configure(config: pytest.Config) -> None:
     import django
     from django.conf import settings
@@ -137,9 +113,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "ADMIN_ORDERS_URL": ORDERS_URL,
         # Spans recorded, as in a deployment that names a sampler (the tracer provider is
         # made here, once per process, when Django starts the audit app).
-        "OTEL_TRACES_SAMPLER": os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
+        SAMPLER[0]: os.environ.get(*SAMPLER),
     }
-    with _environment(environment), _logging_kept():
+    with _environment(environment), loggers_restored():
         django.setup()
 
 
@@ -265,7 +241,7 @@ def service_headers() -> Callable[..., dict[str, str]]:
     def headers(name: str, *, secret: str | None = None) -> dict[str, str]:
         if secret is None:
             secret = settings.CONFIG.trusted_services[name].get_secret_value()
-        return {"Authorization": basic_credential(name, secret)}
+        return as_service(name, secret)
 
     return headers
 
@@ -327,10 +303,7 @@ def assert_problem(response: Any, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.content[:500]
     assert response["Content-Type"] == PROBLEM_CONTENT_TYPE
     assert response["X-Request-ID"]
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert {"type", "title", "detail", "instance"} <= body.keys()
-    return body
+    return check_problem(response.json(), status)
 
 
 @pytest.fixture
@@ -392,14 +365,6 @@ def login(make_staff: Callable[..., Any]) -> Callable[..., Any]:
 
 _USER = re.compile(r"/api/users/(?P<id>[^/]+)(?:/(?P<action>deactivate|reactivate))?")
 _REFUND = re.compile(r"/api/orders/(?P<id>[^/]+)/refund")
-
-
-def _problem_response(status: int, detail: str) -> httpx.Response:
-    return httpx.Response(
-        status,
-        json={"type": "about:blank", "title": "", "status": status, "detail": detail},
-        headers={"Content-Type": PROBLEM_CONTENT_TYPE},
-    )
 
 
 class FakePeers:
@@ -464,9 +429,9 @@ class FakePeers:
             if error is not None:
                 raise error(f"{peer} is down (simulated)", request=request)
             if request.headers.get("Authorization") != self.credential:
-                return _problem_response(401, "Unknown service or wrong service credential")
+                return problem_response(401, "Unknown service or wrong service credential")
             if request.method == "POST" and not request.headers.get("X-Acting-For"):
-                return _problem_response(403, "Name the staff member you act for")
+                return problem_response(403, "Name the staff member you act for")
             if peer == "users-fastapi":
                 return self._users(request)
             return self._orders(request)
@@ -481,16 +446,16 @@ class FakePeers:
             return httpx.Response(200, json={"items": items, "next_cursor": None})
         match = _USER.fullmatch(path)
         if match is None:
-            return _problem_response(404, "Not Found")
+            return problem_response(404, "Not Found")
         user = self.users.get(match["id"])
         if user is None:
-            return _problem_response(404, "No such user")
+            return problem_response(404, "No such user")
         if request.method == "GET" and match["action"] is None:
             return httpx.Response(200, json=user)
         if request.method == "POST" and match["action"] is not None:
             user["is_active"] = match["action"] == "reactivate"
             return httpx.Response(200, json=user)
-        return _problem_response(405, "Method Not Allowed")
+        return problem_response(405, "Method Not Allowed")
 
     def _orders(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -502,15 +467,15 @@ class FakePeers:
         if request.method == "POST" and match is not None:
             order = self.orders.get(match["id"])
             if order is None:
-                return _problem_response(404, "No such order")
+                return problem_response(404, "No such order")
             if order["status"] != "paid":
-                return _problem_response(
+                return problem_response(
                     409, f"Only a paid order can be refunded ({order['status']})"
                 )
             reason = json.loads(request.content).get("reason", "")
             order.update(status="refunded", refund_reason=reason, refunded_at=BASE_TIME.isoformat())
             return httpx.Response(200, json=order)
-        return _problem_response(404, "Not Found")
+        return problem_response(404, "Not Found")
 
 
 @pytest.fixture(autouse=True)

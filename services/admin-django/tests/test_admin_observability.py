@@ -22,8 +22,8 @@ from opentelemetry.trace import SpanKind
 
 import admin_django.urls
 from admin_django.conf import AdminSettings
+from polyframe_testing.telemetry import finished_spans, metric_value
 from service_kit import metrics
-from service_kit.testing import finished_spans, metric_value
 
 DRILL = "/api/audit/_drills/n-plus-one"
 SERVICE = {"service_name": "admin-django", "framework": "django"}

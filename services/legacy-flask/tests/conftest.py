@@ -20,7 +20,6 @@ helpers are handed out as fixtures.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import threading
@@ -29,11 +28,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask.testing import FlaskClient
@@ -52,13 +49,15 @@ from legacy_flask.cli import migrate
 from legacy_flask.models import Order
 from legacy_flask.settings import OrdersSettings
 from legacy_flask.users import JWKS_PATH
+from polyframe_testing.databases import ServiceDatabases
+from polyframe_testing.peers import as_service, generate_private_key
+from polyframe_testing.problems import check_problem, problem_response
+from polyframe_testing.telemetry import record_spans
 from service_kit.client import ClientConfig, ServiceClient
 from service_kit.credentials import basic_credential
-from service_kit.problems import PROBLEM_CONTENT_TYPE, TYPE_PREFIX
-from service_kit.testing import fresh_postgres_database
+from service_kit.problems import PROBLEM_CONTENT_TYPE
 from service_kit.tokens import key_id, public_jwk, sign_access_token
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 ORDERS = "/api/orders"
 USERS_URL = "http://users.test"
 ISSUER = "polyframe-users"
@@ -69,22 +68,7 @@ TABLES = ("idempotency_records", "order_items", "orders")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Spans recorded, as in a deployment that names a sampler: the tracer provider is made
-    # once per process, by the first app built (the observability tests read its spans).
-    os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_always_on")
-
-
-def generate_private_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65_537, key_size=2048)
-
-
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
-
-
-def psycopg_url(url: str) -> str:
-    assert url.startswith("postgresql://"), url
-    return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    record_spans()  # the observability tests read the spans
 
 
 @dataclass(frozen=True)
@@ -159,7 +143,7 @@ class FakeUsersService:
         if request.headers.get("Authorization") != self.credential:
             with self._lock:
                 self.refused += 1
-            return _problem(401, "Unknown service or wrong service credential")
+            return problem_response(401, "Unknown service or wrong service credential")
         path = request.url.path
         if request.method == "GET" and path == JWKS_PATH:
             if self.jwks_error is not None:
@@ -174,12 +158,12 @@ class FakeUsersService:
             try:
                 user_id = uuid.UUID(match["user_id"])
             except ValueError:
-                return _problem(404, "No such user")
+                return problem_response(404, "No such user")
             active = self.accounts.get(user_id)
             if active is None:
-                return _problem(404, "No such user")
+                return problem_response(404, "No such user")
             return httpx.Response(200, json={"id": str(user_id), "is_active": active})
-        return _problem(404, "Not Found")
+        return problem_response(404, "Not Found")
 
     def lookups(self, user_id: uuid.UUID | None = None) -> int:
         """How many "is this user active?" calls arrived (for one user, if given)."""
@@ -192,14 +176,6 @@ class FakeUsersService:
     def jwks_fetches(self) -> int:
         with self._lock:
             return sum(1 for r in self.requests if r.url.path == JWKS_PATH)
-
-
-def _problem(status: int, detail: str) -> httpx.Response:
-    return httpx.Response(
-        status,
-        json={"type": "about:blank", "title": "", "status": status, "detail": detail},
-        headers={"Content-Type": PROBLEM_CONTENT_TYPE},
-    )
 
 
 # -- the OpenAPI contract --------------------------------------------------------------------
@@ -331,10 +307,7 @@ class Api:
     def service(
         self, name: str, *, secret: str | None = None, acting_for: str | None = None
     ) -> dict[str, str]:
-        headers = {"Authorization": basic_credential(name, secret or self.secrets.trusted[name])}
-        if acting_for is not None:
-            headers["X-Acting-For"] = acting_for
-        return headers
+        return as_service(name, secret or self.secrets.trusted[name], acting_for)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -392,14 +365,7 @@ class Api:
         assert response.headers["Content-Type"] == PROBLEM_CONTENT_TYPE
         assert response.headers.get("X-Request-ID")
         body: dict[str, Any] = json.loads(response.get_data())
-        assert {"type", "title", "status", "detail", "instance"} <= body.keys(), body
-        assert body["status"] == status
-        assert body["title"]
-        assert body["detail"]
-        assert body["instance"] == response.request.path
-        if kind is not None:
-            assert body["type"] == f"{TYPE_PREFIX}{kind}", body
-        return body
+        return check_problem(body, status, instance=response.request.path, kind=kind)
 
     @staticmethod
     def errors(body: dict[str, Any]) -> dict[str, str]:
@@ -438,16 +404,9 @@ class Api:
 
 
 @pytest.fixture(autouse=True)
-def _no_orders_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_orders_environment(unset_environment: Callable[[str], None]) -> None:
     """Settings come from the fixtures only, never from the developer's shell."""
-    for name in list(os.environ):
-        if name.upper().startswith("ORDERS_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture(scope="session")
-def signing_key() -> rsa.RSAPrivateKey:
-    return generate_private_key()
+    unset_environment("ORDERS_")
 
 
 @pytest.fixture(scope="session")
@@ -456,44 +415,16 @@ def test_secrets() -> Secrets:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(test_secrets: Secrets) -> Iterator[str]:
-    """A fresh database for the whole session, migrated once (``postgresql://``, no driver)."""
-    with fresh_postgres_database("orders_test") as url:
-        migrate(make_settings(psycopg_url(url), test_secrets))
-        yield url
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, test_secrets: Secrets
-) -> Iterator[str]:
-    """A migrated, empty database: a new SQLite file, or the session's PostgreSQL database."""
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "orders.db")
-        migrate(make_settings(url, test_secrets))
-        yield url
-        return
-    plain: str = request.getfixturevalue("postgres_url")
-    yield psycopg_url(plain)
-    with psycopg.connect(plain, autocommit=True, connect_timeout=3) as connection:
-        present = {
-            row[0]
-            for row in connection.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            )
-        } - {"alembic_version"}
-        for table in [*TABLES, *sorted(present - set(TABLES))]:
-            connection.execute(f'DELETE FROM "{table}"')  # noqa: S608 - names from the catalog
-
-
-@pytest.fixture(params=BACKENDS)
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database nobody migrated: a new SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "unmigrated.db")
-        return
-    with fresh_postgres_database("orders_unmigrated") as url:
-        yield psycopg_url(url)
+def service_databases(test_secrets: Secrets) -> ServiceDatabases:
+    """The orders database, on SQLite and PostgreSQL (psycopg), migrated by ``cli.migrate``
+    (the plugin's ``database_url`` and ``empty_database_url`` use it)."""
+    return ServiceDatabases(
+        name="orders",
+        sqlite_scheme="sqlite",
+        postgres_scheme="postgresql+psycopg",
+        migrate=lambda url: migrate(make_settings(url, test_secrets)),
+        tables_first=TABLES,
+    )
 
 
 def build_api(

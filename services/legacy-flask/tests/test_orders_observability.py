@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import select
 
 from legacy_flask.settings import OrdersSettings
-from service_kit.testing import finished_spans, metric_value
+from polyframe_testing.telemetry import finished_spans, metric_value
 
 DRILL = "/api/orders/_drills/hold-thread"
 SERVICE = {"service_name": "legacy-flask", "framework": "flask"}

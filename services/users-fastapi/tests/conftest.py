@@ -14,24 +14,23 @@ import secrets
 import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
-import psycopg
 import pytest
 import redis
-from asgi_lifespan import LifespanManager
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
-from service_kit.credentials import basic_credential
-from service_kit.problems import PROBLEM_CONTENT_TYPE, TYPE_PREFIX
-from service_kit.testing import fresh_postgres_database, unavailable
+from polyframe_testing.databases import ServiceDatabases
+from polyframe_testing.peers import as_service, asgi_client, private_pem
+from polyframe_testing.problems import check_problem
+from polyframe_testing.telemetry import record_spans
+from polyframe_testing.tools import unavailable
+from service_kit.problems import PROBLEM_CONTENT_TYPE
 from users_fastapi import accounts
 from users_fastapi.cli import migrate
 from users_fastapi.deps import AppState
@@ -41,25 +40,10 @@ from users_fastapi.settings import UsersSettings
 
 PASSWORD = "correct horse battery staple"
 REDIS_URL = os.environ.get("POLYFRAME_TEST_REDIS", "redis://127.0.0.1:6379/0")
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Spans recorded, as in a deployment that names a sampler: the tracer provider is made
-    # once per process, by the first app built (the observability tests read its spans).
-    os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_always_on")
-
-
-def generate_private_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65_537, key_size=2048)
-
-
-def private_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+    record_spans()  # the observability tests read the spans
 
 
 def make_settings(
@@ -93,26 +77,10 @@ def run_migrations(settings: UsersSettings) -> None:
         raise failure[0]
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite+aiosqlite:///{path}"
-
-
-def asyncpg_url(url: str) -> str:
-    assert url.startswith("postgresql://"), url
-    return "postgresql+asyncpg://" + url.removeprefix("postgresql://")
-
-
 @pytest.fixture(autouse=True)
-def _no_users_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_users_environment(unset_environment: Callable[[str], None]) -> None:
     """Settings come from the fixtures only, never from the developer's shell."""
-    for name in list(os.environ):
-        if name.upper().startswith("USERS_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture(scope="session")
-def signing_key() -> rsa.RSAPrivateKey:
-    return generate_private_key()
+    unset_environment("USERS_")
 
 
 @pytest.fixture(scope="session")
@@ -126,37 +94,15 @@ def service_secrets() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(signing_key_pem: str) -> Iterator[str]:
-    """A fresh database for the whole session, migrated once (``postgresql://``, no driver)."""
-    with fresh_postgres_database("users_test") as url:
-        run_migrations(make_settings(asyncpg_url(url), signing_key_pem))
-        yield url
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, signing_key_pem: str
-) -> Iterator[str]:
-    """A migrated, empty database: a new SQLite file, or the session's PostgreSQL database."""
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "users.db")
-        run_migrations(make_settings(url, signing_key_pem))
-        yield url
-        return
-    plain: str = request.getfixturevalue("postgres_url")
-    yield asyncpg_url(plain)
-    with psycopg.connect(plain, autocommit=True, connect_timeout=3) as connection:
-        connection.execute("DELETE FROM users")
-
-
-@pytest.fixture(params=BACKENDS)
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database nobody migrated: a new SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "unmigrated.db")
-        return
-    with fresh_postgres_database("users_unmigrated") as url:
-        yield asyncpg_url(url)
+def service_databases(signing_key_pem: str) -> ServiceDatabases:
+    """The users database, on SQLite (aiosqlite) and PostgreSQL (asyncpg), migrated by
+    ``cli.migrate`` (the plugin's ``database_url`` and ``empty_database_url`` use it)."""
+    return ServiceDatabases(
+        name="users",
+        sqlite_scheme="sqlite+aiosqlite",
+        postgres_scheme="postgresql+asyncpg",
+        migrate=lambda url: run_migrations(make_settings(url, signing_key_pem)),
+    )
 
 
 @dataclass(frozen=True)
@@ -214,12 +160,7 @@ def settings(
 async def running(settings: UsersSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app with its lifespan run, and a client that talks to it in-process."""
     app = create_app(settings)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as client,
-    ):
+    async with asgi_client(app) as client:
         yield app, client
 
 
@@ -309,10 +250,7 @@ class Api:
     def service(
         self, name: str, *, secret: str | None = None, acting_for: str | None = None
     ) -> dict[str, str]:
-        headers = {"Authorization": basic_credential(name, secret or self.service_secrets[name])}
-        if acting_for is not None:
-            headers["X-Acting-For"] = acting_for
-        return headers
+        return as_service(name, secret or self.service_secrets[name], acting_for)
 
     @staticmethod
     def problem(response: httpx.Response, status: int, kind: str | None = None) -> dict[str, Any]:
@@ -320,15 +258,7 @@ class Api:
         assert response.status_code == status, response.text
         assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
         assert response.headers.get("x-request-id")
-        body: dict[str, Any] = response.json()
-        assert {"type", "title", "status", "detail", "instance"} <= body.keys(), body
-        assert body["status"] == status
-        assert body["title"]
-        assert body["detail"]
-        assert body["instance"] == response.request.url.path
-        if kind is not None:
-            assert body["type"] == f"{TYPE_PREFIX}{kind}", body
-        return body
+        return check_problem(response.json(), status, instance=response.request.url.path, kind=kind)
 
     @staticmethod
     def error_fields(body: dict[str, Any]) -> set[str]:

@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from service_kit.testing import finished_spans, metric_value
+from polyframe_testing.peers import asgi_client
+from polyframe_testing.telemetry import finished_spans, metric_value
 from users_fastapi.main import create_app
 from users_fastapi.settings import UsersSettings
 
@@ -38,13 +38,7 @@ def value(name: str, **labels: str) -> float:
 @asynccontextmanager
 async def running(settings: UsersSettings) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan run (the loop monitor starts there), a client to it."""
-    app = create_app(settings)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as client,
-    ):
+    async with asgi_client(create_app(settings)) as client:
         yield client
 
 

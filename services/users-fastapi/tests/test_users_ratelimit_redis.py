@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from service_kit.testing import metric_value
+from polyframe_testing.telemetry import metric_value
 from users_fastapi import ratelimit
 from users_fastapi.ratelimit import RateLimits
 from users_fastapi.settings import UsersSettings

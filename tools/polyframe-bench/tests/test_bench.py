@@ -14,7 +14,7 @@ import pytest
 
 from polyframe_bench import procs, report, wrk
 from polyframe_bench.bench import goals
-from service_kit.testing import unavailable
+from polyframe_testing.tools import unavailable
 
 WRK_OUTPUT = """Running 2s test @ http://127.0.0.1:8101/api/users/me
   2 threads and 50 connections
