@@ -191,6 +191,10 @@ def _every_policy_render(render_case: Any) -> list[Any]:
     return [render_case("polyframe", "all-on"), render_case("polyframe", "kind")]
 
 
+#: users-fastapi's web pods share their rate-limit counters in the release's Redis
+#: (redis.enabled, rateLimit.to); nothing else reaches it.
+RATE_LIMITS = {("users-fastapi", "web", "redis", "rate-limits")}
+
 #: The demo-staff Job of admin-django (demoStaff.enabled) reaches only the database.
 DEMO_STAFF = {("admin-django", "seed", "postgresql", "database")}
 
@@ -198,7 +202,7 @@ DEMO_STAFF = {("admin-django", "seed", "postgresql", "database")}
 @pytest.mark.parametrize("case", ["all-on", "kind"])
 def test_policies_allow_exactly_the_call_graph(render_case: Any, case: str) -> None:
     rendered = render_case("polyframe", case)
-    assert allowed_edges(rendered) == CALL_GRAPH | HELM_TESTS | DATABASE | DEMO_STAFF
+    assert allowed_edges(rendered) == CALL_GRAPH | HELM_TESTS | DATABASE | DEMO_STAFF | RATE_LIMITS
 
 
 def test_without_policies_everything_is_open(render_case: Any) -> None:

@@ -173,6 +173,10 @@ def test_each_service_trusts_exactly_the_others_credentials(render_case: Any) ->
         assert trusted == {other: value for other, value in own.items() if other != name}
 
 
+#: URL settings that name no peer service: the database, the rate limits' Redis.
+NOT_PEER_URLS = ("DATABASE_URL", "RATE_LIMIT_STORAGE_URL")
+
+
 @pytest.mark.parametrize("service", NAMES)
 def test_the_peer_urls_name_the_peers_services(
     render_case: Any, local: Context, service: str
@@ -182,7 +186,7 @@ def test_the_peer_urls_name_the_peers_services(
     env = _env(_deployment(rendered, service, "web")["spec"]["template"]["spec"]["containers"][0])
     local_env = SERVICES[service].env(local)
     for name, value in local_env.items():
-        if not name.endswith("_URL") or name.endswith("DATABASE_URL"):
+        if not name.endswith("_URL") or name.endswith(NOT_PEER_URLS):
             continue
         peer = next(n for n in NAMES if value == local.url(n))
         match = re.fullmatch(r"http://([a-z0-9-]+):([0-9]+)", env[name]["value"])

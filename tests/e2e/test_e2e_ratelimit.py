@@ -249,3 +249,27 @@ def test_two_workers_enforce_one_limit_in_redis(shared: Any, problem: Any) -> No
                 break  # shown: a burst both workers answered, within one limit
         else:
             pytest.fail(f"none of {ACCOUNTS} bursts reached both workers: nothing shown")
+
+
+# -- the session's platform: every replica, one limit ------------------------------------------
+
+#: users-fastapi's own default (UsersSettings.login_failure_limit), which every platform this
+#: suite starts keeps: the local one, and the kind release (whose two replicas share Redis).
+DEFAULT_FAILURE_LIMIT = 5
+
+
+def test_one_accounts_failures_are_counted_once_across_the_replicas(
+    platform: Any, account: Any, problem: Any
+) -> None:
+    """Through the ingress, which spreads requests over every users-fastapi pod (two in the
+    kind release): an account's failed log-ins reach the limit after exactly the limit, not
+    after the limit times the replicas, because the replicas count in one place."""
+    statuses = []
+    for _ in range(DEFAULT_FAILURE_LIMIT + 3):
+        with httpx.Client(base_url=platform.base_url, timeout=30) as own:  # a connection each
+            answer = _login(own, account.email, "not the password")
+        statuses.append(answer.status_code)
+        if answer.status_code == 429:
+            _limited(problem, answer, "account", window=900)
+    expected = [401] * DEFAULT_FAILURE_LIMIT + [429] * 3
+    assert statuses == expected, f"{statuses}: the replicas do not share one limit"

@@ -54,6 +54,6 @@ def test_a_wrong_rate_limit_is_refused_by_name(item: str) -> None:
 
 
 def test_the_limits_are_per_process_unless_a_redis_is_named(tmp_path: Path) -> None:
-    assert "USERS_RATE_LIMIT_STORAGE_URL" not in _users_env(tmp_path)
+    assert _users_env(tmp_path)["USERS_RATE_LIMIT_STORAGE_URL"] == ""  # empty: per process
     env = _users_env(tmp_path / "shared", storage="redis://127.0.0.1:6379/5")
     assert env["USERS_RATE_LIMIT_STORAGE_URL"] == "redis://127.0.0.1:6379/5"

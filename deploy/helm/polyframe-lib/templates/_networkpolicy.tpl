@@ -112,6 +112,16 @@ spec:
         - port: http
           protocol: TCP
     {{- end }}
+    {{- if and (eq $component "web") $.Values.rateLimit }}
+    {{- with $.Values.rateLimit.to }}
+    # The Redis the replicas share their rate-limit counters in (rateLimit.storageUrl).
+    - to:
+        {{- tpl (toYaml .) $ | nindent 8 }}
+      ports:
+        - port: 6379
+          protocol: TCP
+    {{- end }}
+    {{- end }}
     {{- if ne $component "test" }}
     {{- with $.Values.networkPolicy.extraEgress }}
     {{- tpl (toYaml .) $ | nindent 4 }}

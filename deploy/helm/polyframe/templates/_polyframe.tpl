@@ -102,3 +102,24 @@ seccompProfile:
 {{- define "polyframe.e2eRunner.name" -}}
 {{- printf "%s-e2e" .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+
+{{/* The in-cluster Redis that users-fastapi's replicas share their rate-limit counters in (redis.enabled). */}}
+{{- define "polyframe.redis.fullname" -}}
+{{- printf "%s-redis" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels of the in-cluster Redis. */}}
+{{- define "polyframe.redis.selectorLabels" -}}
+app.kubernetes.io/name: redis
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: rate-limits
+{{- end -}}
+
+{{/* All labels of the in-cluster Redis's objects. */}}
+{{- define "polyframe.redis.labels" -}}
+helm.sh/chart: {{ include "polyframe-lib.chart" . }}
+{{ include "polyframe.redis.selectorLabels" . }}
+app.kubernetes.io/part-of: polyframe
+app.kubernetes.io/version: {{ .Values.redis.image.tag | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}

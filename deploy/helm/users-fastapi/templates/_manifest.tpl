@@ -27,6 +27,8 @@ The library chart (polyframe-lib) includes these; the rest is in the chart's own
   value: {{ $secrets }}/trusted-services.json
 - name: USERS_ADMIN_URL
   value: {{ tpl .Values.peers.adminUrl . | quote }}
+- name: USERS_RATE_LIMIT_STORAGE_URL
+  value: {{ tpl .Values.rateLimit.storageUrl . | quote }}
 - name: UVICORN_HOST
   value: "0.0.0.0"
 - name: UVICORN_PORT

@@ -75,14 +75,12 @@ RATE_LIMIT_SETTINGS = (
 LOCAL_RATE_LIMITS = {"login-limit-per-ip": "100000", "register-limit-per-ip": "100000"}
 
 
-def rate_limit_env(overrides: Mapping[str, str], storage: str = "") -> dict[str, str]:
-    """``USERS_*`` variables of the rate limits: the local defaults, then ``overrides``; and
-    the Redis they are shared in, if ``storage`` names one."""
-    shared = {"USERS_RATE_LIMIT_STORAGE_URL": storage} if storage else {}
+def rate_limit_env(overrides: Mapping[str, str]) -> dict[str, str]:
+    """``USERS_*`` variables of the rate limits: the local defaults, then ``overrides``."""
     return {
         f"USERS_{name.upper().replace('-', '_')}": value
         for name, value in {**LOCAL_RATE_LIMITS, **overrides}.items()
-    } | shared
+    }
 
 
 def database_name(data_dir: Path, service: str) -> str:
@@ -186,6 +184,7 @@ class ServiceSpec:
             "trusted_services": ctx.secrets.trusted_services(self.name),
             "instrumentation": str(ctx.instrumentation).lower(),
             "drills": str(ctx.drills).lower(),
+            "rate_limit_storage": ctx.rate_limit_storage,
         }
 
     def _local(self, var: EnvVar, ctx: Context) -> str | None:
@@ -297,7 +296,7 @@ DEMO_ORDERS = [("BOOK-42", 1, 2_990), ("MUG-7", 2, 1_250)]
 SERVICES: dict[str, ServiceSpec] = {
     "users-fastapi": ServiceSpec(
         manifest.load("users-fastapi"),
-        local_env=lambda ctx: rate_limit_env(ctx.rate_limits, ctx.rate_limit_storage),
+        local_env=lambda ctx: rate_limit_env(ctx.rate_limits),
     ),
     "legacy-flask": ServiceSpec(manifest.load("legacy-flask"), seed=_orders_seed),
     "admin-django": ServiceSpec(manifest.load("admin-django")),
