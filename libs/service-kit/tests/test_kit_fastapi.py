@@ -16,8 +16,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from service_kit import metrics
-from service_kit import telemetry as telemetry_module
+from service_kit import metrics, runtime
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import current_request_id
 from service_kit.fastapi import (
@@ -747,7 +746,7 @@ async def test_cold_start_recorded_on_the_first_passing_readyz(
     telemetry = make_telemetry("fastapi")
     readiness = Readiness()
     ages = iter([4.5, 60.0])
-    monkeypatch.setattr(telemetry_module, "server_age", lambda: next(ages))
+    monkeypatch.setattr(runtime, "server_age", lambda: next(ages))
     async with serving(build_instrumented_app(telemetry, readiness)) as http:
         assert (await http.get("/readyz")).status_code == 503
         assert samples.series("polyframe_cold_start_seconds", service_name=telemetry.service) == []

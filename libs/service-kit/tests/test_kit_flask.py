@@ -22,8 +22,7 @@ from flask_openapi3.openapi import OpenAPI
 from pydantic import BaseModel, Field, ValidationError, create_model
 from werkzeug.test import TestResponse
 
-from service_kit import metrics
-from service_kit import telemetry as telemetry_module
+from service_kit import metrics, runtime
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import current_request_id
 from service_kit.flask import (
@@ -901,7 +900,7 @@ def test_cold_start_recorded_on_the_first_passing_readyz(
     telemetry = make_telemetry("flask")
     readiness = Readiness()
     ages = iter([2.25, 60.0])
-    monkeypatch.setattr(telemetry_module, "server_age", lambda: next(ages))
+    monkeypatch.setattr(runtime, "server_age", lambda: next(ages))
     client = build_instrumented_app(telemetry, readiness).test_client()
     assert client.get("/readyz").status_code == 503
     assert samples.series("polyframe_cold_start_seconds", service_name=telemetry.service) == []
