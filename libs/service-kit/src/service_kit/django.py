@@ -30,9 +30,9 @@ from service_kit.cycle import RequestCycle, openapi_route, problem_for, too_larg
 from service_kit.metrics import UNMATCHED_ROUTE
 from service_kit.problems import (
     PROBLEM_CONTENT_TYPE,
-    FieldError,
     Problem,
     ProblemError,
+    field_errors,
     framework_error,
     malformed_body,
     unsupported_media_type,
@@ -101,18 +101,8 @@ def _body_of(request: HttpRequest) -> bytes:
 
 
 def validation_error(exc: ValidationError, *, location: str) -> ProblemError:
-    problem = validation_problem(
-        [
-            FieldError(
-                field=".".join(str(part) for part in error["loc"]),
-                detail=error["msg"],
-                location=location,
-                code=error["type"],
-            )
-            for error in exc.errors(include_url=False)
-        ]
-    )
-    return ProblemError.of(problem)
+    errors = field_errors(exc.errors(include_url=False), location)
+    return ProblemError.of(validation_problem(errors))
 
 
 class RequestContextMiddleware:

@@ -29,8 +29,8 @@ from service_kit.cycle import (
 from service_kit.metrics import UNMATCHED_ROUTE
 from service_kit.problems import (
     PROBLEM_CONTENT_TYPE,
-    FieldError,
     Problem,
+    field_errors,
     framework_error,
     malformed_body,
     validation_problem,
@@ -68,16 +68,7 @@ def _location_of(model_title: str) -> str:
 
 def validation_error_response(exc: ValidationError) -> Response:
     """flask-openapi3 ``validation_error_callback``: pydantic errors as a 422 problem."""
-    location = _location_of(exc.title)
-    errors = [
-        FieldError(
-            field=".".join(str(part) for part in error["loc"]),
-            detail=error["msg"],
-            location=location,
-            code=error["type"],
-        )
-        for error in exc.errors(include_url=False)
-    ]
+    errors = field_errors(exc.errors(include_url=False), _location_of(exc.title))
     return problem_response(validation_problem(errors))
 
 

@@ -9,7 +9,7 @@ else builds error bodies.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -110,6 +110,19 @@ def status_title(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+def field_errors(errors: Iterable[Mapping[str, Any]], location: str) -> list[FieldError]:
+    """pydantic's errors (``exc.errors(include_url=False)``) of one part of the request."""
+    return [
+        FieldError(
+            field=".".join(str(part) for part in error["loc"]),
+            detail=error["msg"],
+            location=location,
+            code=error["type"],
+        )
+        for error in errors
+    ]
 
 
 def validation_problem(errors: list[FieldError], detail: str | None = None) -> Problem:
