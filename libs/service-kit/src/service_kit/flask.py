@@ -80,12 +80,13 @@ def _telemetry() -> Telemetry | None:
 def _before_request() -> Response | None:
     cycle = RequestCycle(_telemetry(), request.method, request.path, request.headers.get)
     g.kit_cycle = cycle
-    has_body = bool(request.content_length or _streamed())
+    streamed = _streamed()
+    has_body = bool(request.content_length or streamed)
     refusal = cycle.refusal(has_body=has_body, content_type=request.mimetype)
     if refusal is not None:
         return problem_response(refusal)
     if request.method in BODY_METHODS and has_body:
-        if _streamed():
+        if streamed:
             _buffer_streamed_body()
         try:
             json.loads(request.get_data(cache=True))
