@@ -97,7 +97,7 @@ test-observability: $(VENV_STAMP) ## Prometheus rules (promtool check and unit t
 	@$(PYTEST) tests/observability
 
 .PHONY: test-deploy
-test-deploy: $(VENV_STAMP) ## Kubernetes delivery without a cluster: hadolint, Helm v4 render and strict lint, schemas, policies, skaffold and kind
+test-deploy: $(VENV_STAMP) ## Kubernetes delivery without a cluster: generated files fresh, hadolint, Helm v4 render and strict lint, schemas, policies, skaffold and kind
 	@$(PYTEST) tests/deploy
 
 # The kind release without a cluster (docs/kubernetes.md): images built with podman (docker where
@@ -209,6 +209,10 @@ kind-e2e: kind-up $(VENV_STAMP) ## helm test, then tests/e2e in cluster mode aga
 kind-down: ## delete the kind cluster (and everything in it)
 	@command -v kind >/dev/null || { echo "kind-down needs kind on PATH"; exit 1; }
 	@kind delete cluster --name $(KIND_CLUSTER)
+
+.PHONY: generate
+generate: $(VENV_STAMP) ## write the charts' env, secret files and values schemas and the Dockerfiles from services/*/service.yaml
+	@$(UV) run --frozen --no-sync python -m polyframe_dev.generate
 
 .PHONY: lint
 lint: $(VENV_STAMP) ## ruff lint and format check

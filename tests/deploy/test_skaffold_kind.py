@@ -61,8 +61,11 @@ def test_artifacts_build_from_existing_contexts_and_dockerfiles(skaffold: dict[s
         assert dockerfile.is_file(), artifact
         assert context == REPO_ROOT, "images build from the repository root (the workspace)"
     for service in SERVICES:
+        # One Dockerfile for the services; the service is its build argument.
         (artifact,) = [a for a in artifacts if a["image"] == f"polyframe/{service}"]
-        assert artifact["docker"]["dockerfile"] == f"services/{service}/Dockerfile"
+        assert artifact["docker"]["dockerfile"] == "deploy/images/service.Dockerfile"
+        assert artifact["docker"]["buildArgs"]["SERVICE"] == service
+        assert artifact["docker"]["buildArgs"]["DESCRIPTION"].startswith("Polyframe ")
 
 
 def test_the_release_deploys_the_umbrella_chart_with_the_built_images(
@@ -336,9 +339,11 @@ def test_the_workflow_runs_the_make_targets_on_pull_requests() -> None:
     assert setup_python[0]["with"]["python-version-file"] == ".python-version"
 
 
-# -- tests/e2e in cluster mode (tests/e2e/polyframe_e2e_cluster.py) ------------------------------
+# -- tests/e2e in cluster mode (tools/polyframe-e2e-cluster) ---------------------------------------
 
-E2E_PLUGIN = REPO_ROOT / "tests" / "e2e" / "polyframe_e2e_cluster.py"
+E2E_PLUGIN = (
+    REPO_ROOT / "tools" / "polyframe-e2e-cluster" / "src" / "polyframe_e2e_cluster" / "settings.py"
+)
 
 
 def _plugin_constant(name: str) -> Any:

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -221,10 +222,13 @@ def test_migrations_and_the_dispatcher_run_the_local_commands(
 
 
 def _entrypoint(service: str) -> list[str]:
-    text = (REPO_ROOT / "services" / service / "Dockerfile").read_text()
-    (line,) = [line for line in text.splitlines() if line.startswith("ENTRYPOINT ")]
-    entrypoint: list[str] = json.loads(line.removeprefix("ENTRYPOINT "))
-    return entrypoint
+    """What the image's entry point execs (services/<name>/image/entrypoint.sh), its own
+    arguments (``"$@"``) aside."""
+    text = (REPO_ROOT / "services" / service / "image" / "entrypoint.sh").read_text()
+    (line,) = [line for line in text.splitlines() if line.startswith("exec ")]
+    command = shlex.split(line)
+    assert command[-1] == "$@", command
+    return command[1:-1]
 
 
 @pytest.mark.parametrize("service", NAMES)

@@ -800,27 +800,3 @@ def taken_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(1)
         yield int(sock.getsockname()[1])
-
-
-# -- cluster mode: a plugin of its own (polyframe_e2e_cluster.py, next to this file) ------------
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Register the cluster-mode plugin: the ``cluster`` fixture, the rollout wait before the
-    first test, diagnostics on every failure (see its docstring).
-
-    Loaded by path and registered by name: with ``--import-mode=importlib`` this folder is not
-    importable, and a conftest below the root may not name ``pytest_plugins``.
-    """
-    import importlib.util
-
-    name = "polyframe_e2e_cluster"
-    if config.pluginmanager.has_plugin(name):
-        return
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    config.pluginmanager.register(module, name)

@@ -1,6 +1,6 @@
 """Cluster-only checks: what only a live Kubernetes release can show.
 
-They read the release through the ``cluster`` fixture (polyframe_e2e_cluster.py, on the
+They read the release through the ``cluster`` fixture (tools/polyframe-e2e-cluster, on the
 official ``kubernetes`` client), which has waited for the rollout; outside a cluster each
 skips, saying what is missing. The pod-loss checks delete one web Pod of each service while
 a steady stream of requests goes through the ingress, and expect no failed request.
@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from polyframe_e2e_cluster.describe import describe_pod
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +47,7 @@ def test_every_pod_runs_as_non_root_with_a_read_only_root_filesystem(cluster: An
     assert cluster.pods_not_restricted() == []
 
 
-def test_the_helm_test_pods_succeeded(cluster: Any, cluster_plugin: Any) -> None:
+def test_the_helm_test_pods_succeeded(cluster: Any) -> None:
     tests = cluster.helm_test_pods()
     if not tests:
         pytest.skip(
@@ -55,7 +57,7 @@ def test_the_helm_test_pods_succeeded(cluster: Any, cluster_plugin: Any) -> None
     tested = {(p.metadata.labels or {}).get("app.kubernetes.io/name") for p in tests}
     assert tested == set(cluster.services()), f"helm test Pods of {sorted(tested)}"
     failed = [
-        "\n".join(cluster_plugin.describe_pod(pod))
+        "\n".join(describe_pod(pod))
         for pod in tests
         if pod.status is None or pod.status.phase != "Succeeded"
     ]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from polyframe_release import images, render, runner, standins
+from polyframe_release import images, render, runner, runstate, standin_builds
 from polyframe_release.engine import Engine, EngineError, detect
 from polyframe_release.paths import REPO_ROOT
 from service_kit.testing import unavailable
@@ -50,7 +50,7 @@ def python_image(engine: Engine) -> str:
     """The services' Python base: the pods' sandboxes and the Service proxies run on it."""
     for artifact in images.artifacts():
         for base in images.base_images(artifact.dockerfile):
-            if standins.PYTHON_IMAGE.match(base):
+            if standin_builds.PYTHON_IMAGE.match(base):
                 if not engine.image_exists(base):
                     unavailable(f"{base} is not in local storage (make images)")
                 return base
@@ -84,4 +84,4 @@ def run_release(
     yield make
     for release in started:
         release.down()
-        assert runner.remove_run(engine, release.run_id) == [], "containers left behind"
+        assert runstate.remove_run(engine, release.run_id) == [], "containers left behind"

@@ -1,4 +1,4 @@
-"""The circuit breaker, alone (a fake clock) and inside both service clients."""
+"""The circuit breaker, alone (a fake clock) and inside the service client."""
 
 from __future__ import annotations
 
@@ -8,12 +8,7 @@ import httpx
 import pytest
 
 from service_kit.circuit import CircuitBreaker, CircuitState
-from service_kit.client import (
-    AsyncServiceClient,
-    ClientConfig,
-    ServiceClient,
-    ServiceUnavailableError,
-)
+from service_kit.client import ClientConfig, ServiceClient, ServiceUnavailableError
 
 
 class Clock:
@@ -124,7 +119,7 @@ def test_nonsense_settings_are_refused(bad: dict[str, float]) -> None:
         CircuitBreaker(**bad)  # type: ignore[arg-type]
 
 
-# -- inside the clients --------------------------------------------------------------------------
+# -- inside the client ---------------------------------------------------------------------------
 
 
 def _config(**overrides: float) -> ClientConfig:
@@ -178,21 +173,3 @@ def test_503_answers_count_and_other_answers_close_it() -> None:
     with pytest.raises(ServiceUnavailableError):
         client.request("GET", "/")
     assert client.breaker.state is CircuitState.CLOSED
-
-
-async def test_the_async_client_fails_fast_too() -> None:
-    calls = 0
-
-    async def refuse(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        calls += 1
-        raise httpx.ConnectTimeout("timed out", request=request)
-
-    client = AsyncServiceClient(_config(), transport=httpx.MockTransport(refuse))
-    try:
-        for _ in range(8):
-            with pytest.raises(ServiceUnavailableError):
-                await client.request("GET", "/api/users/1")
-    finally:
-        await client.aclose()
-    assert calls == 3

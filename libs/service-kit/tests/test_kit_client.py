@@ -14,12 +14,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from service_kit.client import (
-    AsyncServiceClient,
-    ClientConfig,
-    ServiceClient,
-    ServiceUnavailableError,
-)
+from service_kit.client import ClientConfig, ServiceClient, ServiceUnavailableError
 from service_kit.context import request_id_var
 from service_kit.problems import DEPENDENCY_UNAVAILABLE
 from service_kit.telemetry import Telemetry
@@ -85,7 +80,7 @@ def decode_basic(header: str) -> str:
     return base64.b64decode(token).decode()
 
 
-# --- synchronous client, deterministic transport ------------------------------------
+# --- deterministic transport ---------------------------------------------------------
 
 
 def test_success_on_first_attempt(sync_client: MakeClient) -> None:
@@ -253,72 +248,6 @@ def test_unavailable_as_problem() -> None:
     assert problem.headers["Retry-After"].isdigit()
 
 
-# --- asynchronous client, deterministic transport -----------------------------------
-
-
-async def async_call(
-    recorder: Recorder, method: str, path: str = "/x", **kwargs: object
-) -> httpx.Response:
-    client = AsyncServiceClient(
-        config(**kwargs.pop("config", {})),  # type: ignore[arg-type]
-        transport=httpx.MockTransport(recorder),
-    )
-    try:
-        return await client.request(method, path, **kwargs)  # type: ignore[arg-type]
-    finally:
-        await client.aclose()
-
-
-async def test_async_get_retried_on_503() -> None:
-    recorder = Recorder(503, 503, 200)
-    response = await async_call(recorder, "GET")
-    assert response.status_code == 200
-    assert recorder.calls == 3
-
-
-async def test_async_get_retried_on_connection_error_then_gives_up() -> None:
-    recorder = Recorder(httpx.ConnectError)
-    with pytest.raises(ServiceUnavailableError) as caught:
-        await async_call(recorder, "GET")
-    assert recorder.calls == 3
-    assert caught.value.reason == "ConnectError"
-
-
-async def test_async_post_without_key_sent_once() -> None:
-    recorder = Recorder(503, 200)
-    with pytest.raises(ServiceUnavailableError):
-        await async_call(recorder, "POST", json={"a": 1})
-    assert recorder.calls == 1
-
-
-async def test_async_post_with_key_retried() -> None:
-    recorder = Recorder(httpx.ConnectError, 201)
-    response = await async_call(recorder, "POST", json={"a": 1}, headers={"Idempotency-Key": "k-2"})
-    assert response.status_code == 201
-    assert recorder.calls == 2
-
-
-@pytest.mark.parametrize("status", [404, 500])
-async def test_async_errors_returned_without_retry(status: int) -> None:
-    recorder = Recorder(status, 200)
-    response = await async_call(recorder, "GET")
-    assert response.status_code == status
-    assert recorder.calls == 1
-
-
-async def test_async_headers() -> None:
-    recorder = Recorder(200)
-    token = request_id_var.set("req-async-1")
-    try:
-        await async_call(recorder, "GET", acting_for="bob")
-    finally:
-        request_id_var.reset(token)
-    request = recorder.requests[0]
-    assert decode_basic(request.headers["Authorization"]) == "users-fastapi:s3cr3t-9f2c"
-    assert request.headers["X-Request-ID"] == "req-async-1"
-    assert request.headers["X-Acting-For"] == "bob"
-
-
 # --- real sockets on 127.0.0.1 ------------------------------------------------------
 
 
@@ -381,16 +310,6 @@ def test_real_refused_connection_is_unavailable(refusing_port: int) -> None:
     assert caught.value.reason == "ConnectError"
 
 
-async def test_async_real_refused_connection_is_unavailable(refusing_port: int) -> None:
-    client = AsyncServiceClient(config(f"http://127.0.0.1:{refusing_port}"))
-    try:
-        with pytest.raises(ServiceUnavailableError) as caught:
-            await client.request("GET", "/healthz")
-    finally:
-        await client.aclose()
-    assert caught.value.reason == "ConnectError"
-
-
 def test_real_slow_server_times_out(slow_server: tuple[str, list[str]]) -> None:
     base_url, hits = slow_server
     client = ServiceClient(config(base_url, timeout_seconds=0.2, max_attempts=2))
@@ -401,18 +320,6 @@ def test_real_slow_server_times_out(slow_server: tuple[str, list[str]]) -> None:
         client.close()
     assert caught.value.reason == "ReadTimeout"
     assert hits[0] == "/slow"
-
-
-async def test_async_real_slow_server_times_out(slow_server: tuple[str, list[str]]) -> None:
-    base_url, hits = slow_server
-    client = AsyncServiceClient(config(base_url, timeout_seconds=0.2, max_attempts=1))
-    try:
-        with pytest.raises(ServiceUnavailableError) as caught:
-            await client.request("GET", "/slow")
-    finally:
-        await client.aclose()
-    assert caught.value.reason == "ReadTimeout"
-    assert hits == ["/slow"]
 
 
 # --- telemetry: each attempt measured, retries counted, the trace carried ----------------------
@@ -496,18 +403,15 @@ def test_a_call_sent_once_is_measured_once(
     assert retries(samples, telemetry) == {}
 
 
-async def test_async_attempts_and_retries_measured(
+def test_retried_failures_of_both_kinds_measured_then_the_success(
     make_telemetry: Callable[..., Telemetry], samples: Any
 ) -> None:
-    telemetry = make_telemetry("fastapi")
-    recorder = Recorder(httpx.ConnectError, 504, 201)
-    client = AsyncServiceClient(
-        config(), transport=httpx.MockTransport(recorder), telemetry=telemetry
-    )
+    telemetry = make_telemetry("flask")
+    client, _ = instrumented_client(telemetry, httpx.ConnectError, 504, 201)
     try:
-        response = await client.request("PUT", "/api/orders/1", json={})
+        response = client.request("PUT", "/api/orders/1", json={})
     finally:
-        await client.aclose()
+        client.close()
     assert response.status_code == 201
     assert attempts(samples, telemetry) == {
         ("PUT", "", "ConnectError"): 1,

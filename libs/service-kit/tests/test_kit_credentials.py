@@ -8,11 +8,11 @@ import pytest
 from pydantic import SecretStr
 
 from service_kit.credentials import (
-    ServiceCaller,
     authenticate_service,
     basic_credential,
     is_basic,
 )
+from service_kit.principal import Principal
 from service_kit.problems import FORBIDDEN, UNAUTHENTICATED, ProblemError
 
 TRUSTED = {
@@ -26,7 +26,7 @@ def raw_basic(text: str) -> str:
     return "Basic " + base64.b64encode(text.encode()).decode()
 
 
-def authenticate(authorization: str | None, acting_for: str | None = None) -> ServiceCaller:
+def authenticate(authorization: str | None, acting_for: str | None = None) -> Principal:
     return authenticate_service(authorization, acting_for, trusted=TRUSTED, may_act=MAY_ACT)
 
 
@@ -54,18 +54,18 @@ def test_is_basic(value: str | None, expected: bool) -> None:
 
 def test_right_credential_accepted() -> None:
     caller = authenticate(basic_credential("legacy-flask", "flask-secret-5e1a"))
-    assert caller == ServiceCaller(name="legacy-flask", acting_for=None)
+    assert caller == Principal(service="legacy-flask", acting_for=None)
 
 
 def test_secret_may_contain_a_colon() -> None:
     trusted = {"svc": SecretStr("a:b:c")}
     caller = authenticate_service(basic_credential("svc", "a:b:c"), None, trusted=trusted)
-    assert caller.name == "svc"
+    assert caller.service == "svc"
 
 
 def test_scheme_is_case_insensitive() -> None:
     header = basic_credential("legacy-flask", "flask-secret-5e1a").replace("Basic", "basic")
-    assert authenticate(header).name == "legacy-flask"
+    assert authenticate(header).service == "legacy-flask"
 
 
 def assert_401(authorization: str | None, acting_for: str | None = None) -> ProblemError:
@@ -133,7 +133,7 @@ def test_acting_for_accepted_from_allowed_service() -> None:
     caller = authenticate(
         basic_credential("admin-django", "django-secret-0c4d"), "alice@example.org"
     )
-    assert caller == ServiceCaller(name="admin-django", acting_for="alice@example.org")
+    assert caller == Principal(service="admin-django", acting_for="alice@example.org")
 
 
 def test_empty_acting_for_is_ignored() -> None:

@@ -3,7 +3,7 @@
 admin-django is replaced by :class:`AdminAudit`, an ``httpx.MockTransport`` handler that
 records batches idempotently by event id, as the real ingestion does (``tests/e2e``
 exercises the real one). It can be told to fail: refuse the connection, answer 503, or
-answer 422. Time is the fixture ``clock`` (``service_kit.outbox.utcnow``), so backoff is
+answer 422. Time is the fixture ``clock`` (``service_kit.outbox.schema.utcnow``), so backoff is
 stepped through without sleeping.
 """
 
@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,21 +31,12 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 from sqlalchemy import Engine, Table, create_engine, event, insert, select
-from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.orm import DeclarativeBase
 
-from service_kit import outbox
 from service_kit.client import ClientConfig, ServiceClient
-from service_kit.outbox import (
-    AUDIT_EVENTS_PATH,
-    Actor,
-    BatchResult,
-    OutboxDispatcher,
-    OutboxMixin,
-    outbox_values,
-    serve_dispatcher,
-    sync_database_url,
-)
+from service_kit.outbox import Actor, OutboxMixin, outbox_values, schema
+from service_kit.outbox.command import serve_dispatcher
+from service_kit.outbox.dispatcher import AUDIT_EVENTS_PATH, BatchResult, OutboxDispatcher
 from service_kit.telemetry import Telemetry
 from service_kit.testing import fresh_postgres_database
 from service_kit.tracecontext import trace_id_var
@@ -157,7 +147,7 @@ class AdminAudit:
 
 
 class Clock:
-    """``service_kit.outbox.utcnow`` under the test's control."""
+    """``service_kit.outbox.schema.utcnow`` under the test's control."""
 
     def __init__(self) -> None:
         self.now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -172,7 +162,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
-    monkeypatch.setattr(outbox, "utcnow", clock)
+    monkeypatch.setattr(schema, "utcnow", clock)
     return clock
 
 
@@ -312,11 +302,17 @@ def expected_order(engine: Engine) -> list[str]:
     return [str(row.id) for row in sorted(rows, key=lambda row: (row.occurred_at, row.id))]
 
 
+def pending(dispatcher: OutboxDispatcher) -> int:
+    """Undelivered events, as the dispatcher reports them (its backlog gauge)."""
+    count, _age = dispatcher.backlog()
+    return count
+
+
 def drain(dispatcher: OutboxDispatcher) -> None:
     """Dispatch until nothing is pending (other holders of row locks may delay it)."""
     deadline = time.monotonic() + PATIENCE
-    while dispatcher.pending():
-        assert time.monotonic() < deadline, f"{dispatcher.pending()} events still pending"
+    while pending(dispatcher):
+        assert time.monotonic() < deadline, f"{pending(dispatcher)} events still pending"
         if dispatcher.dispatch_once().idle:
             time.sleep(0.01)
 
@@ -385,135 +381,7 @@ def running(
         assert not thread.is_alive(), "the dispatcher did not stop"
 
 
-# --- sync_database_url ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("sqlite+aiosqlite:///./.data/users.db", "sqlite:///./.data/users.db"),
-        ("sqlite+aiosqlite:////var/lib/users.db", "sqlite:////var/lib/users.db"),
-        ("sqlite+aiosqlite://", "sqlite://"),
-        (
-            "postgresql+asyncpg://users:s3cret@db.internal:5432/users",
-            "postgresql+psycopg://users:s3cret@db.internal:5432/users",
-        ),
-        (
-            "postgresql+asyncpg://users:s3cret@db/users?application_name=dispatcher",
-            "postgresql+psycopg://users:s3cret@db/users?application_name=dispatcher",
-        ),
-        # Already blocking: unchanged.
-        (
-            "postgresql+psycopg://users:s3cret@db/users",
-            "postgresql+psycopg://users:s3cret@db/users",
-        ),
-        ("postgresql://users:s3cret@db/users", "postgresql://users:s3cret@db/users"),
-        ("sqlite:///users.db", "sqlite:///users.db"),
-    ],
-)
-def test_sync_database_url(url: str, expected: str) -> None:
-    assert sync_database_url(url) == expected
-
-
-def test_sync_database_url_keeps_an_escaped_password() -> None:
-    result = sync_database_url("postgresql+asyncpg://users:p%40ss%2Fw%3Ard@db/users")
-    assert "***" not in result
-    parsed = make_url(result)
-    assert parsed.drivername == "postgresql+psycopg"
-    assert parsed.password == "p@ss/w:rd"
-    assert (parsed.username, parsed.host, parsed.database) == ("users", "db", "users")
-
-
-# --- the table and outbox_values -------------------------------------------------------------
-
-
-def test_mixin_declares_the_outbox_columns() -> None:
-    nullable = {column.name: column.nullable for column in TABLE.columns}
-    assert nullable == {
-        "id": False,
-        "occurred_at": False,
-        "action": False,
-        "subject_type": False,
-        "subject_id": False,
-        "actor_type": False,
-        "actor_id": False,
-        "acting_for": True,
-        "trace_id": True,
-        "span_id": True,
-        "payload": False,
-        "delivered_at": True,
-        "attempts": False,
-        "next_attempt_at": False,
-        "last_error": True,
-    }
-    assert [column.name for column in TABLE.primary_key.columns] == ["id"]
-
-
-def test_outbox_values(clock: Clock) -> None:
-    payload = {"email": "a@example.test"}
-    values = outbox_values(
-        action="user.role_changed",
-        subject_type="user",
-        subject_id="42",
-        actor=Actor("service", "admin-django", acting_for="staff-7"),
-        payload=payload,
-    )
-    assert isinstance(values["id"], uuid.UUID)
-    assert values == {
-        "id": values["id"],
-        "occurred_at": clock.now,
-        "action": "user.role_changed",
-        "subject_type": "user",
-        "subject_id": "42",
-        "actor_type": "service",
-        "actor_id": "admin-django",
-        "acting_for": "staff-7",
-        "trace_id": None,
-        "span_id": None,
-        "payload": {"email": "a@example.test"},
-        "attempts": 0,
-        "next_attempt_at": clock.now,
-    }
-    payload["email"] = "changed@example.test"
-    assert values["payload"] == {"email": "a@example.test"}  # a copy
-    bare = outbox_values(action="x", subject_type="user", subject_id="1", actor=Actor("user", "1"))
-    assert bare["payload"] == {}
-
-
-def test_outbox_values_new_id_each_time() -> None:
-    ids = {event_values(index)["id"] for index in range(20)}
-    assert len(ids) == 20
-
-
-def test_outbox_values_capture_the_current_trace_id() -> None:
-    token = trace_id_var.set(TRACE_ID)
-    try:
-        inside = event_values(1)
-    finally:
-        trace_id_var.reset(token)
-    assert inside["trace_id"] == TRACE_ID
-    assert event_values(2)["trace_id"] is None
-
-
-def test_orm_defaults(engine: Engine) -> None:
-    with Session(engine) as session, session.begin():
-        session.add(
-            OutboxEvent(
-                action="user.created",
-                subject_type="user",
-                subject_id="1",
-                actor_type="user",
-                actor_id="1",
-            )
-        )
-    (row,) = rows_by_id(engine).values()
-    assert isinstance(row.id, uuid.UUID)
-    assert row.attempts == 0
-    assert row.payload == {}
-    assert row.delivered_at is None
-    assert row.last_error is None
-    assert row.occurred_at.tzinfo is UTC
-    assert row.next_attempt_at.tzinfo is UTC
+# --- the dispatcher ------------------------------------------------------------------------
 
 
 def test_batch_result_idle() -> None:
@@ -539,13 +407,13 @@ def test_batches_of_batch_size_in_order(
     order = expected_order(engine)
     dispatcher = make_dispatcher(engine, batch_size=100)
 
-    assert dispatcher.pending() == 250
+    assert pending(dispatcher) == 250
     assert dispatcher.dispatch_once() == BatchResult(100, 0)
-    assert dispatcher.pending() == 150
+    assert pending(dispatcher) == 150
     assert dispatcher.dispatch_once() == BatchResult(100, 0)
     assert dispatcher.dispatch_once() == BatchResult(50, 0)
     assert dispatcher.dispatch_once() == BatchResult(0, 0)
-    assert dispatcher.pending() == 0
+    assert pending(dispatcher) == 0
 
     assert [len(batch) for batch in admin.batches] == [100, 100, 50]
     assert admin.sent_ids == order
@@ -603,7 +471,7 @@ def test_empty_outbox_sends_nothing(
 ) -> None:
     dispatcher = make_dispatcher(engine)
     assert dispatcher.dispatch_once() == BatchResult(0, 0)
-    assert dispatcher.pending() == 0
+    assert pending(dispatcher) == 0
     assert admin.requests == []
 
 
@@ -632,7 +500,7 @@ def test_rows_not_yet_due_wait(
     later = add_events(engine, 3, next_attempt_at=clock.now + timedelta(seconds=10))
     dispatcher = make_dispatcher(engine)
     assert dispatcher.dispatch_once() == BatchResult(2, 0)
-    assert dispatcher.pending() == 3  # pending counts rows waiting for a retry too
+    assert pending(dispatcher) == 3  # pending counts rows waiting for a retry too
     clock.advance(9.999)
     assert dispatcher.dispatch_once() == BatchResult(0, 0)
     clock.advance(0.001)
@@ -672,7 +540,7 @@ def test_failed_batch_is_retried_after_its_backoff(
             assert row.next_attempt_at == failed_at + timedelta(seconds=delay)
             assert row.delivered_at is None
             assert row.last_error.startswith(error)
-        assert dispatcher.pending() == 7
+        assert pending(dispatcher) == 7
         # Not due yet: nothing is sent, however often the dispatcher looks.
         assert dispatcher.dispatch_once() == BatchResult(0, 0)
         clock.advance(delay - 0.001)
@@ -688,7 +556,7 @@ def test_failed_batch_is_retried_after_its_backoff(
 
     admin.outage = None  # admin-django is back
     assert dispatcher.dispatch_once() == BatchResult(7, 0)
-    assert dispatcher.pending() == 0
+    assert pending(dispatcher) == 0
     assert sorted(admin.recorded) == sorted(ids)
     assert set(admin.deliveries.values()) == {1}
     for row in rows_by_id(engine).values():
@@ -782,7 +650,7 @@ def test_crash_between_sending_and_marking(
 
     # admin-django has the first batch; the outbox still says it is pending.
     assert len(admin.recorded) == 5
-    assert crashed.pending() == 12
+    assert pending(crashed) == 12
     assert all(row.delivered_at is None for row in rows_by_id(engine).values())
 
     restarted = make_dispatcher(engine, batch_size=5)
@@ -792,7 +660,7 @@ def test_crash_between_sending_and_marking(
     assert resent == {item["id"] for item in admin.batches[0]}  # the first batch, once more
     assert set(admin.deliveries.values()) == {1, 2}
     assert len(admin.recorded) == len(set(admin.sent_ids)) == 12  # recorded once each
-    assert restarted.pending() == 0
+    assert pending(restarted) == 0
 
 
 #: A dispatcher process whose "admin-django" accepts the first batch, writes it down and
@@ -805,7 +673,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import DeclarativeBase
 
 from service_kit.client import ClientConfig, ServiceClient
-from service_kit.outbox import OutboxDispatcher, OutboxMixin
+from service_kit.outbox import OutboxMixin
+from service_kit.outbox.dispatcher import OutboxDispatcher
 
 
 class Base(DeclarativeBase):
@@ -866,14 +735,14 @@ def test_process_killed_after_admin_accepted_the_batch(
     assert [item["id"] for item in first_batch] == order[:4]
 
     restarted = make_dispatcher(engine, batch_size=4)
-    assert restarted.pending() == 9
+    assert pending(restarted) == 9
     drain(restarted)  # on PostgreSQL, waits for the server to drop the dead session's locks
     assert sorted(admin.recorded) == sorted(ids)
     assert {item for item, count in admin.deliveries.items() if count > 1} == {
         item["id"] for item in first_batch
     }
     assert max(admin.deliveries.values()) == 2
-    assert restarted.pending() == 0
+    assert pending(restarted) == 0
 
 
 # --- several dispatchers on PostgreSQL -------------------------------------------------------
@@ -991,7 +860,7 @@ def test_run_picks_up_new_rows_and_retries(
         more = add_events(engine, 2)
         admin.wait_for_recorded(5)
     assert sorted(admin.recorded) == sorted(ids + more)
-    assert dispatcher.pending() == 0
+    assert pending(dispatcher) == 0
 
 
 def test_run_survives_a_transient_database_error(
@@ -1016,7 +885,7 @@ def test_run_survives_a_transient_database_error(
         assert failure.exc_info is not None
         assert "database is locked" in str(failure.exc_info[1])
         assert sorted(admin.recorded) == sorted(ids)
-        assert dispatcher.pending() == 0
+        assert pending(dispatcher) == 0
     finally:
         engine.dispose()
 
@@ -1106,7 +975,7 @@ def test_drain_backlog_measurement(
             batches += 1
         elapsed = time.perf_counter() - started
         assert batches == 10
-        assert dispatcher.pending() == 0
+        assert pending(dispatcher) == 0
         assert sorted(admin.recorded) == sorted(ids)
     finally:
         engine.dispose()
@@ -1135,7 +1004,7 @@ def test_update_of_delivered_rows_matches_the_batch_only(
     admin.on_request = add_while_sending
     assert dispatcher.dispatch_once() == BatchResult(3, 0)
     assert rows_by_id(engine)[late[0]].delivered_at is None
-    assert dispatcher.pending() == 1
+    assert pending(dispatcher) == 1
     admin.on_request = None
     assert dispatcher.dispatch_once() == BatchResult(1, 0)
     assert all(row.delivered_at is not None for row in rows_by_id(engine).values())

@@ -1,4 +1,4 @@
-"""UTCDateTime on an in-memory SQLite database."""
+"""UTCDateTime on an in-memory SQLite database, and the blocking twin of a service's URL."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import StatementError
 
-from service_kit.sqla import UTCDateTime
+from service_kit.sqla import UTCDateTime, sync_database_url
 
 metadata = sa.MetaData()
 events = sa.Table(
@@ -84,3 +84,39 @@ def test_comparison_with_aware_value(engine: Engine) -> None:
         later = datetime(2024, 5, 6, 8, 0, tzinfo=timezone(timedelta(hours=2)))  # 06:00 UTC
         found = connection.execute(sa.select(events.c.id).where(events.c.at > later)).all()
     assert [row.id for row in found] == [1]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite+aiosqlite:///./.data/users.db", "sqlite:///./.data/users.db"),
+        ("sqlite+aiosqlite:////var/lib/users.db", "sqlite:////var/lib/users.db"),
+        ("sqlite+aiosqlite://", "sqlite://"),
+        (
+            "postgresql+asyncpg://users:s3cret@db.internal:5432/users",
+            "postgresql+psycopg://users:s3cret@db.internal:5432/users",
+        ),
+        (
+            "postgresql+asyncpg://users:s3cret@db/users?application_name=dispatcher",
+            "postgresql+psycopg://users:s3cret@db/users?application_name=dispatcher",
+        ),
+        # Already blocking: unchanged.
+        (
+            "postgresql+psycopg://users:s3cret@db/users",
+            "postgresql+psycopg://users:s3cret@db/users",
+        ),
+        ("postgresql://users:s3cret@db/users", "postgresql://users:s3cret@db/users"),
+        ("sqlite:///users.db", "sqlite:///users.db"),
+    ],
+)
+def test_sync_database_url(url: str, expected: str) -> None:
+    assert sync_database_url(url) == expected
+
+
+def test_sync_database_url_keeps_an_escaped_password() -> None:
+    result = sync_database_url("postgresql+asyncpg://users:p%40ss%2Fw%3Ard@db/users")
+    assert "***" not in result
+    parsed = make_url(result)
+    assert parsed.drivername == "postgresql+psycopg"
+    assert parsed.password == "p@ss/w:rd"
+    assert (parsed.username, parsed.host, parsed.database) == ("users", "db", "users")

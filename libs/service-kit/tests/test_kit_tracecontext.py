@@ -18,7 +18,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 
 from service_kit import fastapi as kit_fastapi
 from service_kit import flask as kit_flask
-from service_kit.client import AsyncServiceClient, ClientConfig, ServiceClient
+from service_kit.client import ClientConfig, ServiceClient
 from service_kit.tracecontext import (
     TRACEPARENT_HEADER,
     accept_trace_id,
@@ -231,18 +231,6 @@ def test_client_sends_the_trace_on(trace: str) -> None:
     assert first != second  # each call is its own span
 
 
-async def test_async_client_sends_the_trace_on(trace: str) -> None:
-    downstream = Downstream()
-    client = AsyncServiceClient(client_config(), transport=httpx.MockTransport(downstream))
-    try:
-        await client.request("GET", "/api/orders")
-    finally:
-        await client.aclose()
-    (sent,) = downstream.traceparents
-    assert sent is not None
-    assert trace_id_from(sent) == trace
-
-
 def test_client_sends_no_traceparent_outside_a_trace() -> None:
     downstream = Downstream()
     client = ServiceClient(client_config(), transport=httpx.MockTransport(downstream))
@@ -256,14 +244,14 @@ def test_client_sends_no_traceparent_outside_a_trace() -> None:
 # --- the FastAPI adapter -----------------------------------------------------------------
 
 
-def fastapi_app(peer: AsyncServiceClient) -> FastAPI:
+def fastapi_app(peer: ServiceClient) -> FastAPI:
     app = FastAPI()
     kit_fastapi.install(app)
 
     @app.get("/api/trace")
-    async def trace_here() -> dict[str, str | None]:
+    def trace_here() -> dict[str, str | None]:  # a blocking call: in the thread pool
         logging.getLogger("demo.view").info("in the view")
-        await peer.request("GET", "/api/orders")
+        peer.request("GET", "/api/orders")
         return {"trace_id": current_trace_id()}
 
     @app.get("/api/boom")
@@ -276,13 +264,13 @@ def fastapi_app(peer: AsyncServiceClient) -> FastAPI:
 @pytest.fixture
 async def fastapi_client() -> AsyncIterator[tuple[httpx.AsyncClient, Downstream]]:
     downstream = Downstream()
-    peer = AsyncServiceClient(client_config(), transport=httpx.MockTransport(downstream))
+    peer = ServiceClient(client_config(), transport=httpx.MockTransport(downstream))
     transport = httpx.ASGITransport(app=fastapi_app(peer))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://demo.test") as http:
             yield http, downstream
     finally:
-        await peer.aclose()
+        peer.close()
 
 
 async def test_fastapi_continues_an_incoming_trace(

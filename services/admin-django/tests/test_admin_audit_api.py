@@ -62,6 +62,16 @@ def test_post_without_a_valid_service_credential_is_401(
     assert not AuditEvent.objects.exists()
 
 
+def test_a_producer_posts_without_a_csrf_token(event_body: Body, service_headers: Headers) -> None:
+    """Services authenticate with their credential, not a cookie: CSRF does not apply."""
+    client = Client(enforce_csrf_checks=True)
+
+    response = post(client, {"events": [event_body()]}, service_headers("users-fastapi"))
+
+    assert response.status_code == 201, response.content[:300]
+    assert AuditEvent.objects.count() == 1
+
+
 def test_post_from_a_trusted_service_that_is_no_producer_is_403(
     client: Client, event_body: Body, service_headers: Headers, problem: ProblemCheck
 ) -> None:

@@ -23,8 +23,8 @@ from openapi_core.exceptions import OpenAPIError
 from openapi_spec_validator import validate
 
 from admin_django.audit import selectors, services
-from admin_django.audit.api import EventListQuery
 from admin_django.audit.openapi import DOCUMENT, EVENTS, PREFIX, openapi_document
+from admin_django.audit.schemas import EventListQuery
 from admin_django.support.roles import READ_ONLY
 from service_kit.problems import PROBLEM_CONTENT_TYPE
 

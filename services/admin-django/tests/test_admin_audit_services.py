@@ -14,9 +14,12 @@ from django.db import connections
 from admin_django.audit.models import AuditEvent
 from admin_django.audit.services import (
     IngestResult,
+    audit_batch_check,
     audit_event_record,
     audit_event_record_many,
+    audit_producer_check,
 )
+from service_kit.problems import FORBIDDEN, VALIDATION, ProblemError
 from service_kit.tracecontext import trace_id_var
 
 pytestmark = pytest.mark.usefixtures("db")
@@ -152,3 +155,35 @@ def test_event_ids_are_unique_in_the_database(event_row: Row) -> None:
 
     with pytest.raises(IntegrityError), transaction.atomic():
         AuditEvent.objects.create(**event_row(event_id=event_id))
+
+
+# -- the producers' rules ----------------------------------------------------------------------
+
+
+def test_only_the_configured_producers_may_write() -> None:
+    from django.conf import settings
+
+    for producer in settings.CONFIG.audit_producers:
+        audit_producer_check(producer=producer)
+    with pytest.raises(ProblemError) as caught:
+        audit_producer_check(producer="admin-django")
+    assert (caught.value.problem.status, caught.value.problem.type) == (403, FORBIDDEN)
+
+
+def test_a_batch_holds_only_the_senders_events_up_to_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.conf import settings
+
+    monkeypatch.setattr(settings.CONFIG, "audit_max_batch", 2)
+    audit_batch_check(producer="legacy-flask", event_services=["legacy-flask"] * 2)
+
+    for services, field in [
+        (["legacy-flask"] * 3, "events"),
+        (["legacy-flask", "users-fastapi"], "events.1.service"),
+    ]:
+        with pytest.raises(ProblemError) as caught:
+            audit_batch_check(producer="legacy-flask", event_services=services)
+        problem = caught.value.problem
+        assert (problem.status, problem.type) == (422, VALIDATION)
+        assert [error["field"] for error in problem.as_dict()["errors"]] == [field]

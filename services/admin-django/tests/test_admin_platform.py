@@ -47,7 +47,7 @@ def test_readyz_is_503_naming_the_database_until_migrated(
     empty = client.get("/readyz")
     call_command("migrate", interactive=False, verbosity=0)
     migrated = client.get("/readyz")
-    call_command("migrate", "audit", "0001", interactive=False, verbosity=0)  # one behind
+    call_command("migrate", "audit", "0002", interactive=False, verbosity=0)  # one behind
     rolled_back = client.get("/readyz")
 
     assert empty.status_code == 503

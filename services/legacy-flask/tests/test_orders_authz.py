@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from flask import Blueprint
+
+from legacy_flask.auth import AccessTable, caller
+from service_kit.principal import Principal
+
 ORDERS = "/api/orders"
 #: Not a valid order: unknown fields a caller might try to set (mass assignment).
 INVALID = {"currency": "EUR", "status": "refunded", "items": []}
@@ -30,3 +35,29 @@ def test_the_allowed_caller_still_gets_the_422(api) -> None:
     response = api.post(ORDERS, json=INVALID, headers=member.headers)
     body = api.problem(response, 422, "validation-error")
     assert {"status", "items"} <= api.errors(body).keys()
+
+
+def test_a_view_that_declares_no_caller_is_refused(api) -> None:
+    reached: list[str] = []
+    probe = Blueprint("probe", __name__, url_prefix="/api/orders/_probe")
+    access = AccessTable(probe)
+
+    @probe.get("/declared")
+    @access.allow(lambda: Principal(service="probe"))
+    def declared() -> dict[str, str | None]:
+        reached.append("declared")
+        return {"service": caller().service}
+
+    @probe.get("/undeclared")
+    def undeclared() -> dict[str, str]:
+        reached.append("undeclared")
+        return {}
+
+    api.app.register_blueprint(probe)
+    client = api.app.test_client()
+
+    refused = client.get("/api/orders/_probe/undeclared", headers=api.member().headers)
+    assert "No caller" in api.problem(refused, 403, "forbidden")["detail"]
+    allowed = client.get("/api/orders/_probe/declared")
+    assert (allowed.status_code, allowed.json) == (200, {"service": "probe"})
+    assert reached == ["declared"]

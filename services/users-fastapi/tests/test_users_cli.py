@@ -7,8 +7,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 
+from service_kit.sqla import blocking_engine
 from users_fastapi import cli
+from users_fastapi.db import Base
 from users_fastapi.settings import UsersSettings
 
 ACCOUNTS = [
@@ -58,12 +62,16 @@ async def test_seed_skips_an_account_registered_meanwhile(api, settings, account
     assert created == ["Staff.Demo@example.com"]
 
 
-def test_main_migrate_and_seed_from_the_environment(
-    database_url, signing_key_pem, accounts_file, monkeypatch, capsys
-) -> None:
+def use_environment(monkeypatch, database_url: str, signing_key_pem: str) -> None:
     monkeypatch.setenv("USERS_ENVIRONMENT", "test")
     monkeypatch.setenv("USERS_DATABASE_URL", database_url)
     monkeypatch.setenv("USERS_JWT_PRIVATE_KEY", signing_key_pem)
+
+
+def test_main_migrate_and_seed_from_the_environment(
+    database_url, signing_key_pem, accounts_file, monkeypatch, capsys
+) -> None:
+    use_environment(monkeypatch, database_url, signing_key_pem)
     monkeypatch.setenv("USERS_ARGON2_TIME_COST", "1")
     monkeypatch.setenv("USERS_ARGON2_MEMORY_COST_KIB", "32")
 
@@ -77,19 +85,29 @@ def test_main_migrate_and_seed_from_the_environment(
     assert "0 demo account(s) created" in err
 
 
-def test_wait_for_migrations_passes_on_a_database_at_head(settings, capsys) -> None:
-    assert cli.wait_for_migrations(settings, timeout_seconds=5)
+def test_migrations_build_what_the_models_declare(database_url) -> None:
+    engine = blocking_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_wait_for_migrations_passes_on_a_database_at_head(
+    database_url, signing_key_pem, monkeypatch, capsys
+) -> None:
+    use_environment(monkeypatch, database_url, signing_key_pem)
+    assert cli.main(["wait-for-migrations", "--timeout", "5"]) == 0
     assert "users-fastapi: ready (database: " in capsys.readouterr().err
 
 
 def test_wait_for_migrations_gives_up_on_an_unmigrated_database(
-    empty_database_url, signing_key_pem, capsys
+    empty_database_url, signing_key_pem, monkeypatch, capsys
 ) -> None:
-    settings = UsersSettings(
-        environment="test", database_url=empty_database_url, jwt_private_key=signing_key_pem
-    )
+    use_environment(monkeypatch, empty_database_url, signing_key_pem)
 
-    assert not cli.wait_for_migrations(settings, timeout_seconds=0)
+    assert cli.main(["wait-for-migrations", "--timeout", "0"]) == 1
 
     err = capsys.readouterr().err
     assert "users-fastapi: not ready after 0s (database: database at revision none" in err
@@ -106,9 +124,7 @@ def test_wait_for_migrations_returns_once_they_are_applied(
     migrating = threading.Timer(1.0, cli.migrate, args=(settings,))
     migrating.start()
     try:
-        monkeypatch.setenv("USERS_ENVIRONMENT", "test")
-        monkeypatch.setenv("USERS_DATABASE_URL", empty_database_url)
-        monkeypatch.setenv("USERS_JWT_PRIVATE_KEY", signing_key_pem)
+        use_environment(monkeypatch, empty_database_url, signing_key_pem)
         assert cli.main(["wait-for-migrations", "--timeout", "60"]) == 0
     finally:
         migrating.join()

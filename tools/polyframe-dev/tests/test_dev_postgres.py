@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from polyframe_dev.cli import _postgres_for
+from polyframe_dev import plan
 from polyframe_dev.localsecrets import LocalSecrets
 from polyframe_dev.services import Context, database_name
 
@@ -42,7 +42,7 @@ def test_one_service_on_its_own_server_the_others_on_the_shared_one(tmp_path: Pa
 
 
 def test_postgres_for_items_are_checked() -> None:
-    assert _postgres_for([f"legacy-flask={OWN}"]) == {"legacy-flask": OWN}
+    assert plan.postgres_for([f"legacy-flask={OWN}"]) == {"legacy-flask": OWN}
     for item in ("legacy-flask", f"nope={OWN}", "legacy-flask=sqlite:///x.db"):
         with pytest.raises(Exception, match="--postgres-for"):
-            _postgres_for([item])
+            plan.postgres_for([item])

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from polyframe_dev.cli import _rate_limits
 from polyframe_dev.localsecrets import LocalSecrets
+from polyframe_dev.plan import rate_limits
 from polyframe_dev.services import SERVICES, Context
 from polyframe_dev.supervisor import StartupError
 
@@ -34,7 +34,7 @@ def test_local_platforms_allow_many_log_ins_and_registrations_per_address(
 
 
 def test_rate_limit_options_reach_the_users_service(tmp_path: Path) -> None:
-    limits = _rate_limits(
+    limits = rate_limits(
         ["login-limit-per-ip=3", "login-failure-limit=2", "ip-limit-window-seconds=1.5"]
     )
     env = _users_env(tmp_path, **limits)
@@ -49,4 +49,4 @@ def test_rate_limit_options_reach_the_users_service(tmp_path: Path) -> None:
 )
 def test_a_wrong_rate_limit_is_refused_by_name(item: str) -> None:
     with pytest.raises(StartupError, match="--rate-limit"):
-        _rate_limits([item])
+        rate_limits([item])

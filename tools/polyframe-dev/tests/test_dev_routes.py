@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from polyframe_dev.cli import _check_port
 from polyframe_dev.localsecrets import SERVICES, ensure_local_secrets
+from polyframe_dev.plan import check_port
 from polyframe_dev.routes import Route, load_routes
 from polyframe_dev.services import SERVICES as RUNNABLE
 from polyframe_dev.supervisor import StartupError
@@ -105,7 +105,7 @@ def test_taken_port_is_named_in_the_error() -> None:
         holder.listen()
         port = holder.getsockname()[1]
         with pytest.raises(StartupError, match=rf"port {port} on 127.0.0.1 \(the ingress\)"):
-            _check_port("127.0.0.1", port, "the ingress", "make up PORT=9080")
+            check_port("127.0.0.1", port, "the ingress", "make up PORT=9080")
 
 
 def test_each_service_gets_its_own_postgres_database_per_data_folder(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ import pytest
 
 from polyframe_release import render
 from polyframe_release.engine import EngineError, Result
-from polyframe_release.pods import DeathWatch, Node, PodWorker
+from polyframe_release.node import DeathWatch, Node
+from polyframe_release.pods import PodWorker
 from polyframe_release.render import Render
 from polyframe_release.store import Store
 

@@ -2,27 +2,25 @@
 
 Read through the official ``kubernetes`` client configured by the kubeconfig the module writes
 (and through its in-cluster loader), through plain httpx for the exact shapes of errors,
-through kubectl when it is installed, and through tests/e2e's cluster plugin, unchanged. The
-server serves recorded objects (tests/e2e/kube_api_shapes) from an in-memory source, with the
-e2e Role's rules as the polyframe chart renders them.
+through kubectl when it is installed, and through the e2e suite's cluster plugin
+(polyframe_e2e_cluster), unchanged. The server serves recorded objects (the plugin's tests'
+kube_api_shapes) from an in-memory source, with the e2e Role's rules as the polyframe chart
+renders them.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 import shutil
 import ssl
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -33,19 +31,15 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.incluster_config import InClusterConfigLoader
 
-from polyframe_release.kubeapi import (
-    KubeAPIServer,
-    Rule,
-    TLSFiles,
-    User,
-    make_tls,
-    rules_from_role,
-    write_kubeconfig,
-)
+from polyframe_e2e_cluster.cluster import connect
+from polyframe_e2e_cluster.diagnostics import collect_diagnostics
+from polyframe_e2e_cluster.settings import RBAC_RULES, ClusterSettings
+from polyframe_release.kubeapi.rbac import Rule, User, rules_from_role
+from polyframe_release.kubeapi.server import KubeAPIServer
+from polyframe_release.kubeapi.tls import TLSFiles, make_tls, write_kubeconfig
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-SHAPES = REPO_ROOT / "tests" / "e2e" / "kube_api_shapes"
-PLUGIN = REPO_ROOT / "tests" / "e2e" / "polyframe_e2e_cluster.py"
+SHAPES = REPO_ROOT / "tools" / "polyframe-e2e-cluster" / "tests" / "kube_api_shapes"
 CHART = REPO_ROOT / "deploy" / "helm" / "polyframe"
 NAMESPACE = "polyframe"
 ADMIN_TOKEN = "admin-token-1f2e3d"
@@ -175,21 +169,6 @@ def e2e_rules() -> tuple[Rule, ...]:
     return rules_from_role(render_e2e_role())
 
 
-@pytest.fixture(scope="session")
-def plugin() -> Iterator[ModuleType]:
-    """tests/e2e's cluster plugin, imported by path (test folders are not importable), under a
-    name of its own so that it never stands in for the suite's registered plugin."""
-    name = "polyframe_e2e_cluster_for_kubeapi"
-    spec = importlib.util.spec_from_file_location(name, PLUGIN)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(sys.modules, name, module)  # its dataclasses look their module up
-        spec.loader.exec_module(module)
-        yield module
-
-
 @pytest.fixture
 def source() -> MemorySource:
     return MemorySource()
@@ -282,10 +261,10 @@ def test_rules_match_as_kubernetes_rbac_does() -> None:
 
 
 def test_the_e2e_role_grants_exactly_what_the_cluster_plugin_asks(
-    api: KubeAPIServer, plugin: ModuleType
+    api: KubeAPIServer,
 ) -> None:
     """Every verb on every resource nearby: refused (403, the API server's message) exactly
-    where tests/e2e's RBAC_RULES do not grant it."""
+    where the cluster plugin's RBAC_RULES do not grant it."""
     resources = [
         *[("", r) for r in ("pods", "pods/log", "events", "services", "secrets", "configmaps")],
         *[("apps", r) for r in ("deployments", "statefulsets")],
@@ -309,7 +288,7 @@ def test_the_e2e_role_grants_exactly_what_the_cluster_plugin_asks(
                 if sub and verb != "get":
                     continue
                 granted = any(
-                    group == g and combined in rs and verb in vs for g, rs, vs in plugin.RBAC_RULES
+                    group == g and combined in rs and verb in vs for g, rs, vs in RBAC_RULES
                 )
                 response = session.request(method, url)
                 if granted and response.status_code == 403:
@@ -751,11 +730,11 @@ def test_kubectl_reads_the_release(
 
 
 def test_the_cluster_plugin_reads_and_deletes_through_the_server(
-    plugin: ModuleType, kubeconfig: Path, source: MemorySource, tmp_path: Path
+    kubeconfig: Path, source: MemorySource, tmp_path: Path
 ) -> None:
-    """tests/e2e's plugin, from a kubeconfig context, as the e2e ServiceAccount: its Role is
+    """The cluster plugin, from a kubeconfig context, as the e2e ServiceAccount: its Role is
     all it needs."""
-    settings = plugin.ClusterSettings(
+    settings = ClusterSettings(
         base_url="http://127.0.0.1:9",
         context="e2e",
         namespace=None,
@@ -764,7 +743,7 @@ def test_the_cluster_plugin_reads_and_deletes_through_the_server(
         diagnostics_dir=tmp_path / "diagnostics",
         kubeconfig=str(kubeconfig),
     )
-    cluster = plugin.connect(settings)
+    cluster = connect(settings)
     try:
         assert cluster.namespace == NAMESPACE  # the context's
         look = cluster.rollout()
@@ -775,7 +754,7 @@ def test_the_cluster_plugin_reads_and_deletes_through_the_server(
         assert cluster.unfinished_jobs() == []
         assert cluster.pod_loss_skip_reason("users-fastapi") is None
         assert cluster.pod_log(CRASHING, "web", previous=True) == CRASH_LOG
-        folder = cluster.collect_diagnostics(tmp_path / "diagnostics")
+        folder = collect_diagnostics(cluster, tmp_path / "diagnostics")
         assert not (folder / "errors.txt").exists(), (folder / "errors.txt").read_text()
         assert (folder / "logs" / CRASHING / "web.previous.log").read_text() == CRASH_LOG
         assert "BackOff" in (folder / "events.txt").read_text()

@@ -1,6 +1,6 @@
-"""The controllers' part (polyframe_release.controllers): Deployments, StatefulSets and Jobs
-keep their pods, PodDisruptionBudgets their status, Services their endpoints. Pods are fake
-workers; creating one is recorded, never started."""
+"""The controllers' part (polyframe_release.controllers, podcontrol, workloads, jobs):
+Deployments, StatefulSets and Jobs keep their pods, PodDisruptionBudgets their status, Services
+their endpoints. Pods are fake workers; creating one is recorded, never started."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from polyframe_release import controllers
-from polyframe_release.controllers import Controllers, _scaled, selects, template_hash
+from polyframe_release import jobs, podcontrol
+from polyframe_release.controllers import Controllers
+from polyframe_release.podcontrol import scaled, selects, template_hash
 from polyframe_release.render import Render
 from polyframe_release.store import Store
 
@@ -103,15 +104,15 @@ def _conditions(obj: dict[str, Any]) -> dict[str, tuple[str, str]]:
     ],
 )
 def test_scaled_rounds_as_the_controllers_do(value: Any, total: int, up: int, down: int) -> None:
-    assert _scaled(value, total, round_up=True) == up
-    assert _scaled(value, total, round_up=False) == down
+    assert scaled(value, total, round_up=True) == up
+    assert scaled(value, total, round_up=False) == down
 
 
 @pytest.mark.parametrize(
     ("value", "total", "exact"), [("7%", 100, 7), ("14%", 50, 7), ("29%", 100, 29)]
 )
 def test_scaled_is_exact_for_whole_percentages(value: str, total: int, exact: int) -> None:
-    assert (_scaled(value, total, round_up=True), _scaled(value, total, round_up=False)) == (
+    assert (scaled(value, total, round_up=True), scaled(value, total, round_up=False)) == (
         exact,
         exact,
     )
@@ -320,11 +321,11 @@ def test_a_condition_keeps_its_transition_time_while_it_holds(
     recorder: Recorder, kind_render: Render, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     deployment = _put(recorder, kind_render, "Deployment", WEB)
-    monkeypatch.setattr(controllers, "now_iso", lambda: "2025-01-01T00:00:00Z")
+    monkeypatch.setattr(podcontrol, "now_iso", lambda: "2025-01-01T00:00:00Z")
     recorder.controllers._deployment(deployment)
     version = deployment["metadata"]["resourceVersion"]
 
-    monkeypatch.setattr(controllers, "now_iso", lambda: "2025-01-01T00:05:00Z")
+    monkeypatch.setattr(podcontrol, "now_iso", lambda: "2025-01-01T00:05:00Z")
     for worker in recorder.controllers.workers.values():
         worker.ip = None  # still not ready: nothing changes
     recorder.controllers._deployment(deployment)
@@ -524,7 +525,7 @@ def test_a_failed_job_pod_is_replaced_after_the_back_off(recorder: Recorder) -> 
     assert len(recorder.created) == 1
     counted, not_before = recorder.controllers.job_backoff["migrate"]
     assert counted == 1
-    assert not_before - time.monotonic() == pytest.approx(controllers.JOB_BACKOFF_START, abs=1)
+    assert not_before - time.monotonic() == pytest.approx(jobs.JOB_BACKOFF_START, abs=1)
     recorder.controllers.job_backoff["migrate"] = (1, time.monotonic() - 1)
     recorder.controllers._job(job)
     assert len(recorder.created) == 2
@@ -621,8 +622,8 @@ def test_pod_failure_action_by_exit_code(
         ]
     }
 
-    assert controllers.pod_failure_action(policy, worker) == action
-    assert controllers.pod_failure_action(None, worker) == "Count"
+    assert jobs.pod_failure_action(policy, worker) == action
+    assert jobs.pod_failure_action(None, worker) == "Count"
 
 
 @pytest.mark.parametrize(

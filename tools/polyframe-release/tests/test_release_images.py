@@ -18,10 +18,11 @@ from polyframe_release.paths import REPO_ROOT
 
 PYTHON = "python:3.11.14-slim-trixie"
 UV = "ghcr.io/astral-sh/uv:0.13.8"
+SERVICE_DOCKERFILE = "deploy/images/service.Dockerfile"
 DOCKERFILES = [
-    "services/users-fastapi/Dockerfile",
-    "services/legacy-flask/Dockerfile",
-    "services/admin-django/Dockerfile",
+    SERVICE_DOCKERFILE,
+    SERVICE_DOCKERFILE,
+    SERVICE_DOCKERFILE,
     "deploy/kind/e2e.Dockerfile",
 ]
 
@@ -42,9 +43,23 @@ def test_artifacts_are_skaffolds() -> None:
     assert all(a.context == REPO_ROOT for a in found)
     assert all(a.dockerfile.is_file() for a in found)
     assert [a.short for a in found] == ["users-fastapi", "legacy-flask", "admin-django", "e2e"]
+    # The service's image is the one Dockerfile with the service as its build argument.
+    assert [dict(a.build_args).get("SERVICE") for a in found] == [
+        *[a.short for a in found[:3]],
+        None,
+    ]
 
 
-@pytest.mark.parametrize("path", DOCKERFILES)
+def test_build_arguments_are_passed_to_the_build() -> None:
+    users = images.artifacts()[0]
+    args = images.build_args(Engine("docker"), users, "x:1")
+    assert args[args.index("--build-arg") + 1] == "SERVICE=users-fastapi"
+    described = [a for a in args if a.startswith("DESCRIPTION=")]
+    assert described == [f"DESCRIPTION={dict(users.build_args)['DESCRIPTION']}"]
+    assert args[-1] == str(REPO_ROOT)  # the context stays last
+
+
+@pytest.mark.parametrize("path", sorted(set(DOCKERFILES)))
 def test_base_images_of_the_real_dockerfiles(path: str) -> None:
     # their stages (uv, build, runtime, e2e) are not images to pull
     assert sorted(images.base_images(REPO_ROOT / path)) == sorted([UV, PYTHON])
@@ -122,6 +137,10 @@ def _artifact() -> Artifact:
     return images.artifacts()[0]
 
 
+def _build_arguments(artifact: Artifact) -> list[str]:
+    return [part for k, v in artifact.build_args for part in ("--build-arg", f"{k}={v}")]
+
+
 def test_podman_builds_mount_the_ca_bundle_and_uv_config_and_pass_nothing_of_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,6 +157,7 @@ def test_podman_builds_mount_the_ca_bundle_and_uv_config_and_pass_nothing_of_the
         "polyframe/users-fastapi:abc",
         "--file",
         str(artifact.dockerfile),
+        *_build_arguments(artifact),
         "--network",
         "host",
         "--volume",
@@ -146,8 +166,10 @@ def test_podman_builds_mount_the_ca_bundle_and_uv_config_and_pass_nothing_of_the
         f"{images.BUILD_UV_CONFIG}:/etc/uv/uv.toml:ro",
         str(REPO_ROOT),
     ]
-    # build-time mounts only: no --env, --build-arg or --secret carries the CA into a layer
-    assert not {"--env", "--build-arg", "--secret", "--label"} & set(args)
+    # build-time mounts only: no --env, --build-arg or --secret carries the CA into a layer (the
+    # only build arguments are skaffold.yaml's)
+    assert not {"--env", "--secret", "--label"} & set(args)
+    assert args.count("--build-arg") == len(artifact.build_args)
     assert [a for a in args if str(bundle) in a] == [
         f"{bundle}:/etc/ssl/certs/ca-certificates.crt:ro"
     ]
@@ -174,6 +196,7 @@ def test_podman_builds_without_a_ca_bundle_mount_nothing(
         "x:1",
         "--file",
         str(artifact.dockerfile),
+        *_build_arguments(artifact),
         "--network",
         "host",
         str(REPO_ROOT),
@@ -190,7 +213,10 @@ def test_docker_builds_use_dockers_own_network(
 
     args = images.build_args(Engine("docker"), artifact, "x:1")
 
-    assert args == ["build", "--tag", "x:1", "--file", str(artifact.dockerfile), str(REPO_ROOT)]
+    assert args == [
+        "build", "--tag", "x:1", "--file", str(artifact.dockerfile),
+        *_build_arguments(artifact), str(REPO_ROOT),
+    ]  # fmt: skip
 
 
 def test_build_file_round_trip_in_skaffolds_format(tmp_path: Path) -> None:

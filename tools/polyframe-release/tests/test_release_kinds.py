@@ -1,5 +1,5 @@
 """What the runner implements (polyframe_release.kinds), the check of a render against it, and
-Helm's order of hooks and kinds (polyframe_release.runner)."""
+Helm's order of hooks and kinds (polyframe_release.hooks, .runner)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from polyframe_release import kinds, runner
+from polyframe_release import hooks, kinds, runner
 from polyframe_release.render import Render
 
 
@@ -46,7 +46,7 @@ def _deployment(kind_render: Render, name: str = "polyframe-users-fastapi") -> d
 
 
 def test_the_kind_render_uses_only_what_the_runner_implements(kind_render: Render) -> None:
-    errors, _skipped = runner.check(kind_render)
+    errors, _skipped = hooks.check(kind_render)
 
     assert errors == []
     for obj in kind_render.objects:
@@ -55,7 +55,7 @@ def test_the_kind_render_uses_only_what_the_runner_implements(kind_render: Rende
 
 
 def test_the_kind_render_lists_what_only_a_cluster_enforces(kind_render: Render) -> None:
-    _errors, skipped = runner.check(kind_render)
+    _errors, skipped = hooks.check(kind_render)
 
     expected = {
         kinds.describe(o)
@@ -87,7 +87,7 @@ def test_an_unsupported_pod_field_is_an_error_naming_the_object_and_the_field(
     deployment["spec"]["template"]["spec"]["affinity"] = {"podAntiAffinity": {}}
     deployment["spec"]["template"]["spec"]["hostNetwork"] = True
 
-    errors, _ = runner.check(_with(kind_render, deployment))
+    errors, _ = hooks.check(_with(kind_render, deployment))
 
     assert errors == [
         "Deployment/with-affinity: field spec.template.spec.affinity is not implemented by the "
@@ -128,7 +128,7 @@ def test_an_unknown_kind_is_an_error(kind_render: Render) -> None:
         "spec": {"schedule": "0 3 * * *"},
     }
 
-    errors, _ = runner.check(_with(kind_render, cron))
+    errors, _ = hooks.check(_with(kind_render, cron))
 
     assert errors == ["CronJob/nightly: the kind CronJob is not implemented by the release runner"]
 
@@ -142,7 +142,7 @@ def test_a_behaviour_annotation_is_an_error(kind_render: Render) -> None:
         "traefik.ingress.kubernetes.io/router.middlewares"
     ] = "polyframe-strip@kubernetescrd"
 
-    errors, _ = runner.check(_with(kind_render, changed))
+    errors, _ = hooks.check(_with(kind_render, changed))
 
     assert errors == [
         "Ingress/with-middleware: field metadata.annotations["
@@ -174,7 +174,7 @@ def test_a_hook_event_the_runner_does_not_run_is_an_error(kind_render: Render) -
     job["metadata"]["name"] = "cleanup"
     job["metadata"]["annotations"] = {"helm.sh/hook": "pre-install, pre-delete"}
 
-    errors, _ = runner.check(_with(kind_render, job))
+    errors, _ = hooks.check(_with(kind_render, job))
 
     assert errors == ["Job/cleanup: hook pre-delete is not implemented by the release runner"]
 
@@ -204,7 +204,7 @@ def test_hooks_of_order_by_weight_then_name_over_kind_order() -> None:
         _hook("ConfigMap", "same", "pre-install", "1"),
     ]
 
-    order = [(o["kind"], o["metadata"]["name"]) for o in runner.hooks_of(objects, "pre-install")]
+    order = [(o["kind"], o["metadata"]["name"]) for o in hooks.hooks_of(objects, "pre-install")]
 
     assert order == [
         ("ServiceAccount", "a-account"),
@@ -215,23 +215,23 @@ def test_hooks_of_order_by_weight_then_name_over_kind_order() -> None:
         ("Job", "same"),
         ("Job", "late"),
     ]
-    assert [o["metadata"]["name"] for o in runner.hooks_of(objects, "post-install")] == ["seed"]
-    assert [o["metadata"]["name"] for o in runner.hooks_of(objects, "test")] == ["test"]
-    assert runner.hooks_of(objects, "pre-delete") == []
+    assert [o["metadata"]["name"] for o in hooks.hooks_of(objects, "post-install")] == ["seed"]
+    assert [o["metadata"]["name"] for o in hooks.hooks_of(objects, "test")] == ["test"]
+    assert hooks.hooks_of(objects, "pre-delete") == []
 
 
 def test_the_kind_renders_hooks_are_events_the_runner_runs(kind_render: Render) -> None:
     implemented = {"pre-install", "post-install", "pre-upgrade", "post-upgrade", "test"}
-    hooks = [o for o in kind_render.objects if runner.is_hook(o)]
+    found = [o for o in kind_render.objects if hooks.is_hook(o)]
 
     events = {
         event.strip()
-        for o in hooks
+        for o in found
         for event in o["metadata"]["annotations"]["helm.sh/hook"].split(",")
     }
     assert events <= implemented
     # helm test: one readiness Pod per service
-    assert sorted(o["metadata"]["name"] for o in runner.hooks_of(kind_render.objects, "test")) == [
+    assert sorted(o["metadata"]["name"] for o in hooks.hooks_of(kind_render.objects, "test")) == [
         "polyframe-admin-django-test-readiness",
         "polyframe-legacy-flask-test-readiness",
         "polyframe-users-fastapi-test-readiness",
@@ -240,8 +240,8 @@ def test_the_kind_renders_hooks_are_events_the_runner_runs(kind_render: Render) 
 
 def test_the_kind_render_installs_in_helms_kind_order(kind_render: Render) -> None:
     installed = sorted(
-        (o for o in kind_render.objects if not runner.is_hook(o)),
-        key=lambda o: runner.kind_rank(o["kind"]),
+        (o for o in kind_render.objects if not hooks.is_hook(o)),
+        key=lambda o: hooks.kind_rank(o["kind"]),
     )
 
     kinds_in_order = list(dict.fromkeys(o["kind"] for o in installed))
@@ -277,13 +277,13 @@ def test_kind_rank_follows_helms_install_order() -> None:
         "Ingress",
     ]
 
-    ranks = [runner.kind_rank(kind) for kind in kinds_in_order]
+    ranks = [hooks.kind_rank(kind) for kind in kinds_in_order]
 
     assert ranks == sorted(ranks)
     assert len(set(ranks)) == len(ranks)
     # kinds Helm does not know come last
-    assert runner.kind_rank("ServiceMonitor") == runner.kind_rank("HTTPRoute")
-    assert runner.kind_rank("ServiceMonitor") > runner.kind_rank("ValidatingWebhookConfiguration")
+    assert hooks.kind_rank("ServiceMonitor") == hooks.kind_rank("HTTPRoute")
+    assert hooks.kind_rank("ServiceMonitor") > hooks.kind_rank("ValidatingWebhookConfiguration")
 
 
 def test_pod_containers_of_each_workload_kind(kind_render: Render) -> None:
@@ -292,10 +292,10 @@ def test_pod_containers_of_each_workload_kind(kind_render: Render) -> None:
     assert pod is not None
 
     spec = job["spec"]["template"]["spec"]
-    assert runner.pod_containers(job) == [*spec.get("initContainers", []), *spec["containers"]]
-    assert runner.pod_containers(job)[-1]["name"] == "migrate"
-    assert [c["name"] for c in runner.pod_containers(pod)] == ["readiness"]
-    assert runner.pod_containers({"kind": "Service", "spec": {}}) == []
+    assert hooks.pod_containers(job) == [*spec.get("initContainers", []), *spec["containers"]]
+    assert hooks.pod_containers(job)[-1]["name"] == "migrate"
+    assert [c["name"] for c in hooks.pod_containers(pod)] == ["readiness"]
+    assert hooks.pod_containers({"kind": "Service", "spec": {}}) == []
 
 
 def test_a_kind_only_a_cluster_enforces_is_listed_and_not_run(tmp_path: Path) -> None:
@@ -323,7 +323,7 @@ def test_what_is_not_emulated_is_summarized_by_kind_and_reason() -> None:
         "NetworkPolicy/b-web: traffic is not filtered",
     ]
 
-    assert runner.summarize(skipped) == [
+    assert hooks.summarize(skipped) == [
         "NetworkPolicy (2): traffic is not filtered — a-web, b-web",
         "Role (1): enforced only for the e2e token — polyframe-e2e",
     ]
@@ -448,9 +448,9 @@ def test_test_success_is_a_test_hook_and_delete_policies_default_as_helm() -> No
         },
     }
 
-    assert [h["metadata"]["name"] for h in runner.hooks_of([legacy, modern], "test")] == [
+    assert [h["metadata"]["name"] for h in hooks.hooks_of([legacy, modern], "test")] == [
         "new-style",
         "old-style",
     ]
-    assert runner.delete_policies(legacy) == {"before-hook-creation"}
-    assert runner.delete_policies(modern) == {"hook-succeeded"}
+    assert hooks.delete_policies(legacy) == {"before-hook-creation"}
+    assert hooks.delete_policies(modern) == {"hook-succeeded"}

@@ -1,7 +1,7 @@
-"""The kubelet's part (polyframe_release.pods): quantities, ``$(VAR)`` expansion, a pod's
-environment, volumes and ``podman run`` arguments, the kubelet's non-root check, probes,
-back-off and when the runner gives a pod up. Pod workers are built from the real kind render
-with an engine that answers from memory; none is started, no container runs.
+"""The kubelet's part (polyframe_release.pods, podspec and the pod layers): quantities,
+``$(VAR)`` expansion, a pod's environment, volumes and ``podman run`` arguments, the kubelet's
+non-root check, probes, back-off and when the runner gives a pod up. Pod workers are built from
+the real kind render with an engine that answers from memory; none is started, no container runs.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 
-from polyframe_release import pods
-from polyframe_release.pods import (
+from polyframe_release.pods import PodWorker
+from polyframe_release.podspec import (
+    GIVE_UP_STUCK,
+    GIVE_UP_UNREADY,
     TOKEN_PATH,
     TOKEN_VOLUME,
     ConfigError,
     ContainerRun,
-    PodWorker,
     Probe,
     SpecError,
     expand,
@@ -565,7 +566,7 @@ def test_start_keeps_the_engines_own_environment(
                       "lines": env_file.read_text().splitlines(), **kwargs})  # fmt: skip
         return subprocess.CompletedProcess(argv, 0, "", "")
 
-    monkeypatch.setattr(pods.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)
     container = web_worker.containers[0]
     env = web_worker._env(container)
 
@@ -893,7 +894,7 @@ def test_hopeless_after_three_restarts(web_worker: PodWorker) -> None:
 def test_hopeless_after_long_unreadiness(web_worker: PodWorker) -> None:
     container = web_worker.containers[0]
     _running(container)
-    container.started_at = time.monotonic() - pods.GIVE_UP_UNREADY - 5
+    container.started_at = time.monotonic() - GIVE_UP_UNREADY - 5
 
     why = web_worker.hopeless()
 
@@ -938,7 +939,7 @@ def test_hopeless_for_a_config_error_that_lasts(
     assert not web_worker._start(container)
     assert web_worker.hopeless() is None  # not yet
     started = time.monotonic()
-    monkeypatch.setattr(pods.time, "monotonic", lambda: started + pods.GIVE_UP_STUCK + 1)
+    monkeypatch.setattr(time, "monotonic", lambda: started + GIVE_UP_STUCK + 1)
     assert not web_worker._start(container)  # the kubelet's retry, as _watch makes it
 
     assert web_worker.hopeless() == (
@@ -958,7 +959,7 @@ def test_hopeless_for_a_mount_that_keeps_failing(
     assert not web_worker._prepare()
     assert web_worker.hopeless() is None  # not yet
     started = time.monotonic()
-    monkeypatch.setattr(pods.time, "monotonic", lambda: started + pods.GIVE_UP_STUCK + 1)
+    monkeypatch.setattr(time, "monotonic", lambda: started + GIVE_UP_STUCK + 1)
 
     assert web_worker.hopeless() == (
         'MountVolume.SetUp failed for volume "secrets" : secret "polyframe-users-fastapi" not found'

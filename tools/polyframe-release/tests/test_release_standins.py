@@ -1,7 +1,7 @@
-"""Base images where no registry is reachable (polyframe_release.standins): which images have a
-stand-in, how a stand-in is described, and what a command says of the stand-ins in use. The
-stand-in builders' system steps (debootstrap, chroot, the engine's import) are recorded, not
-run."""
+"""Base images where no registry is reachable (polyframe_release.standins, standin_builds,
+rootfs): which images have a stand-in, how a stand-in is described, and what a command says of
+the stand-ins in use. The stand-in builders' system steps (debootstrap, chroot, the engine's
+import) are recorded, not run."""
 
 from __future__ import annotations
 
@@ -12,15 +12,10 @@ from typing import Any
 
 import pytest
 
-from polyframe_release import standins
+from polyframe_release import standin_builds, standins
 from polyframe_release.engine import Result, qualify
 from polyframe_release.paths import STAND_INS_DIR
-from polyframe_release.standins import (
-    DIFFERS_LABEL,
-    STAND_IN_LABEL,
-    StandIn,
-    StandInError,
-)
+from polyframe_release.rootfs import DIFFERS_LABEL, STAND_IN_LABEL, StandIn, StandInError
 
 PYTHON = "python:3.11.14-slim-trixie"
 POSTGRES = "postgres:17.6-bookworm"
@@ -46,17 +41,20 @@ def test_qualify_as_docker_reads_a_short_name(image: str, qualified: str) -> Non
 @pytest.mark.parametrize(
     ("image", "builder"),
     [
-        (PYTHON, standins.build_python),
-        ("docker.io/library/python:3.12.1-slim-bookworm", standins.build_python),
-        (UV, standins.build_uv),
-        (POSTGRES, standins.build_postgres),
-        ("postgres:15-bookworm", standins.build_postgres),
-        ("docker.io/postgres:17.6-trixie", standins.build_postgres),
+        (PYTHON, standin_builds.build_python),
+        ("docker.io/library/python:3.12.1-slim-bookworm", standin_builds.build_python),
+        (UV, standin_builds.build_uv),
+        (POSTGRES, standin_builds.build_postgres),
+        ("postgres:15-bookworm", standin_builds.build_postgres),
+        ("docker.io/postgres:17.6-trixie", standin_builds.build_postgres),
         ("python:3.11", None),  # not slim: not what a stand-in is
         ("python:3.11.14-alpine", None),
         ("ghcr.io/astral-sh/uv:latest", None),
         ("postgres:17", None),  # no Debian release named
-        ("redis:7-bookworm", None),
+        ("redis:7.0.15-bookworm", standin_builds.build_redis),
+        ("docker.io/library/redis:7.0-bookworm", standin_builds.build_redis),
+        ("redis:7-bookworm", None),  # a major alone: which 7 it is, Debian cannot tell
+        ("redis:7.0.15-alpine3.20", None),
     ],
 )
 def test_builder_for_the_pinned_images(image: str, builder: Any) -> None:
@@ -64,9 +62,9 @@ def test_builder_for_the_pinned_images(image: str, builder: Any) -> None:
 
 
 def test_image_patterns_capture_version_and_release() -> None:
-    python = standins.PYTHON_IMAGE.match(PYTHON)
-    postgres = standins.POSTGRES_IMAGE.match(POSTGRES)
-    uv = standins.UV_IMAGE.match(UV)
+    python = standin_builds.PYTHON_IMAGE.match(PYTHON)
+    postgres = standin_builds.POSTGRES_IMAGE.match(POSTGRES)
+    uv = standin_builds.UV_IMAGE.match(UV)
 
     assert python is not None
     assert (python["version"], python["release"]) == ("3.11.14", "trixie")
@@ -165,12 +163,12 @@ class SystemSteps:
         self.debootstrap: list[tuple[str, str]] = []
         self.scripts: list[str] = []
         self.imported: dict[str, Any] = {}
-        monkeypatch.setattr(standins, "debootstrap", self._debootstrap)
+        monkeypatch.setattr(standin_builds, "debootstrap", self._debootstrap)
         monkeypatch.setattr(
-            standins, "chroot", lambda _root, script, _what: self.scripts.append(script)
+            standin_builds, "chroot", lambda _root, script, _what: self.scripts.append(script)
         )
-        monkeypatch.setattr(standins, "import_root", self._import)
-        monkeypatch.setattr(standins, "subprocess", SimpleNamespace(run=self._run))
+        monkeypatch.setattr(standin_builds, "import_root", self._import)
+        monkeypatch.setattr(standin_builds, "subprocess", SimpleNamespace(run=self._run))
 
     def _debootstrap(self, release: str, root: Path, mirror: str, include: Any = ()) -> None:
         self.debootstrap.append((release, mirror))
@@ -192,9 +190,11 @@ def test_the_postgres_17_stand_in_comes_from_trixie_and_says_so(
 ) -> None:
     steps = SystemSteps(monkeypatch)
 
-    built = standins.build_postgres(fake_engine, POSTGRES, tmp_path, "http://mirror.example/debian")
+    built = standin_builds.build_postgres(
+        fake_engine, POSTGRES, tmp_path, "http://mirror.example/debian"
+    )
 
-    assert standins.POSTGRES_RELEASES["17"] == "trixie"
+    assert standin_builds.POSTGRES_RELEASES["17"] == "trixie"
     assert steps.debootstrap == [("trixie", "http://mirror.example/debian")]
     assert "postgresql-17" in steps.scripts[0]
     assert built.image == POSTGRES
@@ -217,7 +217,25 @@ def test_the_postgres_15_stand_in_comes_from_the_pinned_release(
 ) -> None:
     steps = SystemSteps(monkeypatch)
 
-    built = standins.build_postgres(fake_engine, "postgres:15.8-bookworm", tmp_path, "m")
+    built = standin_builds.build_postgres(fake_engine, "postgres:15.8-bookworm", tmp_path, "m")
 
     assert steps.debootstrap == [("bookworm", "m")]
     assert "packages no PostgreSQL" not in built.differs
+
+
+def test_the_redis_stand_in_is_debians_redis_server_of_the_pinned_release(
+    fake_engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = SystemSteps(monkeypatch)
+
+    built = standin_builds.build_redis(fake_engine, "redis:7.0.15-bookworm", tmp_path, "m")
+
+    assert steps.debootstrap == [("bookworm", "m")]
+    assert "redis-server" in steps.scripts[0]
+    assert "--uid 999" in steps.scripts[0]
+    assert "from Debian bookworm" in built.differs
+    assert "give the command" in built.differs
+    assert steps.imported["image"] == "redis:7.0.15-bookworm"
+    assert "USER 999:999" in steps.imported["changes"]
+    assert 'CMD ["redis-server"]' in steps.imported["changes"]
+    assert not any(c.startswith("ENTRYPOINT") for c in steps.imported["changes"])

@@ -3,7 +3,7 @@ A Deployment of the service.
   component "web":    the production server (the image's entry point), one worker process
                       per container, scaled with replicas; probes on /healthz and /readyz;
                       with `server.metricsPort` (gunicorn), the master's /metrics on port `metrics`.
-  component "outbox": the audit-outbox dispatcher (`outbox.command`), one per release, its
+  component "outbox": the audit-outbox dispatcher (`outbox.command`, or the service's own), one per release, its
                       /metrics on port `metrics`; it starts once the migrations are applied
                       (init container wait-for-migrations).
 Usage: include "polyframe-lib.deployment" (dict "ctx" $ "component" "web")
@@ -72,7 +72,7 @@ spec:
           imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
           {{- if not $web }}
           command:
-            {{- toYaml $ctx.Values.outbox.command | nindent 12 }}
+            {{- include "polyframe-lib.command" (dict "ctx" $ctx "value" $ctx.Values.outbox.command "name" "outbox") | nindent 12 }}
           {{- end }}
           env:
             {{- include "polyframe-lib.env" $ctx | nindent 12 }}

@@ -12,8 +12,19 @@ Usage: include "polyframe-lib.migrationJob" .
 */}}
 {{- define "polyframe-lib.migrationJob" -}}
 {{- if .Values.migrations.enabled }}
-{{- include "polyframe-lib.job" (dict "ctx" . "component" "migrate" "command" .Values.migrations.command "waitFor" "database" "extraFiles" list) }}
+{{- include "polyframe-lib.job" (dict "ctx" . "component" "migrate" "command" (include "polyframe-lib.command" (dict "ctx" . "value" .Values.migrations.command "name" "migrate") | fromYamlArray) "waitFor" "database" "extraFiles" list) }}
 {{- end }}
+{{- end -}}
+
+{{/*
+A command line of the service: `value` when given (migrations.command, migrations.waitCommand,
+outbox.command), else the service's own `name` from its `<chart>.commands` (generated from
+services/<chart>/service.yaml).
+Usage: include "polyframe-lib.command" (dict "ctx" $ "value" .Values.outbox.command "name" "outbox") | fromYamlArray
+*/}}
+{{- define "polyframe-lib.command" -}}
+{{- $own := include (printf "%s.commands" .ctx.Chart.Name) .ctx | fromYaml -}}
+{{- .value | default (get $own .name) | toYaml -}}
 {{- end -}}
 
 {{/*

@@ -141,7 +141,7 @@ Usage: include "polyframe-lib.waitForDatabase" .
 {{/*
 An init container that waits until the service's migrations are applied (the check of the web
 pods' /readyz: the database answers and is at the code's head), with the service's own command
-(migrations.waitCommand) and settings, at most migrations.activeDeadlineSeconds (as long as the
+(migrations.waitCommand, or the service's own) and settings, at most migrations.activeDeadlineSeconds (as long as the
 migration Job may take). For what must not run on an older schema and has no readiness to hold
 it back: the outbox dispatcher, the demo-staff Job. When the bound passes the container fails
 (the kubelet starts it again, with back-off; a Job counts a failed pod).
@@ -152,7 +152,8 @@ Usage: include "polyframe-lib.waitForMigrations" .
   image: {{ include "polyframe-lib.image" . }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
   command:
-    {{- toYaml (concat .Values.migrations.waitCommand (list "--timeout" (toString .Values.migrations.activeDeadlineSeconds))) | nindent 4 }}
+    {{- $wait := include "polyframe-lib.command" (dict "ctx" . "value" .Values.migrations.waitCommand "name" "waitForMigrations") | fromYamlArray }}
+    {{- toYaml (concat $wait (list "--timeout" (toString .Values.migrations.activeDeadlineSeconds))) | nindent 4 }}
   env:
     {{- include "polyframe-lib.env" . | nindent 4 }}
   securityContext:

@@ -1,21 +1,10 @@
-"""The one way a Polyframe service calls another.
-
-* A timeout is always set (connect, read, write and pool).
-* Idempotent requests (GET, HEAD, OPTIONS, PUT, DELETE, and a POST carrying an
-  ``Idempotency-Key``) are retried with exponential backoff and jitter on
-  connection errors, timeouts and 502/503/504; other requests are sent once.
-* The caller's service credential is attached, the request id propagated.
-* Whatever goes wrong on the way (refused, reset, timed out, or the peer
-  answering 502/503/504 after the last attempt) surfaces as one exception:
-  :class:`ServiceUnavailableError`, which adapters render as 503 problem+json.
-* A peer that keeps failing opens its circuit (:mod:`service_kit.circuit`):
-  calls then fail at once instead of waiting for a dead peer, and one trial
-  call every few seconds finds out when it is back.
+"""The one way a Polyframe service calls another: timeouts, retries of what is safe to
+resend, credentials and trace headers, a circuit per peer, and one exception for "unavailable"
+(:class:`ServiceUnavailableError`, a 503 problem). Details: docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -112,12 +101,6 @@ class _Meter:
             metrics.HTTP_CLIENT_CIRCUIT_REJECTIONS.labels(*self.labels).inc()
 
 
-def _instrument(http: httpx.Client | httpx.AsyncClient, telemetry: Telemetry | None) -> None:
-    """Client spans (and the trace header) from OpenTelemetry's httpx instrumentation."""
-    if telemetry is not None and telemetry.tracing:
-        HTTPXClientInstrumentor.instrument_client(http, tracer_provider=tracer_provider())
-
-
 class _RetryPlan:
     """Decides, after each failed attempt, whether and when to try again."""
 
@@ -168,10 +151,16 @@ def _timeout(config: ClientConfig) -> httpx.Timeout:
     return httpx.Timeout(config.timeout_seconds, connect=min(1.0, config.timeout_seconds))
 
 
-class _Client:
-    """What both clients share: the configuration, metrics and the peer's circuit breaker."""
+class ServiceClient:
+    """The client of Flask, Django and the outbox dispatcher. Reuses its pool: create once."""
 
-    def __init__(self, config: ClientConfig, telemetry: Telemetry | None) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.config = config
         self._meter = _Meter(config, telemetry)
         self.breaker = CircuitBreaker(
@@ -180,6 +169,12 @@ class _Client:
             on_change=self._meter.circuit,
         )
         self._meter.circuit(CircuitState.CLOSED)
+        self._http = httpx.Client(
+            base_url=config.base_url, timeout=_timeout(config), transport=transport
+        )
+        if telemetry is not None and telemetry.tracing:
+            # Client spans (and the trace header) from OpenTelemetry's httpx instrumentation.
+            HTTPXClientInstrumentor.instrument_client(self._http, tracer_provider=tracer_provider())
 
     def _admit(self) -> None:
         """Raise at once, without calling, while the peer's circuit is open."""
@@ -201,23 +196,6 @@ class _Client:
             return False
         self.breaker.succeeded()
         return True
-
-
-class ServiceClient(_Client):
-    """Synchronous client (Flask, Django). Reuses its connection pool: create once."""
-
-    def __init__(
-        self,
-        config: ClientConfig,
-        transport: httpx.BaseTransport | None = None,
-        *,
-        telemetry: Telemetry | None = None,
-    ) -> None:
-        super().__init__(config, telemetry)
-        self._http = httpx.Client(
-            base_url=config.base_url, timeout=_timeout(config), transport=transport
-        )
-        _instrument(self._http, telemetry)
 
     def request(
         self,
@@ -250,52 +228,3 @@ class ServiceClient(_Client):
 
     def close(self) -> None:
         self._http.close()
-
-
-class AsyncServiceClient(_Client):
-    """Asynchronous client (FastAPI). Create in the lifespan, close on shutdown."""
-
-    def __init__(
-        self,
-        config: ClientConfig,
-        transport: httpx.AsyncBaseTransport | None = None,
-        *,
-        telemetry: Telemetry | None = None,
-    ) -> None:
-        super().__init__(config, telemetry)
-        self._http = httpx.AsyncClient(
-            base_url=config.base_url, timeout=_timeout(config), transport=transport
-        )
-        _instrument(self._http, telemetry)
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        acting_for: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        **kwargs: Any,
-    ) -> httpx.Response:
-        merged = _headers(self.config, headers, acting_for)
-        plan = _RetryPlan(self.config, method, merged, self._meter)
-        attempt = 0
-        while True:
-            attempt += 1
-            self._admit()
-            started = time.perf_counter()
-            try:
-                response = await self._http.request(method, path, headers=merged, **kwargs)
-            except httpx.TransportError as exc:
-                reason = self._failed(method, started, exc)
-            except BaseException:  # cancelled: says nothing about the peer
-                self.breaker.released()
-                raise
-            else:
-                if self._answered(method, started, response.status_code):
-                    return response
-                reason = f"HTTP {response.status_code}"
-            await asyncio.sleep(plan.delay_after(attempt, reason))
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

@@ -14,22 +14,15 @@ import binascii
 import hmac
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 
 from pydantic import SecretStr
 
+from service_kit.principal import Principal, user_principal
 from service_kit.problems import ProblemError, forbidden, unauthenticated
+from service_kit.tokens import TokenVerifier
 
 ACTING_FOR_HEADER = "X-Acting-For"
 _STAFF_NAME = re.compile(r"[A-Za-z0-9@.+_\-]{1,150}")
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceCaller:
-    """A peer service that authenticated with its credential."""
-
-    name: str
-    acting_for: str | None = None
 
 
 def basic_credential(name: str, secret: str) -> str:
@@ -48,7 +41,7 @@ def authenticate_service(
     *,
     trusted: Mapping[str, SecretStr],
     may_act: Collection[str] = (),
-) -> ServiceCaller:
+) -> Principal:
     """Check a Basic credential against the trusted services; raise a problem if wrong."""
     if not is_basic(authorization):
         raise unauthenticated("A service credential is required", scheme="Basic")
@@ -64,9 +57,23 @@ def authenticate_service(
     if not hmac.compare_digest(secret.encode(), reference.encode()) or expected is None:
         raise unauthenticated("Unknown service or wrong service credential", scheme="Basic")
     if acting_for is None or acting_for == "":
-        return ServiceCaller(name=name)
+        return Principal(service=name)
     if name not in may_act:
         raise forbidden(f"Service {name!r} may not act for a staff member")
     if not _STAFF_NAME.fullmatch(acting_for):
         raise ProblemError(400, f"{ACTING_FOR_HEADER} must be a staff user name")
-    return ServiceCaller(name=name, acting_for=acting_for)
+    return Principal(service=name, acting_for=acting_for)
+
+
+def authenticate_caller(
+    authorization: str | None,
+    acting_for: str | None,
+    *,
+    verifier: TokenVerifier,
+    trusted: Mapping[str, SecretStr],
+    may_act: Collection[str] = (),
+) -> Principal:
+    """A trusted service by its Basic credential, otherwise a user by bearer token."""
+    if is_basic(authorization):
+        return authenticate_service(authorization, acting_for, trusted=trusted, may_act=may_act)
+    return user_principal(authorization, verifier)

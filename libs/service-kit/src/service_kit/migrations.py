@@ -1,9 +1,6 @@
-"""Alembic helpers shared by the SQLAlchemy services: is the schema at head?
+"""Alembic helpers shared by the SQLAlchemy services: migrate, and wait until at head.
 
-The readiness check runs in every server, so it does not import alembic (a
-third of a second of every cold start, mako and pygments included): the heads
-are read from the migration files with ``ast``, and the database's revisions
-from the ``alembic_version`` table. Only ``migrate`` commands need alembic.
+The readiness check reads the heads with ``ast``, without importing alembic (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -15,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from service_kit.health import CheckFailedError
+from service_kit import sqla
+from service_kit.health import CheckFailedError, wait_until_ready
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -32,6 +30,13 @@ def alembic_config(script_location: Path, database_url: str | None = None) -> Co
         # ConfigParser interpolation: a literal % in a password must be doubled.
         config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
+
+
+def migrate(script_location: Path, database_url: str) -> None:
+    """Bring the database to the newest schema (idempotent): a service's ``migrate`` command."""
+    from alembic import command
+
+    command.upgrade(alembic_config(script_location, database_url), "head")
 
 
 def _module_values(path: Path) -> dict[str, Any]:
@@ -83,3 +88,23 @@ def require_heads(connection: Connection, expected: frozenset[str]) -> str:
             f"database at revision {have}, code expects {want}: run the migrations"
         )
     return ", ".join(sorted(current))
+
+
+def wait_for_migrations(
+    service: str, script_location: Path, database_url: str, *, timeout_seconds: float
+) -> bool:
+    """Wait, at most ``timeout_seconds``, until the database is at the migrations' heads.
+
+    The check of ``/readyz``, for what must not run on an older schema (the outbox dispatcher).
+    """
+    heads = script_heads(script_location)
+    engine = sqla.blocking_engine(database_url)
+
+    def database() -> str:
+        with engine.connect() as connection:
+            return require_heads(connection, heads)
+
+    try:
+        return wait_until_ready(service, {"database": database}, timeout_seconds=timeout_seconds)
+    finally:
+        engine.dispose()

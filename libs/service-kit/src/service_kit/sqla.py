@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import DateTime, Engine, Select, and_, event, or_
+from sqlalchemy import DateTime, Engine, Select, and_, create_engine, event, or_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.orm import InstrumentedAttribute
@@ -54,6 +54,22 @@ def engine_options(database_url: str, *, pool_size: int = 5) -> tuple[URL, dict[
         "pool_timeout": 5,
         "connect_args": connect_args,
     }
+
+
+def sync_database_url(url: str) -> str:
+    """The blocking-driver twin of an async URL (for the synchronous commands)."""
+    parsed = make_url(url)
+    drivers = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}
+    name = drivers.get(parsed.drivername, parsed.drivername)
+    return parsed.set(drivername=name).render_as_string(hide_password=False)
+
+
+def blocking_engine(database_url: str, *, pool_size: int = 1) -> Engine:
+    """A prepared synchronous engine for a service's URL, async or not (commands, workers)."""
+    url, options = engine_options(sync_database_url(database_url), pool_size=pool_size)
+    engine = create_engine(url, **options)
+    prepare(engine)
+    return engine
 
 
 def prepare(engine: Engine) -> None:

@@ -19,7 +19,7 @@ from legacy_flask.db import MIGRATIONS
 from legacy_flask.extensions import db, users
 from legacy_flask.orders import bp as orders_bp
 from legacy_flask.orders.views import PREFIX
-from legacy_flask.settings import OrdersSettings
+from legacy_flask.settings import OrdersSettings, attach_settings
 from service_kit import flask as kit
 from service_kit import telemetry
 from service_kit.health import SyncCheck
@@ -48,7 +48,7 @@ def create_app(settings: OrdersSettings | None = None) -> OpenAPI:
         validation_error_status=422,
         validation_error_callback=kit.validation_error_response,
     )
-    app.extensions["polyframe.settings"] = settings
+    attach_settings(app, settings)
     kit.install(
         app,
         max_body_bytes=settings.max_body_bytes,

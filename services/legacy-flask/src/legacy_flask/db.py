@@ -8,6 +8,7 @@ from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from legacy_flask.settings import current_settings
 from service_kit import sqla
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -32,7 +33,7 @@ class Database:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        settings = app.extensions["polyframe.settings"]
+        settings = current_settings(app)
         engine = make_engine(settings.database_url, settings.database_pool_size)
         telemetry = app.extensions.get("polyframe.telemetry")
         if telemetry is not None:

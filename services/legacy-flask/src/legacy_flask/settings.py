@@ -1,9 +1,11 @@
-"""The orders service's one settings object (environment prefix ``ORDERS_``)."""
+"""The orders service's one settings object (environment prefix ``ORDERS_``), and the one
+typed way the app reaches it: :func:`attach_settings` in the factory, :func:`current_settings`."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from flask import Flask, current_app
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -36,3 +38,17 @@ class OrdersSettings(ProducerSettings):
     #: A customer may cancel an order within this many seconds of placing it.
     cancel_window_seconds: int = Field(default=1800, ge=0)
     max_body_bytes: int = Field(default=65_536, ge=1_024)
+
+
+_EXTENSION = "polyframe.settings"
+
+
+def attach_settings(app: Flask, settings: OrdersSettings) -> None:
+    """Make ``settings`` the app's (the factory does this before any extension's init_app)."""
+    app.extensions[_EXTENSION] = settings
+
+
+def current_settings(app: Flask | None = None) -> OrdersSettings:
+    """The settings of ``app``, or of the current app."""
+    settings: OrdersSettings = (app or current_app).extensions[_EXTENSION]
+    return settings

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from legacy_flask.settings import current_settings
 from service_kit.client import ClientConfig, ServiceClient, ServiceUnavailableError
 from service_kit.jwks import CachedJwks
 from service_kit.tokens import TokenVerifier
@@ -25,7 +26,7 @@ class UsersGateway:
             self.init_app(app)
 
     def init_app(self, app: Flask, client: ServiceClient | None = None) -> None:
-        settings = app.extensions["polyframe.settings"]
+        settings = current_settings(app)
         client = client or ServiceClient(
             ClientConfig.for_service(settings, "users-fastapi", settings.users_url),
             telemetry=app.extensions["polyframe.telemetry"],

@@ -11,11 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from alembic import command
-
-from service_kit import health
-from service_kit.migrations import alembic_config, require_heads, script_heads
-from service_kit.outbox import Actor, dispatch_command
+from service_kit import migrations
+from service_kit.outbox import Actor
+from service_kit.outbox.command import add_producer_commands, run_producer_command
 from users_fastapi import accounts
 from users_fastapi.db import MIGRATIONS, create_engine, session_factory
 from users_fastapi.models import OutboxEvent, Role
@@ -27,29 +25,7 @@ SEED_ACTOR = Actor("service", "users-fastapi", acting_for="demo-seed")
 
 def migrate(settings: UsersSettings) -> None:
     """Bring the database to the newest schema (idempotent)."""
-    command.upgrade(alembic_config(MIGRATIONS, settings.database_url), "head")
-
-
-async def _revision(settings: UsersSettings, heads: frozenset[str]) -> str:
-    """The readiness check of the web pods: the database answers and is at ``heads``."""
-    engine = create_engine(settings.database_url, pool_size=1)
-    try:
-        async with engine.connect() as connection:
-            revision: str = await connection.run_sync(require_heads, heads)
-            return revision
-    finally:
-        await engine.dispose()
-
-
-def wait_for_migrations(settings: UsersSettings, timeout_seconds: float) -> bool:
-    """Wait until the database is at the migrations' head (what /readyz checks), at most
-    ``timeout_seconds``: what must not run on an older schema (the outbox dispatcher) waits."""
-    heads = script_heads(MIGRATIONS)
-    return health.wait_until_ready(
-        settings.service_name,
-        {"database": lambda: asyncio.run(_revision(settings, heads))},
-        timeout_seconds=timeout_seconds,
-    )
+    migrations.migrate(MIGRATIONS, settings.database_url)
 
 
 async def seed(settings: UsersSettings, accounts_file: Path) -> list[str]:
@@ -85,16 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment variables (USERS_DATABASE_URL, …).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("migrate", help="apply database migrations up to head")
-    sub.add_parser(
-        "dispatch-outbox",
-        help="deliver queued audit events to admin-django until SIGTERM (its own process)",
-    )
-    wait_parser = sub.add_parser(
-        "wait-for-migrations",
-        help="wait until the database is at the migrations' head; exit 1 after --timeout",
-    )
-    wait_parser.add_argument("--timeout", type=float, required=True, help="seconds")
+    add_producer_commands(sub)
     seed_parser = sub.add_parser("seed", help="create demo accounts that do not exist yet")
     seed_parser.add_argument(
         "--accounts-file",
@@ -104,16 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = UsersSettings()
-    if args.command == "migrate":
-        migrate(settings)
-        print("users-fastapi: migrations at head", file=sys.stderr)
-    elif args.command == "wait-for-migrations":
-        return 0 if wait_for_migrations(settings, args.timeout) else 1
-    elif args.command == "dispatch-outbox":
-        return dispatch_command(settings, OutboxEvent.__table__)  # type: ignore[arg-type]
-    elif args.command == "seed":
-        created = asyncio.run(seed(settings, args.accounts_file))
-        print(f"users-fastapi: {len(created)} demo account(s) created", file=sys.stderr)
+    if args.command != "seed":
+        return run_producer_command(
+            args,
+            settings,
+            migrations=MIGRATIONS,
+            outbox=OutboxEvent.__table__,  # type: ignore[arg-type]
+        )
+    created = asyncio.run(seed(settings, args.accounts_file))
+    print(f"users-fastapi: {len(created)} demo account(s) created", file=sys.stderr)
     return 0
 
 

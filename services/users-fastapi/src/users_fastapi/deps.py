@@ -1,7 +1,7 @@
 """Dependencies shared by the routers, as ``Annotated`` aliases.
 
 Who may call what is decided here, once: a route names the caller it needs
-(``CurrentUser``, ``StaffOrService``, ``ActingStaffService``) and nothing is
+(``CurrentClaims``, ``StaffOrService``, ``ActingStaffService``) and nothing is
 open by omission.
 """
 
@@ -14,9 +14,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service_kit.credentials import ServiceCaller, authenticate_service, is_basic
+from service_kit.credentials import authenticate_caller, authenticate_service, is_basic
+from service_kit.principal import Principal, bearer_claims
 from service_kit.problems import forbidden, unauthenticated
-from service_kit.tokens import AccessClaims, InvalidTokenError
+from service_kit.tokens import AccessClaims
 from users_fastapi import accounts
 from users_fastapi.models import Role
 from users_fastapi.ratelimit import RateLimits
@@ -63,31 +64,13 @@ AuthorizationHeader = Annotated[str | None, Header(alias="Authorization", includ
 ActingForHeader = Annotated[str | None, Header(alias="X-Acting-For", include_in_schema=False)]
 
 
-def _bearer_claims(state: AppState, authorization: str | None) -> AccessClaims:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise unauthenticated("A bearer access token is required")
-    try:
-        return state.keys.verifier.verify(token.strip())
-    except InvalidTokenError as exc:
-        raise unauthenticated(f"Invalid access token: {exc}") from None
-
-
 async def get_current_claims(
     state: StateDep, authorization: AuthorizationHeader = None
 ) -> AccessClaims:
-    return _bearer_claims(state, authorization)
+    return bearer_claims(authorization, state.keys.verifier)
 
 
 CurrentClaims = Annotated[AccessClaims, Depends(get_current_claims)]
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """A staff user (by token) or a peer service (by credential)."""
-
-    user: AccessClaims | None = None
-    service: ServiceCaller | None = None
 
 
 async def get_staff_or_service(
@@ -95,34 +78,33 @@ async def get_staff_or_service(
     session: SessionDep,
     authorization: AuthorizationHeader = None,
     acting_for: ActingForHeader = None,
-) -> Caller:
-    if is_basic(authorization):
-        return Caller(
-            service=authenticate_service(
-                authorization,
-                acting_for,
-                trusted=state.settings.trusted_services,
-                may_act=state.settings.acting_services,
-            )
-        )
-    claims = _bearer_claims(state, authorization)
-    if claims.role != Role.STAFF:
+) -> Principal:
+    caller = authenticate_caller(
+        authorization,
+        acting_for,
+        verifier=state.keys.verifier,
+        trusted=state.settings.trusted_services,
+        may_act=state.settings.acting_services,
+    )
+    if caller.service:
+        return caller
+    if caller.role != Role.STAFF:
         raise forbidden("Only staff and services may read other users")
     # A token outlives a deactivation by up to its TTL: staff powers are re-checked.
-    staff = await accounts.user_find(session, claims.subject)
+    staff = await accounts.user_find(session, str(caller.user_id))
     if staff is None or not staff.is_active or staff.role != Role.STAFF:
         raise forbidden("This staff account is no longer active")
-    return Caller(user=claims)
+    return caller
 
 
-StaffOrService = Annotated[Caller, Depends(get_staff_or_service)]
+StaffOrService = Annotated[Principal, Depends(get_staff_or_service)]
 
 
 async def get_acting_staff_service(
     state: StateDep,
     authorization: AuthorizationHeader = None,
     acting_for: ActingForHeader = None,
-) -> ServiceCaller:
+) -> Principal:
     if not is_basic(authorization):
         if authorization:
             raise forbidden("Only a service acting for a staff member may do this")
@@ -138,4 +120,4 @@ async def get_acting_staff_service(
     return caller
 
 
-ActingStaffService = Annotated[ServiceCaller, Depends(get_acting_staff_service)]
+ActingStaffService = Annotated[Principal, Depends(get_acting_staff_service)]

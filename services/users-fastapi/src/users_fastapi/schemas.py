@@ -58,13 +58,6 @@ class UserPage(BaseModel):
     next_cursor: str | None = None
 
 
-class UserStatus(BaseModel):
-    """What another service needs to know before acting on a user's behalf."""
-
-    id: uuid.UUID
-    is_active: bool
-
-
 class JsonWebKey(BaseModel):
     model_config = ConfigDict(extra="allow")
 

@@ -1,8 +1,7 @@
-"""How the local platform runs each service: its setup commands and its production server.
+"""How the local platform runs each service, from its manifest (services/<name>/service.yaml).
 
-One entry per service. Routes are not here (they live in ``deploy/routes.yaml``);
-this is only what differs per framework: environment, migrate/seed commands and
-the server command line.
+Environment, setup commands, server command line and workers come from the manifest; routes
+from ``deploy/routes.yaml``; what only ``make up`` adds (demo orders, local limits) is here.
 """
 
 from __future__ import annotations
@@ -12,10 +11,13 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from polyframe_dev import manifest
 from polyframe_dev.localsecrets import LocalSecrets
+from polyframe_dev.manifest import EnvVar, Manifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,27 +135,91 @@ def ensure_postgres_databases(ctx: Context, services: list[str]) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class ServiceSpec:
-    name: str
-    #: Its settings' environment prefix (``USERS`` for ``USERS_DATABASE_URL``).
-    prefix: str
-    env: Callable[[Context], dict[str, str]]
-    #: Commands run in order before the server starts (migrations, demo data); idempotent.
-    setup: Callable[[Context], list[list[str]]]
-    #: The production server's command line.
-    serve: Callable[[Context], list[str]]
+    """A service as ``make up`` runs it: its manifest (services/<name>/service.yaml), and
+    what only the local platform adds (demo orders through the ingress, local rate limits)."""
+
+    manifest: Manifest
     #: Demo data created through the public API once everything is up; idempotent.
     seed: Callable[[Context, str], str] | None = None
-    #: Background processes of the service (name -> command line), e.g. its outbox
-    #: dispatcher; each gets a port of its own for its metrics.
-    workers: Mapping[str, list[str]] = field(default_factory=dict)
-    #: Where a person starts: API docs, or the console.
-    docs: str = ""
-    #: Serves with several processes (gunicorn's master and workers; uvicorn with
-    #: ``--workers`` over 1), so its metrics need prometheus_client's multiprocess mode.
-    preforks: Callable[[Context], bool] = lambda ctx: True
-    #: gunicorn's master serves the merged metrics on a port of its own (``<name>-metrics``),
-    #: so a scrape never waits for a worker thread (see ``service_kit.gunicorn``).
-    master_metrics: bool = False
+    #: Local-only variables of every process of the service (after the manifest's).
+    local_env: Callable[[Context], dict[str, str]] = lambda ctx: {}
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def prefix(self) -> str:
+        return self.manifest.prefix
+
+    @property
+    def docs(self) -> str:
+        """Where a person starts: API docs, or the console."""
+        return self.manifest.docs
+
+    @property
+    def workers(self) -> dict[str, list[str]]:
+        """Background processes (name -> command line), each with a metrics port of its own."""
+        return {name: _local_argv(argv) for name, argv in self.manifest.workers.items()}
+
+    @property
+    def master_metrics(self) -> bool:
+        return self.manifest.server.master_metrics
+
+    def preforks(self, ctx: Context) -> bool:
+        """Several processes serve, so metrics need prometheus_client's multiprocess mode."""
+        return self.manifest.server.preforks == "always" or ctx.workers > 1
+
+    def _values(self, ctx: Context) -> dict[str, Any]:
+        """What a manifest's ``local`` strings may name."""
+        return {
+            "port": ctx.ports,
+            "url": _Urls(ctx),
+            "workers": ctx.workers,
+            "data_dir": ctx.data_dir,
+            "secrets": ctx.secrets,
+            "service_secret": ctx.secrets.service_secret(self.name),
+            "trusted_services": ctx.secrets.trusted_services(self.name),
+            "instrumentation": str(ctx.instrumentation).lower(),
+            "drills": str(ctx.drills).lower(),
+        }
+
+    def _local(self, var: EnvVar, ctx: Context) -> str | None:
+        if var.database:
+            driver = self.manifest.database
+            return ctx.database_url(self.name, driver["driver"], sqlite_driver=driver["sqlite"])
+        if var.secret_file is not None:
+            return self.manifest.secret_files[var.secret_file].local.format(**self._values(ctx))
+        return None if var.local is None else var.local.format(**self._values(ctx))
+
+    def _env(self, ctx: Context, *, server: bool) -> dict[str, str]:
+        env = {}
+        for var in self.manifest.env:
+            value = self._local(var, ctx)
+            if value is not None and var.flag is None and (server or not var.server):
+                env[var.name] = value
+        return {**env, **self.local_env(ctx)}
+
+    def env(self, ctx: Context) -> dict[str, str]:
+        """The environment of the setup commands (migrations, demo data)."""
+        return self._env(ctx, server=False)
+
+    def setup(self, ctx: Context) -> list[list[str]]:
+        """Commands run in order before the server starts (migrations, demo data); idempotent."""
+        values = self._values(ctx)
+        return [
+            _local_argv(part.format(**values) for part in (*step.run, *step.local_args))
+            for step in self.manifest.setup
+        ]
+
+    def serve(self, ctx: Context) -> list[str]:
+        """The production server's command line, with the options the image reads from env."""
+        flags = []
+        for var in self.manifest.env:
+            value = self._local(var, ctx)
+            if var.flag is not None and value is not None:
+                flags += [var.flag, value]
+        return [sys.executable, "-m", *self.manifest.server.command, *flags]
 
     @property
     def metrics_port_name(self) -> str | None:
@@ -165,12 +231,8 @@ class ServiceSpec:
         return f"127.0.0.1:{ctx.ports[name]}"
 
     def server_env(self, ctx: Context) -> dict[str, str]:
-        """The server's environment: its own settings, and the platform-wide switches."""
-        env = {
-            **self.env(ctx),
-            f"{self.prefix}_INSTRUMENTATION": str(ctx.instrumentation).lower(),
-            f"{self.prefix}_DRILLS": str(ctx.drills).lower(),
-        }
+        """The server's environment: the manifest's, and multiprocess metrics where it forks."""
+        env = self._env(ctx, server=True)
         if self.preforks(ctx):
             env["PROMETHEUS_MULTIPROC_DIR"] = str(ctx.metrics_dir(self.name))
             if self.metrics_port_name:
@@ -185,70 +247,19 @@ class ServiceSpec:
         return env
 
 
-def _users_env(ctx: Context) -> dict[str, str]:
-    return {
-        "USERS_ENVIRONMENT": "development",
-        "USERS_DATABASE_URL": ctx.database_url(
-            "users-fastapi", "postgresql+asyncpg", sqlite_driver="sqlite+aiosqlite"
-        ),
-        "USERS_JWT_PRIVATE_KEY_FILE": str(ctx.secrets.jwt_signing_key),
-        "USERS_SERVICE_SECRET_FILE": str(ctx.secrets.service_secret("users-fastapi")),
-        "USERS_TRUSTED_SERVICES_FILE": str(ctx.secrets.trusted_services("users-fastapi")),
-        "USERS_ADMIN_URL": ctx.url("admin-django"),
-        **rate_limit_env(ctx.rate_limits),
-    }
+class _Urls:
+    """``{url[admin-django]}`` in a manifest: that service's local address."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def __getitem__(self, service: str) -> str:
+        return self._ctx.url(service)
 
 
-def _users_serve(ctx: Context) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "users_fastapi.main:create_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(ctx.ports["users-fastapi"]),
-        "--workers",
-        str(ctx.workers),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--proxy-headers",
-        "--forwarded-allow-ips",
-        "127.0.0.1",
-        "--timeout-graceful-shutdown",
-        "15",
-    ]
-
-
-def _users_setup(ctx: Context) -> list[list[str]]:
-    cli = [sys.executable, "-m", "users_fastapi.cli"]
-    return [[*cli, "migrate"], [*cli, "seed", "--accounts-file", str(ctx.secrets.demo_accounts)]]
-
-
-def _orders_env(ctx: Context) -> dict[str, str]:
-    return {
-        "ORDERS_ENVIRONMENT": "development",
-        "ORDERS_DATABASE_URL": ctx.database_url("legacy-flask", "postgresql+psycopg"),
-        "ORDERS_USERS_URL": ctx.url("users-fastapi"),
-        "ORDERS_SERVICE_SECRET_FILE": str(ctx.secrets.service_secret("legacy-flask")),
-        "ORDERS_TRUSTED_SERVICES_FILE": str(ctx.secrets.trusted_services("legacy-flask")),
-        "ORDERS_BIND": f"127.0.0.1:{ctx.ports['legacy-flask']}",
-        "ORDERS_WORKERS": str(ctx.workers),
-        "ORDERS_ADMIN_URL": ctx.url("admin-django"),
-    }
-
-
-def _orders_setup(ctx: Context) -> list[list[str]]:
-    return [[sys.executable, "-m", "legacy_flask.cli", "migrate"]]
-
-
-def _orders_serve(ctx: Context) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "-c", "python:legacy_flask.gunicorn_conf"]
+def _local_argv(argv: Iterable[str]) -> list[str]:
+    """A manifest's command line as run here: ``python`` is this interpreter."""
+    return [sys.executable if part == "python" else part for part in argv]
 
 
 def _orders_seed(ctx: Context, ingress: str) -> str:
@@ -279,65 +290,10 @@ def _orders_seed(ctx: Context, ingress: str) -> str:
 
 DEMO_ORDERS = [("BOOK-42", 1, 2_990), ("MUG-7", 2, 1_250)]
 
-
-def _admin_env(ctx: Context) -> dict[str, str]:
-    return {
-        "ADMIN_ENVIRONMENT": "development",
-        "ADMIN_DATABASE_URL": ctx.database_url("admin-django", "postgresql"),
-        "ADMIN_SECRET_KEY_FILE": str(ctx.secrets.django_secret_key),
-        "ADMIN_SERVICE_SECRET_FILE": str(ctx.secrets.service_secret("admin-django")),
-        "ADMIN_TRUSTED_SERVICES_FILE": str(ctx.secrets.trusted_services("admin-django")),
-        "ADMIN_USERS_URL": ctx.url("users-fastapi"),
-        "ADMIN_ORDERS_URL": ctx.url("legacy-flask"),
-        "ADMIN_STATIC_ROOT": str(ctx.data_dir / "admin-static"),
-        "ADMIN_BIND": f"127.0.0.1:{ctx.ports['admin-django']}",
-        "ADMIN_WORKERS": str(ctx.workers),
-    }
-
-
-def _admin_setup(ctx: Context) -> list[list[str]]:
-    manage = [sys.executable, "-m", "admin_django.manage"]
-    return [
-        [*manage, "migrate", "--no-input", "-v", "0"],
-        [*manage, "collectstatic", "--no-input", "-v", "0"],
-        [*manage, "seed_staff", "--accounts-file", str(ctx.secrets.demo_staff)],
-    ]
-
-
-def _admin_serve(ctx: Context) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "-c", "python:admin_django.gunicorn_conf"]
-
-
 SERVICES: dict[str, ServiceSpec] = {
     "users-fastapi": ServiceSpec(
-        "users-fastapi",
-        "USERS",
-        _users_env,
-        _users_setup,
-        _users_serve,
-        workers={"users-outbox": [sys.executable, "-m", "users_fastapi.cli", "dispatch-outbox"]},
-        docs="/api/users/docs",
-        # One uvicorn process serves alone (and keeps exemplars); several need the files.
-        preforks=lambda ctx: ctx.workers > 1,
+        manifest.load("users-fastapi"), local_env=lambda ctx: rate_limit_env(ctx.rate_limits)
     ),
-    "legacy-flask": ServiceSpec(
-        "legacy-flask",
-        "ORDERS",
-        _orders_env,
-        _orders_setup,
-        _orders_serve,
-        seed=_orders_seed,
-        workers={"orders-outbox": [sys.executable, "-m", "legacy_flask.cli", "dispatch-outbox"]},
-        docs="/api/orders/docs",
-        master_metrics=True,
-    ),
-    "admin-django": ServiceSpec(
-        "admin-django",
-        "ADMIN",
-        _admin_env,
-        _admin_setup,
-        _admin_serve,
-        docs="/admin/",
-        master_metrics=True,
-    ),
+    "legacy-flask": ServiceSpec(manifest.load("legacy-flask"), seed=_orders_seed),
+    "admin-django": ServiceSpec(manifest.load("admin-django")),
 }

@@ -27,8 +27,9 @@ from typing import Any
 import yaml
 
 from polyframe_release import images, kinds
+from polyframe_release.hooks import hooks_of
 from polyframe_release.paths import REPO_ROOT, VERIFY_JOB
-from polyframe_release.runner import Release, ReleaseError, hooks_of
+from polyframe_release.runner import Release, ReleaseError
 from polyframe_release.store import Store
 
 VERIFY_TIMEOUT = 1800.0

@@ -1,9 +1,10 @@
 """``make images``: the images skaffold builds, from the same Dockerfiles and contexts.
 
-The artifacts (image name, context, Dockerfile) are read from ``skaffold.yaml``, so there is one
-list. Tags follow skaffold's ``gitCommit`` policy (``AbbrevCommitSha``: the short commit, with
-``-dirty`` when the tree has changes). The result is written in the format of ``skaffold build
---file-output`` for ``release-up`` to deploy, as ``skaffold verify --build-artifacts`` reads it.
+The artifacts (image, context, Dockerfile, build arguments) are read from ``skaffold.yaml``, so
+there is one list. Tags follow skaffold's ``gitCommit`` policy (``AbbrevCommitSha``: the short
+commit, with ``-dirty`` when the tree has changes). The result is written in the format of
+``skaffold build --file-output`` for ``release-up``, as ``skaffold verify --build-artifacts``
+reads it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import yaml
 from polyframe_release import standins
 from polyframe_release.engine import Engine, EngineError
 from polyframe_release.paths import RELEASE_DIR, REPO_ROOT, SKAFFOLD_FILE
+from polyframe_release.rootfs import StandIn
 
 FROM_LINE = re.compile(
     r"^\s*FROM\s+(?:--platform=\S+\s+)?(?P<image>\S+)(?:\s+AS\s+(?P<stage>\S+))?",
@@ -43,6 +45,8 @@ class Artifact:
     image: str
     context: Path
     dockerfile: Path
+    #: skaffold's ``docker.buildArgs`` (literal values), e.g. the service the Dockerfile builds.
+    build_args: tuple[tuple[str, str], ...] = ()
 
     @property
     def short(self) -> str:
@@ -69,8 +73,10 @@ def artifacts(config: dict[str, Any] | None = None) -> list[Artifact]:
     found = []
     for entry in config["build"]["artifacts"]:
         context = REPO_ROOT / entry.get("context", ".")
-        dockerfile = (entry.get("docker") or {}).get("dockerfile", "Dockerfile")
-        found.append(Artifact(entry["image"], context, context / dockerfile))
+        docker = entry.get("docker") or {}
+        arguments = tuple((str(k), str(v)) for k, v in (docker.get("buildArgs") or {}).items())
+        dockerfile = docker.get("dockerfile", "Dockerfile")
+        found.append(Artifact(entry["image"], context, context / dockerfile, arguments))
     return found
 
 
@@ -105,6 +111,8 @@ def git_tag(repo: Path = REPO_ROOT) -> str:
 
 def build_args(engine: Engine, artifact: Artifact, reference: str) -> list[str]:
     args = ["build", "--tag", reference, "--file", str(artifact.dockerfile)]
+    for name, value in artifact.build_args:
+        args += ["--build-arg", f"{name}={value}"]
     if engine.is_podman:
         # Builds reach PyPI through the host's network (a container network reaches nothing
         # outside), trusting the machine's CA bundle when SSL_CERT_FILE names one.
@@ -189,7 +197,7 @@ def read_build_file(path: Path) -> dict[str, str]:
 
 def ensure_bases(
     engine: Engine, chosen: Iterable[Artifact], *, mode: str, mirror: str
-) -> list[standins.StandIn]:
+) -> list[StandIn]:
     """Every base image of the chosen Dockerfiles present (pulled, or stand-ins here)."""
     bases = sorted({image for a in chosen for image in base_images(a.dockerfile)})
     try:

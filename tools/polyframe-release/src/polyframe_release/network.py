@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from polyframe_release.engine import Engine, EngineError
-from polyframe_release.pods import DNS_DOMAIN, RUN_LABEL, infrastructure_args
+from polyframe_release.podspec import DNS_DOMAIN, RUN_LABEL, infrastructure_args
 
 SUBNET_POOL = ipaddress.ip_network("10.89.0.0/16")
 TRAEFIK_NAMESPACE = "traefik"

@@ -1,20 +1,11 @@
-"""The release, run: what ``helm upgrade --install`` and a cluster would do with the render.
-
-:meth:`Release.up` checks that the runner implements every object and field of the render,
-says what it does not emulate and which stand-ins it uses, creates the release's network,
-starts its Kubernetes API (the e2e suite's cluster mode reads it) and its ingress, then
-installs as Helm installs: ``pre-install`` hooks by weight (ties by name), waiting for each
-Job to complete and each Pod to succeed; then every other object in Helm's kind order; then
-the ``post-install`` hooks; and waits, as ``skaffold run --status-check`` does, until every
-Deployment has rolled out and every StatefulSet is ready, or says precisely why not.
-:meth:`Release.helm_test` runs the ``test`` hooks as ``helm test`` does. :meth:`Release.down`
-deletes every pod gracefully and removes every container, the network and the claims.
+"""The release, run as ``helm upgrade --install`` and a cluster would: :meth:`Release.up` checks
+the render, starts the network, API and ingress, installs in Helm's order and waits until all is
+ready; :meth:`Release.helm_test` runs the test hooks; :meth:`Release.down` removes it all.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import shutil
 import signal
@@ -25,160 +16,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polyframe_release import kinds, kubeapi, network, pods, standins
+from polyframe_release import clusterapi, explain, kinds, network, standins
 from polyframe_release.controllers import Controllers
 from polyframe_release.engine import Engine
-from polyframe_release.pods import RUN_LABEL, DeathWatch, Node, PodWorker
+from polyframe_release.hooks import (
+    check,
+    delete_policies,
+    hooks_of,
+    is_hook,
+    kind_rank,
+    pod_containers,
+    summarize,
+)
+from polyframe_release.node import DeathWatch, Node
+from polyframe_release.podspec import GIVE_UP_RESTARTS
 from polyframe_release.render import Render
+from polyframe_release.runstate import remove_run
 from polyframe_release.store import KINDS as STORED_KINDS
 from polyframe_release.store import Store
 
-#: Helm's install order of kinds (pkg/release/util/kind_sorter.go); others come last.
-INSTALL_ORDER = (
-    "PriorityClass",
-    "Namespace",
-    "NetworkPolicy",
-    "ResourceQuota",
-    "LimitRange",
-    "PodSecurityPolicy",
-    "PodDisruptionBudget",
-    "ServiceAccount",
-    "Secret",
-    "SecretList",
-    "ConfigMap",
-    "StorageClass",
-    "PersistentVolume",
-    "PersistentVolumeClaim",
-    "CustomResourceDefinition",
-    "ClusterRole",
-    "ClusterRoleList",
-    "ClusterRoleBinding",
-    "ClusterRoleBindingList",
-    "Role",
-    "RoleList",
-    "RoleBinding",
-    "RoleBindingList",
-    "Service",
-    "DaemonSet",
-    "Pod",
-    "ReplicationController",
-    "ReplicaSet",
-    "Deployment",
-    "HorizontalPodAutoscaler",
-    "StatefulSet",
-    "Job",
-    "CronJob",
-    "IngressClass",
-    "Ingress",
-    "APIService",
-    "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration",
-)
-HOOK = "helm.sh/hook"
-HOOK_WEIGHT = "helm.sh/hook-weight"
-HOOK_DELETE = "helm.sh/hook-delete-policy"
-#: The hook events of an install (upgrade hooks are never due: each run is an install) and of
-#: helm test; and the delete policies, as Helm applies them.
-HOOK_EVENTS = frozenset(
-    {"pre-install", "post-install", "pre-upgrade", "post-upgrade", "test", "test-success"}
-)
-HOOK_DELETE_POLICIES = frozenset({"before-hook-creation", "hook-succeeded", "hook-failed"})
 #: Helm's default --timeout, per hook and for the release to become ready.
 HOOK_TIMEOUT = 300.0
 READY_TIMEOUT = 600.0
 TICK = 0.5
-STATE_FILE = "runner.json"
-#: The lines of a crashed container's log searched for the cause.
-LOG_WINDOW = 60
-ERROR_LINE = re.compile(r"(?i)error|exception|critical|fatal|refus|required|denied|not found")
-E2E_SERVICE_ACCOUNT = "polyframe-e2e"
 
 
 class ReleaseError(RuntimeError):
     """The release cannot run, or did not come up: the message says what and why."""
-
-
-def kind_rank(kind: str) -> int:
-    return INSTALL_ORDER.index(kind) if kind in INSTALL_ORDER else len(INSTALL_ORDER)
-
-
-def hooks_of(objects: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
-    """The hooks of ``event`` in the order Helm runs them: by weight, ties by name (a stable
-    sort over Helm's kind order)."""
-    # Helm reads test-success as test.
-    wanted = {event, *({"test-success"} if event == "test" else set())}
-    found = [o for o in objects if wanted & set(hook_events(o))]
-    found.sort(key=lambda o: kind_rank(o["kind"]))
-    found.sort(
-        key=lambda o: (
-            int((o["metadata"].get("annotations") or {}).get(HOOK_WEIGHT, "0")),
-            o["metadata"]["name"],
-        )
-    )
-    return found
-
-
-def hook_events(obj: dict[str, Any]) -> list[str]:
-    text = (obj["metadata"].get("annotations") or {}).get(HOOK) or ""
-    return [event.strip() for event in text.split(",") if event.strip()]
-
-
-def delete_policies(obj: dict[str, Any]) -> set[str]:
-    """A hook's delete policies; Helm's default is before-hook-creation."""
-    text = (obj["metadata"].get("annotations") or {}).get(HOOK_DELETE) or "before-hook-creation"
-    return {policy.strip() for policy in text.split(",") if policy.strip()}
-
-
-def is_hook(obj: dict[str, Any]) -> bool:
-    return HOOK in (obj["metadata"].get("annotations") or {})
-
-
-def check(render: Render) -> tuple[list[str], list[str]]:
-    """(errors, not emulated): every object and field the runner would not run as rendered."""
-    errors, skipped = [], []
-    for obj in render.objects:
-        kind = obj.get("kind", "?")
-        if kind in kinds.NOT_EMULATED:
-            skipped.append(f"{kinds.describe(obj)}: {kinds.NOT_EMULATED[kind]}")
-            continue
-        if kind == "Service" and (obj.get("spec") or {}).get("clusterIP") == "None":
-            skipped.append(
-                f"{kinds.describe(obj)}: headless, served like the others (one address that "
-                "reaches a ready pod), not by one DNS record per pod"
-            )
-        if kind not in kinds.EMULATED:
-            errors.append(
-                f"{kinds.describe(obj)}: the kind {kind} is not implemented by the release runner"
-            )
-            continue
-        for path in kinds.unsupported_fields(obj):
-            errors.append(
-                f"{kinds.describe(obj)}: field {path} is not implemented by the release runner"
-            )
-        for hook in hook_events(obj):
-            if hook not in HOOK_EVENTS:
-                errors.append(
-                    f"{kinds.describe(obj)}: hook {hook} is not implemented by the release runner"
-                )
-        for policy in delete_policies(obj) - HOOK_DELETE_POLICIES if is_hook(obj) else set():
-            errors.append(
-                f"{kinds.describe(obj)}: hook delete policy {policy} is not implemented by the "
-                "release runner"
-            )
-    return errors, skipped
-
-
-def summarize(skipped: list[str]) -> list[str]:
-    """``Kind/name: why`` lines grouped by kind and why: ``Kind (n): why — names``."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for line in skipped:
-        what, _, why = line.partition(": ")
-        kind, _, name = what.partition("/")
-        groups.setdefault((kind, why), []).append(name)
-    return [
-        f"{kind} ({len(names)}): {why} — {', '.join(names)}"
-        for (kind, why), names in groups.items()
-    ]
 
 
 @dataclass
@@ -193,7 +57,7 @@ class Release:
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
     ready_timeout: float = READY_TIMEOUT
     #: Restarts after which a crash-looping container gives up the run.
-    give_up_restarts: int = pods.GIVE_UP_RESTARTS
+    give_up_restarts: int = GIVE_UP_RESTARTS
 
     def __post_init__(self) -> None:
         self.network_name = f"pfr-{self.run_id}"
@@ -201,13 +65,11 @@ class Release:
         self.deaths = DeathWatch(self.engine, self.run_id)
         self.stop_event = threading.Event()
         self.loop_thread: threading.Thread | None = None
-        self.api: kubeapi.KubeAPIServer | None = None
-        self.pod_api: kubeapi.KubeAPIServer | None = None
+        self.api: clusterapi.ClusterAPI | None = None
         self.ingress: network.Ingress | None = None
         self.proxies: network.ServiceProxies | None = None
         self.controllers: Controllers | None = None
         self.gateway: str | None = None
-        self.tokens: dict[str, str] = {}
         self.started = time.monotonic()
         #: This run's folder: the pods' volumes and claims (Secrets as files), the API's keys,
         #: the proxies' endpoints, the logs. A run starts from none of an earlier run's.
@@ -294,66 +156,19 @@ class Release:
         self.run_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
 
     def _start_api(self, node: Node) -> None:
-        """The Kubernetes API of the release: on 127.0.0.1 for the host, on the network's
-        gateway for pods (in-cluster config), TLS with a CA of this run."""
+        """The Kubernetes API of the release (clusterapi): for the host and for the pods."""
         assert self.gateway is not None
-        tls = kubeapi.make_tls(
-            self.run_dir / "api", ["127.0.0.1", self.gateway, "kubernetes.default.svc"]
+        self.api = clusterapi.start(
+            self.render,
+            self.store,
+            node,
+            gateway=self.gateway,
+            run_dir=self.run_dir,
+            state_dir=self.state_dir,
         )
-        # Every ServiceAccount of the render gets a token, holding the rules of the Roles bound
-        # to it (none: the API refuses it everything, as RBAC would).
-        users: dict[str, kubeapi.User] = {}
-        for account in self.render.of_kind("ServiceAccount"):
-            name = account["metadata"]["name"]
-            rules = tuple(
-                rule
-                for role in self.render.of_kind("Role")
-                if _binds(self.render, role, name)
-                for rule in kubeapi.rules_from_role(role)
-            )
-            token = secrets.token_urlsafe(32)
-            self.tokens[name] = token
-            users[token] = kubeapi.User(
-                f"system:serviceaccount:{self.render.namespace}:{name}", rules
-            )
-        admin_token = secrets.token_urlsafe(32)
-        users[admin_token] = kubeapi.User("polyframe-release-admin", None)
-        self.tokens["admin"] = admin_token
-        self.api = kubeapi.KubeAPIServer(
-            self.store, host="127.0.0.1", port=0, tokens=users, tls=tls
+        self.log(
+            f"Kubernetes API: {self.api.host.url} (kubeconfig {self.state_dir / 'kubeconfig'})"
         )
-        self.api.start()
-        self.pod_api = kubeapi.KubeAPIServer(
-            self.store, host=self.gateway, port=0, tokens=users, tls=tls
-        )
-        self.pod_api.start()
-        pod_port = self.pod_api.url.rsplit(":", 1)[1]
-        node.cluster_env.update(
-            {
-                "KUBERNETES_SERVICE_HOST": self.gateway,
-                "KUBERNETES_SERVICE_PORT": pod_port,
-                "KUBERNETES_SERVICE_PORT_HTTPS": pod_port,
-                "KUBERNETES_PORT": f"tcp://{self.gateway}:{pod_port}",
-            }
-        )
-        node.service_account_tokens = {k: v for k, v in self.tokens.items() if k != "admin"}
-        node.api_ca = tls.ca_cert
-        kubeapi.write_kubeconfig(
-            self.state_dir / "kubeconfig",
-            server=self.api.url,
-            namespace=self.render.namespace,
-            users={
-                "polyframe-release": admin_token,
-                **(
-                    {E2E_SERVICE_ACCOUNT: self.tokens[E2E_SERVICE_ACCOUNT]}
-                    if E2E_SERVICE_ACCOUNT in self.tokens
-                    else {}
-                ),
-            },
-            current="polyframe-release",
-            ca_file=tls.ca_cert,
-        )
-        self.log(f"Kubernetes API: {self.api.url} (kubeconfig {self.state_dir / 'kubeconfig'})")
 
     # -- install ----------------------------------------------------------------------------------
 
@@ -409,14 +224,14 @@ class Release:
                 if conditions.get("Complete", {}).get("status") == "True":
                     return None
                 if conditions.get("Failed", {}).get("status") == "True":
-                    pods = self.controllers.pods_of("Job", name)
-                    return f"{conditions['Failed']['reason']}: {self._explain_pods(pods)}"
+                    pods = explain.explain_pods(self.store, self.controllers.pods_of("Job", name))
+                    return f"{conditions['Failed']['reason']}: {pods}"
             else:
                 worker = self.controllers.workers.get(name)
                 if worker is not None and worker.finished.is_set():
                     if worker.phase == "Succeeded":
                         return None
-                    return self._explain_pods([worker])
+                    return explain.explain_pods(self.store, [worker])
             time.sleep(TICK)
         return f"not done after {HOOK_TIMEOUT:g} s"
 
@@ -473,114 +288,12 @@ class Release:
 
     # -- ready ------------------------------------------------------------------------------------
 
-    def problems(self) -> tuple[list[str], bool]:
-        """What keeps the release from being ready, one line each; and whether waiting is
-        pointless: every one of them is a failed Job or a workload with a pod that will not
-        become ready without a change (PodWorker.hopeless). Waiting for the last of them to
-        be known gives every cause in one report, not only the first."""
-        assert self.controllers is not None
-        found: list[str] = []
-        stuck: list[bool] = []
-        workloads = [
-            *(
-                ("Deployment", d, "availableReplicas", "available")
-                for d in self.store.all("Deployment")
-            ),
-            *(("StatefulSet", s, "readyReplicas", "ready") for s in self.store.all("StatefulSet")),
-        ]
-        for kind, obj, field_name, word in workloads:
-            status = obj.get("status") or {}
-            want = int(obj["spec"].get("replicas", 1))
-            if status.get(field_name, 0) >= want and status.get("replicas", 0) == want:
-                continue
-            pods = self.controllers.pods_of(kind, obj["metadata"]["name"])
-            reasons = [f"pod {p.name}: {why}" for p in pods if (why := p.hopeless())]
-            stuck.append(bool(reasons))
-            found.append(
-                f"{kind}/{obj['metadata']['name']}: {status.get(field_name, 0)} of {want} {word}"
-                + (f" ({'; '.join(reasons)})" if reasons else "")
-                + f"; {self._explain_pods(pods)}"
-            )
-        for job in self.store.all("Job"):
-            conditions = {c["type"]: c for c in (job.get("status") or {}).get("conditions", [])}
-            pods = self.controllers.pods_of("Job", job["metadata"]["name"])
-            if conditions.get("Failed", {}).get("status") == "True":
-                stuck.append(True)
-                found.append(
-                    f"Job/{job['metadata']['name']}: {conditions['Failed']['reason']}; "
-                    f"{self._explain_pods(pods)}"
-                )
-            elif conditions.get("Complete", {}).get("status") != "True":
-                # Still working (or backing off): what waits for it may yet become ready.
-                stuck.append(False)
-                found.append(
-                    f"Job/{job['metadata']['name']}: not complete; {self._explain_pods(pods)}"
-                )
-        return found, bool(stuck) and all(stuck)
-
-    def _explain_pods(self, pods: list[PodWorker]) -> str:
-        if not pods:
-            return "no pod"
-        lines = []
-        for pod in pods:
-            states = []
-            for container in [*pod.inits, *pod.containers]:
-                state = container.state
-                if "waiting" in state:
-                    detail = state["waiting"].get("reason", "")
-                    if state["waiting"].get("message"):
-                        detail += f" ({state['waiting']['message']})"
-                elif "terminated" in state:
-                    ended = state["terminated"]
-                    detail = f"terminated {ended.get('reason')} exit {ended.get('exitCode')}"
-                else:
-                    detail = "running" + (", ready" if container.ready else ", not ready")
-                restarts = (
-                    f", {container.restart_count} restarts" if container.restart_count else ""
-                )
-                states.append(f"{container.name}: {detail}{restarts}")
-            warnings = self._recent_warnings(pod.name)
-            log = self._last_log_lines(pod)
-            line = (
-                f"pod {pod.name} {pod.phase}{' (' + pod.reason + ')' if pod.reason else ''}: "
-                + "; ".join(states)
-            )
-            if warnings:
-                line += "\n      events: " + " | ".join(warnings)
-            if log:
-                line += "\n      last log lines: " + log
-            lines.append(line)
-        return "\n    " + "\n    ".join(lines)
-
-    def _recent_warnings(self, pod: str) -> list[str]:
-        events = [
-            e
-            for e in self.store.list("events")
-            if e["involvedObject"]["name"] == pod and e["type"] == "Warning"
-        ]
-        return [f"{e['reason']}: {e['message']} (x{e['count']})" for e in events[-3:]]
-
-    def _last_log_lines(self, pod: PodWorker) -> str:
-        """What the last instance that ended said about why: its first error lines (the cause
-        comes before the server's own exit messages), else its last lines."""
-        for container in [*pod.inits, *pod.containers]:
-            if container.previous_log is None:
-                continue
-            lines = [
-                line.strip()
-                for line in container.previous_log.read_text(errors="replace").splitlines()
-                if line.strip()
-            ][-LOG_WINDOW:]
-            errors = [found for line in lines if (found := _error_text(line))][:4]
-            chosen = errors or lines[-5:]
-            return f"{container.name}: " + " / ".join(line[:300] for line in chosen)
-        return ""
-
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
         last_report = 0.0
         while True:
-            problems, hopeless = self.problems()
+            assert self.controllers is not None
+            problems, hopeless = explain.problems(self.store, self.controllers)
             if not problems:
                 self.log(f"all ready in {time.monotonic() - self.started:.0f} s")
                 return
@@ -635,7 +348,7 @@ class Release:
             steps: list[Callable[[], object]] = [
                 self._stop_pods,
                 lambda: remove_run(self.engine, self.run_id),
-                *(server.stop for server in (self.api, self.pod_api) if server is not None),
+                *((self.api.stop,) if self.api is not None else ()),
                 self.deaths.stop,
                 self._forget_secrets,
             ]
@@ -664,96 +377,3 @@ class Release:
         """The run's files but its logs: volumes, claims, the API's keys, env files."""
         for folder in ("pods", "claims", "api", "env", "services", "ingress"):
             shutil.rmtree(self.run_dir / folder, ignore_errors=True)
-
-
-def remove_run(engine: Engine, run_id: str) -> list[str]:
-    """Remove every container and the network of run ``run_id`` (by its label): what is left."""
-    names = engine.run(
-        "ps",
-        "--all",
-        "--filter",
-        f"label={RUN_LABEL}={run_id}",
-        "--format",
-        "{{.Names}}",
-        check=False,
-    ).stdout.split()
-    if names:
-        engine.run("rm", "--force", "--time", "5", *names, check=False, timeout=300)
-    networks = engine.run(
-        "network",
-        "ls",
-        "--filter",
-        f"label={RUN_LABEL}={run_id}",
-        "--format",
-        "{{.Name}}",
-        check=False,
-    ).stdout.split()
-    for name in networks:
-        engine.run("network", "rm", "--force", name, check=False)
-    return names
-
-
-def _error_text(line: str) -> str:
-    """The error a log line reports, or '': a JSON line at level error or above (its message
-    and error's), or a plain line (a traceback's, stderr's) that reads like an error."""
-    if line.startswith("{"):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if isinstance(record, dict):
-            if str(record.get("level", "")).lower() not in {"error", "critical", "fatal"}:
-                return ""
-            error = record.get("error")
-            detail = error.get("message") or error.get("type") if isinstance(error, dict) else ""
-            return f"{record.get('message', '')}{': ' + str(detail) if detail else ''}"
-    return line if ERROR_LINE.search(line) else ""
-
-
-def pod_containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    kind = obj.get("kind")
-    if kind == "Pod":
-        spec = obj["spec"]
-    elif kind in {"Deployment", "StatefulSet", "Job"}:
-        spec = obj["spec"]["template"]["spec"]
-    else:
-        return []
-    return [*(spec.get("initContainers") or []), *spec["containers"]]
-
-
-def _binds(render: Render, role: dict[str, Any], service_account: str) -> bool:
-    """Whether a RoleBinding of the render binds ``role`` to ``service_account``."""
-    for binding in render.of_kind("RoleBinding"):
-        if binding["roleRef"].get("name") != role["metadata"]["name"]:
-            continue
-        for subject in binding.get("subjects") or []:
-            if subject.get("kind") == "ServiceAccount" and subject.get("name") == service_account:
-                return True
-    return False
-
-
-def write_state(state_dir: Path, release: Release, pid: int, *, ready: bool) -> None:
-    """runner.json: written before anything starts (so `down` finds what a killed start left),
-    and again once all is ready; replaced atomically (``up --detach`` polls it)."""
-    document = {
-        "run_id": release.run_id,
-        "pid": pid,
-        "network": release.network_name,
-        "ingress": release.ingress.url if release.ingress is not None and ready else None,
-        "api": release.api.url if release.api is not None and ready else None,
-        "kubeconfig": str(state_dir / "kubeconfig"),
-        "logs": str(release.run_dir / "logs"),
-        "release": release.render.release,
-        "namespace": release.render.namespace,
-        "ready": ready,
-    }
-    state_dir.mkdir(parents=True, exist_ok=True)
-    network.write_atomically(state_dir / STATE_FILE, json.dumps(document, indent=2) + "\n")
-
-
-def read_state(state_dir: Path) -> dict[str, Any] | None:
-    path = state_dir / STATE_FILE
-    if not path.is_file():
-        return None
-    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return loaded

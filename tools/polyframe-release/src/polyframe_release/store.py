@@ -177,7 +177,7 @@ class Store:
             )
             del self._events[:-MAX_EVENTS]
 
-    # -- the API's view (kubeapi.ObjectSource) ---------------------------------------------------
+    # -- the API's view (kubeapi.server.ObjectSource) --------------------------------------------
 
     def list(self, resource: str) -> list[dict[str, Any]]:
         with self.lock:

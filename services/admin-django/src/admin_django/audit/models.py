@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Length
+from django.db.models.lookups import LessThanOrEqual
 
 
 class ActorType(models.TextChoices):
@@ -37,6 +40,41 @@ class AuditEvent(models.Model):
             # The order of every listing (keyset pagination): a page is read straight off
             # the index instead of sorting every event of the same instant.
             models.Index(fields=("occurred_at", "event_id"), name="audit_event_order"),
+        )
+        # What full_clean() checks and bulk_create() (the ingest path) skips, checked by the
+        # database instead: nothing more, so every row that passes validation passes these.
+        constraints = (
+            models.CheckConstraint(
+                condition=Q(actor_type__in=ActorType.values), name="audit_event_actor_type_valid"
+            ),
+            # Fields without ``blank=True``: the empty string is the one blank text.
+            models.CheckConstraint(
+                condition=~Q(service="")
+                & ~Q(actor_id="")
+                & ~Q(action="")
+                & ~Q(subject_type="")
+                & ~Q(subject_id=""),
+                name="audit_event_text_not_blank",
+            ),
+            # Each ``max_length`` (PostgreSQL's varchar holds to it; SQLite's text does not).
+            models.CheckConstraint(
+                condition=Q(
+                    *(
+                        LessThanOrEqual(Length(name), limit)
+                        for name, limit in (
+                            ("service", 50),
+                            ("actor_type", 20),
+                            ("actor_id", 150),
+                            ("acting_for", 150),
+                            ("action", 100),
+                            ("subject_type", 50),
+                            ("subject_id", 100),
+                            ("trace_id", 32),
+                        )
+                    )
+                ),
+                name="audit_event_text_lengths",
+            ),
         )
 
     def __str__(self) -> str:

@@ -1,8 +1,8 @@
 """The audit trail's OpenAPI 3.1 document, made from the code that serves it.
 
-Request bodies, query parameters and answers are the pydantic models the views of
-:mod:`admin_django.audit.api` validate with and answer through; error answers are
-the kit's problem+json (:func:`service_kit.problems.openapi_problem_responses`), with
+Request bodies, query parameters and answers are the pydantic models of
+:mod:`admin_django.audit.schemas` that the views validate with and answer through; error
+answers are the kit's problem+json (:func:`service_kit.problems.openapi_problem_responses`), with
 the statuses the views and the kit's middleware really give. Nothing is written
 twice: a field added to a model is in the document, and the tests check the views'
 real answers against it. ``GET /api/audit/openapi.json`` serves it, to anyone (like
@@ -21,7 +21,7 @@ from django.views.decorators.http import require_safe
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from admin_django.audit.api import BatchRecorded, EventBatch, EventListQuery, EventPage
+from admin_django.audit.schemas import BatchRecorded, EventBatch, EventListQuery, EventPage
 from service_kit.problems import PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA, openapi_problem_responses
 
 PREFIX = "/api/audit"

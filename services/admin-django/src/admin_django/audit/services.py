@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from admin_django.audit.models import AuditEvent
+from admin_django.conf import AdminSettings
+from service_kit.problems import forbidden, invalid_field
 from service_kit.tracecontext import current_trace_id
 
 
@@ -19,6 +22,29 @@ from service_kit.tracecontext import current_trace_id
 class IngestResult:
     recorded: int
     duplicates: int
+
+
+def _config() -> AdminSettings:
+    config: AdminSettings = settings.CONFIG
+    return config
+
+
+def audit_producer_check(*, producer: str) -> None:
+    """Only the services configured as producers write to the trail (403 for any other)."""
+    if producer not in _config().audit_producers:
+        raise forbidden(f"Service {producer!r} may not write audit events")
+
+
+def audit_batch_check(*, producer: str, event_services: Sequence[str]) -> None:
+    """A batch holds at most ``audit_max_batch`` events, each from the sending service (422)."""
+    limit = _config().audit_max_batch
+    if len(event_services) > limit:
+        raise invalid_field("events", f"At most {limit} events per batch")
+    for index, service in enumerate(event_services):
+        if service != producer:
+            raise invalid_field(
+                f"events.{index}.service", f"Must be the sending service ({producer})"
+            )
 
 
 def audit_event_record_many(*, events: Iterable[Mapping[str, Any]]) -> IngestResult:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import current_app, g, request
 from flask_openapi3.blueprint import APIBlueprint
 from flask_openapi3.models.tag import Tag
 
@@ -23,6 +21,7 @@ from legacy_flask.schemas import (
     OrderPublic,
     RefundCreate,
 )
+from legacy_flask.settings import current_settings
 from service_kit.outbox import Actor
 from service_kit.problems import forbidden, openapi_problem_responses
 
@@ -48,35 +47,12 @@ SERVICE_OR_BEARER: list[dict[str, list[str]]] = [{"service": []}]
 
 Reply = tuple[dict[str, Any], int] | tuple[dict[str, Any], int, dict[str, str]]
 
-
-#: Who may call each view. Checked before flask-openapi3 validates the request (it does so
-#: inside the view), so a caller who may not use a route gets its 401 or 403, never a 422
-#: that describes the body it may not send. A view missing here is refused: nothing is open
-#: by omission.
-CALLERS: dict[str, Callable[[], auth.Caller]] = {
-    "create_order": auth.current_user,
-    "list_orders": auth.current_caller,
-    "read_order": auth.current_caller,
-    "cancel_order": auth.current_user,
-    "refund_order": auth.current_staff,
-}
-
-
-@bp.before_request
-def authenticate_caller() -> None:
-    check = CALLERS.get((request.endpoint or "").rpartition(".")[2])
-    if check is None:
-        raise forbidden("No caller may use this route")
-    g.caller = check()
-
-
-def _caller() -> auth.Caller:
-    caller: auth.Caller = g.caller
-    return caller
+#: Who may call each view, declared on the view (``@access.allow``); undeclared views are refused.
+access = auth.AccessTable(bp)
 
 
 def _cancel_window() -> timedelta:
-    return timedelta(seconds=current_app.extensions["polyframe.settings"].cancel_window_seconds)
+    return timedelta(seconds=current_settings().cancel_window_seconds)
 
 
 @bp.post(
@@ -84,8 +60,9 @@ def _cancel_window() -> timedelta:
     summary="Place an order for yourself (a user's token)",
     responses={201: OrderPublic},
 )
+@access.allow(auth.current_user)
 def create_order(body: OrderCreate, header: CreateOrderHeaders) -> Reply:
-    caller = _caller()
+    caller = auth.caller()
     assert caller.user_id is not None
     key = header.idempotency_key
     if key is not None:
@@ -120,8 +97,9 @@ def create_order(body: OrderCreate, header: CreateOrderHeaders) -> Reply:
     responses={200: OrderPage},
     security=SERVICE_OR_BEARER,
 )
+@access.allow(auth.current_caller)
 def list_orders(query: OrderListQuery) -> Reply:
-    caller = _caller()
+    caller = auth.caller()
     if query.user_id is not None and query.user_id != caller.user_id:
         if not caller.is_staff:
             raise forbidden("Only staff may list another user's orders")
@@ -144,8 +122,9 @@ def list_orders(query: OrderListQuery) -> Reply:
     responses={200: OrderPublic},
     security=SERVICE_OR_BEARER,
 )
+@access.allow(auth.current_caller)
 def read_order(path: OrderPath) -> Reply:
-    caller = _caller()
+    caller = auth.caller()
     if caller.user_id is None and not caller.is_staff:
         raise forbidden("Only users and staff may read orders")
     owner = None if caller.is_staff else caller.user_id
@@ -158,8 +137,9 @@ def read_order(path: OrderPath) -> Reply:
     summary="Cancel one of your orders within the cancel window",
     responses={200: OrderPublic},
 )
+@access.allow(auth.current_user)
 def cancel_order(path: OrderPath) -> Reply:
-    caller = _caller()
+    caller = auth.caller()
     order = service.order_get(db.session, path.order_id, owner=caller.user_id)
     order = service.order_cancel(
         db.session, order, now=datetime.now(UTC), cancel_window=_cancel_window()
@@ -174,17 +154,14 @@ def cancel_order(path: OrderPath) -> Reply:
     responses={200: OrderPublic},
     security=SERVICE_OR_BEARER,
 )
+@access.allow(auth.current_staff)
 def refund_order(path: OrderPath, body: RefundCreate) -> Reply:
-    caller = _caller()
+    caller = auth.caller()
     if caller.user_id is not None and not users.is_active(caller.user_id):
         raise forbidden("This staff account is deactivated")
     order = service.order_get(db.session, path.order_id, owner=None)
     staff = caller.staff_name or "unknown"
-    actor = (
-        Actor("service", caller.service, acting_for=caller.acting_for)
-        if caller.service
-        else Actor("staff", staff)
-    )
+    actor = Actor(caller.actor_type, caller.actor_id, acting_for=caller.acting_for)
     order = service.order_refund(
         db.session, order, now=datetime.now(UTC), reason=body.reason, staff=staff, actor=actor
     )

@@ -136,11 +136,15 @@ async def deactivate_user(
         session,
         user_id,
         active=False,
-        actor=Actor("service", caller.name, acting_for=caller.acting_for),
+        actor=Actor(caller.actor_type, caller.actor_id, acting_for=caller.acting_for),
     )
     log.info(
         "user deactivated",
-        extra={"user_id": str(user_id), "by_service": caller.name, "acting_for": caller.acting_for},
+        extra={
+            "user_id": str(user_id),
+            "by_service": caller.service,
+            "acting_for": caller.acting_for,
+        },
     )
     return UserPublic.model_validate(user)
 
@@ -157,10 +161,14 @@ async def reactivate_user(
         session,
         user_id,
         active=True,
-        actor=Actor("service", caller.name, acting_for=caller.acting_for),
+        actor=Actor(caller.actor_type, caller.actor_id, acting_for=caller.acting_for),
     )
     log.info(
         "user reactivated",
-        extra={"user_id": str(user_id), "by_service": caller.name, "acting_for": caller.acting_for},
+        extra={
+            "user_id": str(user_id),
+            "by_service": caller.service,
+            "acting_for": caller.acting_for,
+        },
     )
     return UserPublic.model_validate(user)
