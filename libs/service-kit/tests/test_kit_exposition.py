@@ -260,6 +260,19 @@ def test_multiprocess_sums_every_process_exactly_once(
     assert merged() == samples
 
 
+def test_a_worker_still_creating_its_files_does_not_fail_the_scrape(
+    writers: Callable[..., subprocess.Popen[str]], multiproc_dir: Path
+) -> None:
+    """prometheus_client creates a file empty and sizes it a moment later: a scrape in
+    between sees an empty file of a worker that is starting up."""
+    finish(writers(3))
+    for name in ("counter_4242.db", "gauge_livesum_4242.db", "histogram_4242.db"):
+        (multiproc_dir / name).touch()
+    samples = merged()
+    route = '{"http_request_method": "GET", "http_response_status_code": "200", "http_route": "/r"}'
+    assert samples["http_server_request_duration_seconds_count" + route] == 3
+
+
 def test_multiprocess_has_no_exemplars(
     writers: Callable[..., subprocess.Popen[str]], multiproc_dir: Path
 ) -> None:

@@ -62,7 +62,18 @@ class _MergedWorkers(MultiProcessCollector):
 
     def collect(self) -> Any:
         reap_dead_processes(self._path)
-        return super().collect()  # type: ignore[no-untyped-call]
+        # A worker starting up creates its files empty and sizes them a moment later
+        # (prometheus_client opens, then truncates): such a file holds no sample yet, and
+        # reading it would fail the whole scrape with a 500.
+        files = [file for file in Path(self._path).glob("*.db") if _size(file) > 0]
+        return self.merge([str(file) for file in files], accumulate=True)  # type: ignore[no-untyped-call]
+
+
+def _size(file: Path) -> int:
+    try:
+        return file.stat().st_size
+    except FileNotFoundError:  # a dead worker's live gauges, dropped meanwhile
+        return 0
 
 
 def serve_merged(bind: str) -> None:
