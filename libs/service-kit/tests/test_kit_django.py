@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import random
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -52,8 +51,6 @@ from service_kit.django import (
     route_template,
     validation_error,
 )
-from service_kit.logs import configure_logging
-from service_kit.metrics import KNOWN_METHODS
 from service_kit.problems import (
     DEPENDENCY_UNAVAILABLE,
     INTERNAL,
@@ -93,20 +90,6 @@ def django_settings() -> Iterator[None]:
 @pytest.fixture
 def rf() -> RequestFactory:
     return RequestFactory()
-
-
-@pytest.fixture
-def log_stream(stream: io.StringIO) -> io.StringIO:
-    configure_logging("demo", stream=stream)
-    return stream
-
-
-def log_entries(buffer: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in buffer.getvalue().splitlines()]
-
-
-def access_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
-    return [entry for entry in log_entries(buffer) if entry["logger"] == "service_kit.access"]
 
 
 def problem_body(response: HttpResponse, status: int) -> dict[str, Any]:
@@ -282,23 +265,12 @@ def test_json_body_refuses_other_media_types(
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"", b'{"customer": "c",}', b"\xff\xfe{}"])
-def test_json_body_malformed(rf: RequestFactory, body: bytes) -> None:
+def test_json_body_malformed(rf: RequestFactory, body: bytes, malformed_body_answer: Any) -> None:
     with pytest.raises(ProblemError) as caught:
         json_body(post(rf, body, "application/json"), Order)
     response = problem_response(caught.value.problem, post(rf, body, "application/json"))
     problem = problem_body(response, 422)
-    assert problem["type"] == MALFORMED_BODY
-    assert problem["title"] == "Malformed request body"
-    assert problem["detail"] == "The request body is not valid JSON"
-    assert problem["errors"] == [
-        {
-            "field": "",
-            "location": "body",
-            "pointer": "#",
-            "detail": "The body is not valid JSON",
-            "code": "json_invalid",
-        }
-    ]
+    assert {key: problem[key] for key in malformed_body_answer} == malformed_body_answer
 
 
 def test_json_body_names_the_invalid_fields(rf: RequestFactory) -> None:
@@ -434,14 +406,14 @@ def test_context_put_back_when_the_view_raises(rf: RequestFactory) -> None:
     assert current_request_id() is None
 
 
-def test_access_log_line(rf: RequestFactory, log_stream: io.StringIO) -> None:
+def test_access_log_line(rf: RequestFactory, log_stream: Any) -> None:
     RequestContextMiddleware(with_match(ok_view))(
         rf.get(
             "/api/orders/0b7e3c1e-94b4-4a8c-9a51-6a1c2f0e4d11",
             headers={"X-Request-ID": "req-1", "traceparent": TRACEPARENT},
         )
     )
-    (line,) = access_lines(log_stream)
+    (line,) = log_stream.access()
     assert line["message"] == "request"
     assert line["method"] == "GET"
     assert line["route"] == "/api/orders/{order_id}"
@@ -452,24 +424,22 @@ def test_access_log_line(rf: RequestFactory, log_stream: io.StringIO) -> None:
     assert line["trace_id"] == TRACE_ID
 
 
-def test_access_log_unmatched_route(rf: RequestFactory, log_stream: io.StringIO) -> None:
+def test_access_log_unmatched_route(rf: RequestFactory, log_stream: Any) -> None:
     RequestContextMiddleware(lambda request: HttpResponseNotFound("<h1>Not Found</h1>"))(
         rf.post("/api/nowhere/123")
     )
-    (line,) = access_lines(log_stream)
+    (line,) = log_stream.access()
     assert (line["method"], line["route"], line["status"]) == ("POST", UNMATCHED_ROUTE, 404)
 
 
 @pytest.mark.parametrize("url", ["/healthz", "/readyz", "/metrics"])
-def test_probes_and_metrics_not_logged(
-    rf: RequestFactory, log_stream: io.StringIO, url: str
-) -> None:
+def test_probes_and_metrics_not_logged(rf: RequestFactory, log_stream: Any, url: str) -> None:
     def never(request: HttpRequest) -> HttpResponse:
         raise AssertionError("the kit answers these itself, before any other middleware")
 
     response = RequestContextMiddleware(never)(rf.get(url, headers={"Host": "10.1.2.3"}))
     assert response["X-Request-ID"]
-    assert access_lines(log_stream) == []
+    assert log_stream.access() == []
 
 
 # --- RequestContextMiddleware: error responses under /api/ -----------------------------------
@@ -477,7 +447,7 @@ def test_probes_and_metrics_not_logged(
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 410, 429, 500, 502, 503])
 def test_api_error_responses_become_problems(
-    rf: RequestFactory, log_stream: io.StringIO, status: int
+    rf: RequestFactory, log_stream: Any, status: int
 ) -> None:
     def view(request: HttpRequest) -> HttpResponse:
         return HttpResponse(f"<h1>error</h1><p>{SECRET_TEXT}</p>", status=status)
@@ -488,7 +458,7 @@ def test_api_error_responses_become_problems(
     assert body["instance"] == "/api/orders"
     assert SECRET_TEXT not in response.content.decode()
     assert response["X-Request-ID"] == "r1"
-    (line,) = access_lines(log_stream)
+    (line,) = log_stream.access()
     assert line["status"] == status
 
 
@@ -566,7 +536,7 @@ def test_problem_error_becomes_its_problem(rf: RequestFactory) -> None:
     assert response["WWW-Authenticate"] == 'Bearer realm="polyframe"'
 
 
-def test_service_unavailable_becomes_503(rf: RequestFactory, log_stream: io.StringIO) -> None:
+def test_service_unavailable_becomes_503(rf: RequestFactory, log_stream: Any) -> None:
     middleware = RequestContextMiddleware(with_match(ok_view))
     response = middleware.process_exception(
         rf.get("/api/users"), ServiceUnavailableError("users", "ConnectError 10.0.0.7")
@@ -577,7 +547,7 @@ def test_service_unavailable_becomes_503(rf: RequestFactory, log_stream: io.Stri
     assert "users" in body["detail"]
     assert "10.0.0.7" not in response.content.decode()
     assert response["Retry-After"] == "2"
-    (warning,) = [e for e in log_entries(log_stream) if e["logger"] == "service_kit.errors"]
+    (warning,) = [e for e in log_stream.entries() if e["logger"] == "service_kit.errors"]
     assert warning["level"] == "warning"
     assert (warning["peer"], warning["reason"]) == ("users", "ConnectError 10.0.0.7")
 
@@ -601,7 +571,7 @@ def test_django_exceptions_become_problems(
     assert SECRET_TEXT not in response.content.decode()
 
 
-def test_unhandled_exception_is_an_opaque_500(rf: RequestFactory, log_stream: io.StringIO) -> None:
+def test_unhandled_exception_is_an_opaque_500(rf: RequestFactory, log_stream: Any) -> None:
     middleware = RequestContextMiddleware(with_match(ok_view))
     try:
         raise RuntimeError(SECRET_TEXT)
@@ -611,12 +581,8 @@ def test_unhandled_exception_is_an_opaque_500(rf: RequestFactory, log_stream: io
     body = problem_body(response, 500)
     assert body["type"] == INTERNAL
     assert SECRET_TEXT not in response.content.decode()
-    (error,) = [e for e in log_entries(log_stream) if e["logger"] == "service_kit.errors"]
-    assert error["level"] == "error"
-    assert error["message"] == "unhandled exception"
-    assert (error["method"], error["path"]) == ("POST", "/api/orders")
-    assert error["error"]["type"] == "RuntimeError"
-    assert SECRET_TEXT in error["error"]["stack"]  # the log has it, the client does not
+    # The log has the secret, the client does not.
+    log_stream.unhandled("POST", "/api/orders", "RuntimeError", SECRET_TEXT)
 
 
 @pytest.mark.parametrize(
@@ -652,7 +618,7 @@ def handler() -> Iterator[BaseHandler]:
         yield handler
 
 
-def test_handler_success(rf: RequestFactory, handler: BaseHandler, log_stream: io.StringIO) -> None:
+def test_handler_success(rf: RequestFactory, handler: BaseHandler, log_stream: Any) -> None:
     response = handler.get_response(
         rf.get("/api/nested/3/parts/wheel", headers={"traceparent": TRACEPARENT})
     )
@@ -661,7 +627,7 @@ def test_handler_success(rf: RequestFactory, handler: BaseHandler, log_stream: i
     assert body["trace_id"] == TRACE_ID
     assert body["kwargs"] == {"number": "3", "part": "wheel"}
     assert body["request_id"] == response["X-Request-ID"]
-    (line,) = access_lines(log_stream)
+    (line,) = log_stream.access()
     assert (line["route"], line["status"], line["trace_id"]) == (
         "/api/nested/{number}/parts/{part}",
         200,
@@ -707,7 +673,7 @@ def test_handler_body_too_large(rf: RequestFactory, handler: BaseHandler) -> Non
 def test_handler_api_errors_are_problems(
     rf: RequestFactory,
     handler: BaseHandler,
-    log_stream: io.StringIO,
+    log_stream: Any,
     url: str,
     status: int,
     problem_type: str,
@@ -720,11 +686,11 @@ def test_handler_api_errors_are_problems(
     assert body["instance"] == url
     assert SECRET_TEXT not in response.content.decode()
     assert response["X-Request-ID"] == "req-9"
-    (line,) = access_lines(log_stream)
+    (line,) = log_stream.access()
     assert line["status"] == status
     assert line["route"] == (UNMATCHED_ROUTE if url == "/api/nowhere" else url)
     if status == 500:
-        (error,) = [e for e in log_entries(log_stream) if e["logger"] == "service_kit.errors"]
+        (error,) = [e for e in log_stream.entries() if e["logger"] == "service_kit.errors"]
         assert (error["request_id"], error["trace_id"]) == ("req-9", TRACE_ID)
 
 
@@ -767,12 +733,12 @@ def test_healthz(rf: RequestFactory) -> None:
 
 
 def test_healthz_through_the_handler_is_not_logged(
-    rf: RequestFactory, handler: BaseHandler, log_stream: io.StringIO
+    rf: RequestFactory, handler: BaseHandler, log_stream: Any
 ) -> None:
     response = handler.get_response(rf.get("/healthz"))
     assert response.status_code == 200
     assert json.loads(response.content)["status"] == "ok"
-    assert access_lines(log_stream) == []
+    assert log_stream.access() == []
 
 
 def test_json_response_any_json_value() -> None:
@@ -785,7 +751,6 @@ def test_json_response_any_json_value() -> None:
 # --- telemetry ------------------------------------------------------------------------------
 
 DURATION = "http_server_request_duration_seconds"
-ODD_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "PURGE", "BREW", "get"]
 
 
 def in_flight_view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
@@ -860,19 +825,8 @@ def test_telemetry_records_a_request(
     )
     assert response.status_code == 200
     assert json.loads(response.content)["method"] == "POST"
-    labels = {
-        "service_name": telemetry.service,
-        "framework": "django",
-        "http_request_method": "POST",
-        "http_route": "/api/things/{thing_id}",
-    }
-    assert samples.series(f"{DURATION}_count", service_name=telemetry.service) == [
-        {**labels, "http_response_status_code": "200"}
-    ]
-    assert samples.value("http_server_active_requests", **labels) == 0
-    assert samples.value("http_server_request_body_size_bytes_sum", **labels) == len(body)
-    assert samples.value("http_server_response_body_size_bytes_sum", **labels) == len(
-        response.content
+    samples.assert_one_request(
+        telemetry, "/api/things/{thing_id}", 200, sent=len(body), answered=len(response.content)
     )
     # No statement ran: the database part was still observed, with zero queries.
     route = {"service_name": telemetry.service, "http_route": "/api/things/{thing_id}"}
@@ -886,10 +840,7 @@ def test_telemetry_records_the_problem_answers(
     handler, telemetry = instrumented
     assert handler.get_response(rf.get("/api/nowhere")).status_code == 404
     assert handler.get_response(rf.get("/api/status/503")).status_code == 503
-    found = {
-        (s["http_request_method"], s["http_route"], s["http_response_status_code"])
-        for s in samples.series(f"{DURATION}_count", service_name=telemetry.service)
-    }
+    found = samples.requests(telemetry.service)
     assert found == {("GET", UNMATCHED_ROUTE, "404"), ("GET", "/api/status/{code}", "503")}
 
 
@@ -917,8 +868,7 @@ def test_operational_paths_are_not_counted(
     for url in ("/healthz", "/readyz", "/metrics"):
         # The kit's own views answer them (/readyz: 503 here, without migrations).
         assert handler.get_response(rf.get(url)).status_code in (200, 503)
-    assert samples.series(f"{DURATION}_count", service_name=telemetry.service) == []
-    assert samples.series("http_server_active_requests", service_name=telemetry.service) == []
+    samples.assert_none_counted(telemetry.service)
 
 
 def test_disabled_telemetry_records_nothing_and_metrics_still_answers(
@@ -935,7 +885,7 @@ def test_disabled_telemetry_records_nothing_and_metrics_still_answers(
     scrape = handler.get_response(rf.get("/metrics", headers={"Accept": "text/plain"}))
     assert scrape.status_code == 200
     assert scrape["Content-Type"].startswith("text/plain; version=0.0.4")
-    assert samples.series(f"{DURATION}_count", service_name=telemetry.service) == []
+    samples.assert_none_counted(telemetry.service)
 
 
 def test_metrics_view_serves_openmetrics_when_asked(
@@ -952,27 +902,25 @@ def test_metrics_view_serves_openmetrics_when_asked(
 
 
 def test_label_cardinality_stays_bounded(
-    rf: RequestFactory, instrumented: tuple[BaseHandler, Telemetry], samples: Any
+    rf: RequestFactory,
+    instrumented: tuple[BaseHandler, Telemetry],
+    samples: Any,
+    odd_traffic: Any,
 ) -> None:
     """Hundreds of distinct raw paths and odd methods make a handful of series."""
     handler, telemetry = instrumented
-    rng = random.Random(20260303)
-    tokens: list[str] = []
-    for _ in range(300):
-        token = f"{rng.getrandbits(48):012x}"
-        tokens.append(token)
-        url = rng.choice(
-            [
-                f"/api/things/{rng.randrange(10**9)}?q={token}",
-                f"/api/things/{token}",
-                f"/api/status/{rng.choice([200, 204, 404, 418, 500, 599])}?t={token}",
-                f"/files/{token}/",
-                f"/admin/{token}/change/",
-                f"/api/{token}",
-                f"/{token}",
-            ]
-        )
-        handler.get_response(rf.generic(rng.choice(ODD_METHODS), url))
+    traffic = odd_traffic(20260303, statuses=[200, 204, 404, 418, 500, 599])
+    paths = [
+        "/api/things/{number}?q={token}",
+        "/api/things/{token}",
+        "/api/status/{status}?t={token}",
+        "/files/{token}/",
+        "/admin/{token}/change/",
+        "/api/{token}",
+        "/{token}",
+    ]
+    for method, url in traffic.requests(paths):
+        handler.get_response(rf.generic(method, url))
     body = handler.get_response(rf.get("/metrics")).content.decode()
     series = samples.series(f"{DURATION}_count", service_name=telemetry.service)
     routes = {
@@ -982,13 +930,7 @@ def test_label_cardinality_stays_bounded(
         "/admin/{url}",
         UNMATCHED_ROUTE,
     }
-    for labels in series:
-        assert labels["http_route"] in routes
-        assert labels["http_request_method"] in {*KNOWN_METHODS, "_OTHER"}
-        assert 100 <= int(labels["http_response_status_code"]) <= 599
-    assert {labels["http_request_method"] for labels in series} >= {"_OTHER", "GET"}
-    assert len(series) <= 100  # from 300 distinct paths
-    assert not any(token in body for token in tokens)
+    traffic.assert_bounded(series, routes, body, most=100)
 
 
 def test_kit_middleware_put_back_in_front_of_opentelemetry_s() -> None:

@@ -32,7 +32,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service_kit import gunicorn as kit_gunicorn
-from service_kit import metrics
+from service_kit.exposition import MULTIPROC_ENV
 from service_kit.gunicorn import (
     ThreadWorker,
     child_exit,
@@ -99,7 +99,7 @@ def test_drain_setting_is_checked() -> None:
 def test_child_exit_drops_the_live_gauges_of_the_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
     names = [
         "gauge_livesum_4242.db",
         "gauge_liveall_4242.db",
@@ -113,7 +113,7 @@ def test_child_exit_drops_the_live_gauges_of_the_worker(
 
 
 def test_child_exit_without_multiprocess_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     child_exit(None, SimpleNamespace(pid=4242))  # nothing to do, nothing raised
 
 
@@ -133,7 +133,7 @@ APP = textwrap.dedent(
     from pathlib import Path
     from urllib.parse import parse_qs
 
-    from service_kit import metrics, telemetry
+    from service_kit import exposition, telemetry
 
     TELEMETRY = telemetry.setup("gunicorn-test", "wsgi")
     SIGNALS = Path(os.environ["GUNICORN_TEST_SIGNALS"])
@@ -143,7 +143,7 @@ APP = textwrap.dedent(
         path = environ["PATH_INFO"]
         pid = str(os.getpid()).encode()
         if path == "/metrics":
-            body, content_type = metrics.exposition(environ.get("HTTP_ACCEPT"))
+            body, content_type = exposition.render(environ.get("HTTP_ACCEPT"))
             start_response("200 OK", [("Content-Type", content_type), ("X-Worker", pid.decode())])
             return [body]
         state = TELEMETRY.start_request(environ["REQUEST_METHOD"])
@@ -295,7 +295,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KITTEST_"))}
     env.update(
         {
-            metrics.MULTIPROC_ENV: str(multiproc),
+            MULTIPROC_ENV: str(multiproc),
             "OTEL_TRACES_EXPORTER": "none",
             "KITTEST_BIND": f"127.0.0.1:{port}",
             "KITTEST_METRICS_BIND": f"127.0.0.1:{metrics_port}",

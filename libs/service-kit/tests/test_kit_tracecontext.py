@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import io
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +19,6 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from service_kit import fastapi as kit_fastapi
 from service_kit import flask as kit_flask
 from service_kit.client import ClientConfig, ServiceClient
-from service_kit.logs import configure_logging
 from service_kit.tracecontext import (
     TRACEPARENT_HEADER,
     accept_trace_id,
@@ -51,20 +48,6 @@ def trace() -> Iterator[str]:
         yield TRACE_ID
     finally:
         trace_id_var.reset(token)
-
-
-@pytest.fixture
-def log_stream(stream: io.StringIO) -> io.StringIO:
-    configure_logging("demo", stream=stream)
-    return stream
-
-
-def log_entries(buffer: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in buffer.getvalue().splitlines()]
-
-
-def access_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
-    return [entry for entry in log_entries(buffer) if entry["logger"] == "service_kit.access"]
 
 
 class Downstream:
@@ -217,15 +200,15 @@ def test_trace_id_is_per_context() -> None:
 # --- JSON logs --------------------------------------------------------------------------
 
 
-def test_log_lines_carry_the_trace_id(log_stream: io.StringIO, trace: str) -> None:
+def test_log_lines_carry_the_trace_id(log_stream: Any, trace: str) -> None:
     logging.getLogger("demo").info("inside a trace")
-    (entry,) = log_entries(log_stream)
+    (entry,) = log_stream.entries()
     assert entry["trace_id"] == trace
 
 
-def test_no_trace_id_field_outside_a_trace(log_stream: io.StringIO) -> None:
+def test_no_trace_id_field_outside_a_trace(log_stream: Any) -> None:
     logging.getLogger("demo").info("outside a trace")
-    (entry,) = log_entries(log_stream)
+    (entry,) = log_stream.entries()
     assert "trace_id" not in entry
 
 
@@ -291,7 +274,7 @@ async def fastapi_client() -> AsyncIterator[tuple[httpx.AsyncClient, Downstream]
 
 
 async def test_fastapi_continues_an_incoming_trace(
-    fastapi_client: tuple[httpx.AsyncClient, Downstream], log_stream: io.StringIO
+    fastapi_client: tuple[httpx.AsyncClient, Downstream], log_stream: Any
 ) -> None:
     http, downstream = fastapi_client
     response = await http.get("/api/trace", headers={"traceparent": TRACEPARENT})
@@ -301,9 +284,9 @@ async def test_fastapi_continues_an_incoming_trace(
     assert sent is not None
     assert trace_id_from(sent) == TRACE_ID
     assert PARENT_ID not in sent
-    view_line = next(e for e in log_entries(log_stream) if e["logger"] == "demo.view")
+    view_line = next(e for e in log_stream.entries() if e["logger"] == "demo.view")
     assert view_line["trace_id"] == TRACE_ID
-    (access,) = access_lines(log_stream)
+    (access,) = log_stream.access()
     assert access["trace_id"] == TRACE_ID
     assert current_trace_id() is None  # reset after the request
 
@@ -311,7 +294,7 @@ async def test_fastapi_continues_an_incoming_trace(
 @pytest.mark.parametrize("header", [None, "garbage", f"00-{'0' * 32}-{PARENT_ID}-01"])
 async def test_fastapi_starts_a_trace_otherwise(
     fastapi_client: tuple[httpx.AsyncClient, Downstream],
-    log_stream: io.StringIO,
+    log_stream: Any,
     header: str | None,
 ) -> None:
     http, downstream = fastapi_client
@@ -322,20 +305,20 @@ async def test_fastapi_starts_a_trace_otherwise(
     assert HEX32.fullmatch(second)
     assert first != second  # one trace per request
     assert [trace_id_from(sent) for sent in downstream.traceparents] == [first, second]
-    assert [line["trace_id"] for line in access_lines(log_stream)] == [first, second]
+    assert [line["trace_id"] for line in log_stream.access()] == [first, second]
     assert current_trace_id() is None
 
 
 async def test_fastapi_error_lines_carry_the_trace_id(
-    fastapi_client: tuple[httpx.AsyncClient, Downstream], log_stream: io.StringIO
+    fastapi_client: tuple[httpx.AsyncClient, Downstream], log_stream: Any
 ) -> None:
     http, _ = fastapi_client
     response = await http.get("/api/boom", headers={"traceparent": TRACEPARENT})
     assert response.status_code == 500
-    entries = log_entries(log_stream)
+    entries = log_stream.entries()
     error = next(e for e in entries if e["logger"] == "service_kit.errors")
     assert error["trace_id"] == TRACE_ID
-    (access,) = access_lines(log_stream)
+    (access,) = log_stream.access()
     assert access["trace_id"] == TRACE_ID
     assert access["status"] == 500
     assert current_trace_id() is None
@@ -363,7 +346,7 @@ def flask_client() -> Iterator[tuple[FlaskClient, Downstream]]:
 
 
 def test_flask_continues_an_incoming_trace(
-    flask_client: tuple[FlaskClient, Downstream], log_stream: io.StringIO
+    flask_client: tuple[FlaskClient, Downstream], log_stream: Any
 ) -> None:
     client, downstream = flask_client
     response = client.get("/api/trace", headers={"traceparent": TRACEPARENT})
@@ -372,14 +355,14 @@ def test_flask_continues_an_incoming_trace(
     (sent,) = downstream.traceparents
     assert sent is not None
     assert trace_id_from(sent) == TRACE_ID
-    (access,) = access_lines(log_stream)
+    (access,) = log_stream.access()
     assert access["trace_id"] == TRACE_ID
     assert current_trace_id() is None  # reset in teardown
 
 
 @pytest.mark.parametrize("header", [None, "garbage", f"ff-{TRACE_ID}-{PARENT_ID}-01"])
 def test_flask_starts_a_trace_otherwise(
-    flask_client: tuple[FlaskClient, Downstream], log_stream: io.StringIO, header: str | None
+    flask_client: tuple[FlaskClient, Downstream], log_stream: Any, header: str | None
 ) -> None:
     client, downstream = flask_client
     headers = {"traceparent": header} if header is not None else {}
@@ -390,17 +373,17 @@ def test_flask_starts_a_trace_otherwise(
     assert first != second
     assert TRACE_ID not in (first, second)
     assert [trace_id_from(sent) for sent in downstream.traceparents] == [first, second]
-    assert [line["trace_id"] for line in access_lines(log_stream)] == [first, second]
+    assert [line["trace_id"] for line in log_stream.access()] == [first, second]
     assert current_trace_id() is None
 
 
 def test_flask_problem_answers_keep_the_trace(
-    flask_client: tuple[FlaskClient, Downstream], log_stream: io.StringIO
+    flask_client: tuple[FlaskClient, Downstream], log_stream: Any
 ) -> None:
     client, _ = flask_client
     response = client.get("/api/nowhere", headers={"traceparent": TRACEPARENT})
     assert response.status_code == 404
-    (access,) = access_lines(log_stream)
+    (access,) = log_stream.access()
     assert access["trace_id"] == TRACE_ID
     assert current_trace_id() is None
 
@@ -444,17 +427,17 @@ def test_propagate_sends_the_current_span_as_parent() -> None:
 
 
 @pytest.mark.usefixtures("span_exporter")
-def test_log_lines_carry_the_span_id(log_stream: io.StringIO) -> None:
+def test_log_lines_carry_the_span_id(log_stream: Any) -> None:
     with otel_trace.get_tracer("tests").start_as_current_span("request") as span:
         logging.getLogger("demo").info("inside a span")
-    (entry,) = log_entries(log_stream)
+    (entry,) = log_stream.entries()
     assert entry["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert entry["span_id"] == format(span.get_span_context().span_id, "016x")
 
 
-def test_no_span_id_without_an_opentelemetry_span(log_stream: io.StringIO, trace: str) -> None:
+def test_no_span_id_without_an_opentelemetry_span(log_stream: Any, trace: str) -> None:
     logging.getLogger("demo").info("carried trace only")
-    (entry,) = log_entries(log_stream)
+    (entry,) = log_stream.entries()
     assert entry["trace_id"] == trace
     assert "span_id" not in entry
 

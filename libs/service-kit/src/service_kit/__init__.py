@@ -1,9 +1,8 @@
 """Polyframe's shared service kit.
 
-Framework-neutral core (settings, logging, problems, health, service client,
-service credentials and token verification) plus thin adapters per framework
-(``service_kit.fastapi`` now; Flask and Django adapters join with their
-services). Adapters only translate; every convention lives in the core.
+Framework-neutral core (settings, logging, problems, the request cycle, telemetry,
+health, service client, credentials and tokens) plus thin adapters that translate
+FastAPI, Flask and Django into it: ``service_kit.fastapi``, ``.flask``, ``.django``.
 """
 
 __version__ = "0.1.0"

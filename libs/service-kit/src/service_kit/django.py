@@ -9,7 +9,6 @@ too large, or an unhandled exception.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -25,33 +24,25 @@ from opentelemetry.instrumentation.django import DjangoInstrumentor
 from opentelemetry.trace import StatusCode
 from pydantic import BaseModel, ValidationError
 
-from service_kit import dbstats, health, metrics
-from service_kit.client import ServiceUnavailableError
-from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
-from service_kit.headers import missing as security_headers
-from service_kit.inputs import discard_body
+from service_kit import dbstats, exposition, health
+from service_kit.context import REQUEST_ID_HEADER, accept_request_id
+from service_kit.cycle import RequestCycle, openapi_route, problem_for, too_large_read
 from service_kit.metrics import UNMATCHED_ROUTE
 from service_kit.problems import (
-    KEPT_ERROR_HEADERS,
     PROBLEM_CONTENT_TYPE,
-    FieldError,
     Problem,
     ProblemError,
-    database_unavailable,
-    internal_error,
+    field_errors,
+    framework_error,
     malformed_body,
     unsupported_media_type,
     validation_problem,
 )
 from service_kit.settings import ServiceSettings
-from service_kit.telemetry import UNTRACED_URLS, Telemetry, for_service, tracer_provider
-from service_kit.tracecontext import TRACEPARENT_HEADER, accept_trace_id, trace_id_var
-
-access_log = logging.getLogger("service_kit.access")
-error_log = logging.getLogger("service_kit.errors")
+from service_kit.telemetry import Telemetry, for_service
+from service_kit.tracing import UNTRACED_URLS, tracer_provider
 
 API_PREFIX = "/api/"
-_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 #: A named group of a ``re_path`` (the admin's catch-all ``(?P<url>.*)``).
 _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^()]*\)")
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -63,7 +54,7 @@ def route_template(request: HttpRequest) -> str:
     if match is None or match.route is None:
         return UNMATCHED_ROUTE
     route = _NAMED_GROUP.sub(r"{\1}", match.route.replace("^", "").replace("$", ""))
-    return "/" + _CONVERTER.sub(r"{\1}", route)
+    return "/" + openapi_route(route)
 
 
 def problem_response(problem: Problem, request: HttpRequest | None = None) -> HttpResponse:
@@ -110,22 +101,12 @@ def _body_of(request: HttpRequest) -> bytes:
 
 
 def validation_error(exc: ValidationError, *, location: str) -> ProblemError:
-    problem = validation_problem(
-        [
-            FieldError(
-                field=".".join(str(part) for part in error["loc"]),
-                detail=error["msg"],
-                location=location,
-                code=error["type"],
-            )
-            for error in exc.errors(include_url=False)
-        ]
-    )
-    return ProblemError.of(problem)
+    errors = field_errors(exc.errors(include_url=False), location)
+    return ProblemError.of(validation_problem(errors))
 
 
 class RequestContextMiddleware:
-    """The outermost middleware: request and trace ids, access log, metrics, database
+    """The outermost middleware: the kit's request cycle (:mod:`service_kit.cycle`), database
     statistics, and problem+json under ``/api/`` (whatever an inner middleware raised).
 
     OpenTelemetry's Django middleware, when on, comes right after it; its hooks hand the
@@ -137,93 +118,59 @@ class RequestContextMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        started = time.perf_counter()
-        request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
         operational = OPERATIONAL_VIEWS.get(request.path)
         if operational is not None:
             # Probes and scrapes come by pod IP: answered here, before the host check of
             # the middleware below (which would refuse an IP not in ALLOWED_HOSTS), and
             # before sessions, CSRF and authentication, which they have no use for.
             answer = operational(request)
-            answer[REQUEST_ID_HEADER] = request_id
+            answer[REQUEST_ID_HEADER] = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
             return answer
-        request_token = request_id_var.set(request_id)
-        trace_token = trace_id_var.set(accept_trace_id(request.headers.get(TRACEPARENT_HEADER)))
-        state = None
-        if _telemetry is not None:
-            state = _telemetry.start_request(request.method or "GET")
-            request.polyframe_state = state  # type: ignore[attr-defined]
+        cycle = RequestCycle(_telemetry, request.method or "GET", request.path, request.headers.get)
+        request.polyframe_state = cycle.state  # type: ignore[attr-defined]
         response: HttpResponse | None = None
         try:
-            with _watching_queries(state is not None):
+            with _watching_queries(cycle.state is not None):
                 response = self.get_response(request)
             if request.path.startswith(API_PREFIX) and response.status_code >= 400:
                 response = self._as_problem(request, response)
-            response[REQUEST_ID_HEADER] = request_id
-            for name, value in security_headers(
+            for name, value in cycle.response_headers(
                 response.get("Content-Type"), response.headers.keys()
             ).items():
                 response[name] = value
-            access_log.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "route": route_template(request),
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
             return response
         finally:
-            if state is not None and _telemetry is not None:
-                _telemetry.finish_request(
-                    state,
-                    route=route_template(request),
-                    status=response.status_code if response is not None else 500,
-                    request_bytes=_content_length(request),
-                    response_bytes=_response_length(response),
-                )
-            trace_id_var.reset(trace_token)
-            request_id_var.reset(request_token)
+            cycle.finish(
+                route=route_template(request),
+                status=response.status_code if response is not None else 500,
+                request_bytes=_content_length(request),
+                response_bytes=_response_length(response),
+                answered=response is not None,
+            )
+            cycle.close()
 
     @staticmethod
     def _as_problem(request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE):
             return response
-        problem = Problem(status=response.status_code)
-        for name, value in response.items():
-            if name.lower() in KEPT_ERROR_HEADERS:
-                problem.headers[name] = value
-        return problem_response(problem, request)
+        return problem_response(
+            framework_error(response.status_code, None, response.items()), request
+        )
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
         if not request.path.startswith(API_PREFIX):
             return None  # Django's own handling (the admin's HTML pages)
-        if isinstance(exc, ProblemError):
-            return problem_response(exc.problem, request)
-        if isinstance(exc, ServiceUnavailableError):
-            error_log.warning(
-                "dependency unavailable", extra={"peer": exc.peer, "reason": exc.reason}
-            )
-            return problem_response(exc.as_problem().problem, request)
-        if isinstance(exc, OperationalError | InterfaceError):  # the database is unreachable
-            error_log.warning("database unavailable", extra={"error": type(exc).__name__})
-            return problem_response(database_unavailable().problem, request)
         if isinstance(exc, RequestDataTooBig):
-            discard_body(request.META.get("wsgi.input"))
-            return problem_response(
-                Problem(status=413, detail="The request body is too large"), request
+            problem = too_large_read(request.META.get("wsgi.input"))
+        elif isinstance(exc, Http404):
+            problem = Problem(status=404)
+        elif isinstance(exc, PermissionDenied):
+            problem = Problem(status=403)
+        else:
+            problem = problem_for(
+                exc, request.method or "GET", request.path, (OperationalError, InterfaceError)
             )
-        if isinstance(exc, Http404):
-            return problem_response(Problem(status=404), request)
-        if isinstance(exc, PermissionDenied):
-            return problem_response(Problem(status=403), request)
-        error_log.error(
-            "unhandled exception",
-            exc_info=exc,
-            extra={"method": request.method, "path": request.path},
-        )
-        return problem_response(internal_error(), request)
+        return problem_response(problem, request)
 
 
 def migrations_applied() -> str:
@@ -329,7 +276,7 @@ def _observe_query(
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """``/metrics``: Prometheus exposition of this process (or of every worker's)."""
-    body, content_type = metrics.exposition(request.headers.get("Accept"))
+    body, content_type = exposition.render(request.headers.get("Accept"))
     return HttpResponse(body, content_type=content_type)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,28 +19,23 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service_kit import drain, health, metrics
+from service_kit import drain, exposition, health
 from service_kit.client import ServiceUnavailableError
-from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
-from service_kit.headers import is_json
-from service_kit.headers import missing as security_headers
+from service_kit.cycle import RequestCycle, problem_for, sqlalchemy_unavailable
 from service_kit.loopmonitor import LoopMonitor
-from service_kit.metrics import OPERATIONAL_PATHS, UNMATCHED_ROUTE
+from service_kit.metrics import UNMATCHED_ROUTE
 from service_kit.problems import (
     PROBLEM_CONTENT_TYPE,
     FieldError,
     Problem,
     ProblemError,
-    database_unavailable,
-    internal_error,
+    body_too_large,
     malformed_body,
-    unsupported_media_type,
     validation_problem,
 )
-from service_kit.telemetry import UNTRACED_URLS, RequestState, Telemetry, flush, tracer_provider
-from service_kit.tracecontext import accept_trace_id, trace_id_var
+from service_kit.telemetry import Telemetry
+from service_kit.tracing import UNTRACED_URLS, flush, tracer_provider
 
-access_log = logging.getLogger("service_kit.access")
 error_log = logging.getLogger("service_kit.errors")
 
 
@@ -62,7 +56,7 @@ def route_template(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    """Outermost app middleware: request id, body-size limit, access log, metrics, last 500.
+    """Outermost app middleware: the kit's request cycle (:mod:`service_kit.cycle`) in ASGI.
 
     Pure ASGI (no ``BaseHTTPMiddleware``) so it adds no task per request and
     sees exceptions before Starlette's ``ServerErrorMiddleware`` would print them.
@@ -87,32 +81,25 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        request_id = accept_request_id(
-            headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1") or None
-        )
-        token = request_id_var.set(request_id)
-        trace_token = trace_id_var.set(
-            accept_trace_id(headers.get(b"traceparent", b"").decode("latin-1") or None)
-        )
-        started = time.perf_counter()
+
+        def header(name: str) -> str | None:
+            return headers.get(name.lower().encode(), b"").decode("latin-1") or None
+
+        cycle = RequestCycle(self.telemetry, scope["method"], scope["path"], header)
+        if cycle.state is not None and self.monitor is not None:
+            self.monitor.request_started(cycle.state, scope)
         status = 500
         response_started = False
-        state = None
-        if self.telemetry is not None and scope["path"] not in OPERATIONAL_PATHS:
-            state = self.telemetry.start_request(scope["method"])
-        if state is not None and self.monitor is not None:
-            self.monitor.request_started(state, scope)
         received = 0
         sent = 0
-
-        refusal = self._refusal(scope, headers)
-        if refusal is not None:
-            status = refusal.status
-            sent = await self._send_problem(scope, send, request_id, refusal)
-            self._finish(scope, state, status, started, received, sent)
-            trace_id_var.reset(trace_token)
-            request_id_var.reset(token)
-            return
+        declared = headers.get(b"content-length")
+        refusal = cycle.refusal(
+            has_body=(declared is not None and declared not in (b"", b"0"))
+            or b"transfer-encoding" in headers,
+            content_type=header("content-type"),
+            content_length=int(declared) if declared is not None and declared.isdigit() else None,
+            max_body_bytes=self.max_body_bytes,
+        )
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -121,7 +108,7 @@ class RequestContextMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     # FastAPI re-raises HTTPException from body parsing (anything else becomes 400).
-                    raise HTTPException(413, _too_large(self.max_body_bytes).detail)
+                    raise HTTPException(413, body_too_large(self.max_body_bytes).detail)
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -133,119 +120,57 @@ class RequestContextMiddleware:
                 content_type = next(
                     (v.decode("latin-1") for k, v in raw if k.lower() == b"content-type"), None
                 )
-                extra = security_headers(content_type, (k.decode("latin-1") for k, _ in raw))
-                message["headers"] = [
-                    *raw,
-                    (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
-                    *((k.lower().encode(), v.encode()) for k, v in extra.items()),
-                ]
+                extra = cycle.response_headers(content_type, (k.decode("latin-1") for k, _ in raw))
+                message["headers"] = [*raw, *_encoded(extra)]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)
 
+        if refusal is not None:
+            sent = await _send_problem(scope, send, cycle, refusal)
+            self._finish(cycle, scope, refusal.status, received, sent)
+            return
         try:
             await self.app(scope, limited_receive, send_with_id)
         except Exception as exc:
             if response_started:
                 error_log.exception("error after the response started")
                 raise
-            problem = exc.problem if isinstance(exc, ProblemError) else internal_error()
-            if not isinstance(exc, ProblemError):
-                error_log.error(
-                    "unhandled exception",
-                    exc_info=exc,
-                    extra={"method": scope["method"], "path": scope["path"]},
-                )
+            problem = cycle.problem_for(exc, sqlalchemy_unavailable())
             status = problem.status
-            sent = await self._send_problem(scope, send, request_id, problem)
+            sent = await _send_problem(scope, send, cycle, problem)
         finally:
-            self._finish(scope, state, status, started, received, sent)
-            trace_id_var.reset(trace_token)
-            request_id_var.reset(token)
+            self._finish(cycle, scope, status, received, sent)
 
     def _finish(
-        self,
-        scope: Scope,
-        state: RequestState | None,
-        status: int,
-        started: float,
-        received: int,
-        sent: int,
+        self, cycle: RequestCycle, scope: Scope, status: int, received: int, sent: int
     ) -> None:
-        self._log(scope, status, started)
-        if state is not None and self.telemetry is not None:
-            if self.monitor is not None:
-                self.monitor.request_finished()
-            self.telemetry.finish_request(
-                state,
-                route=route_template(scope),
-                status=status,
-                request_bytes=received,
-                response_bytes=sent,
-            )
-
-    def _refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> Problem | None:
-        """A request refused before the app sees it: a body too large, or not JSON (415)."""
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            return _too_large(self.max_body_bytes)
-        has_body = (declared is not None and declared not in (b"", b"0")) or (
-            b"transfer-encoding" in headers
+        if cycle.state is not None and self.monitor is not None:
+            self.monitor.request_finished()
+        cycle.finish(
+            route=route_template(scope), status=status, request_bytes=received, response_bytes=sent
         )
-        if scope["method"] in _BODY_METHODS and has_body:
-            content_type = headers.get(b"content-type", b"").decode("latin-1")
-            if not is_json(content_type):
-                return unsupported_media_type(content_type.split(";", 1)[0].strip() or None)
-        return None
-
-    @staticmethod
-    async def _send_problem(scope: Scope, send: Send, request_id: str, problem: Problem) -> int:
-        problem.instance = problem.instance or scope["path"]
-        body = json.dumps(problem.as_dict()).encode()
-        response_headers = [
-            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
-            *((k.lower().encode(), v.encode()) for k, v in problem.headers.items()),
-            *(
-                (k.lower().encode(), v.encode())
-                for k, v in security_headers(PROBLEM_CONTENT_TYPE, problem.headers).items()
-            ),
-        ]
-        await send(
-            {"type": "http.response.start", "status": problem.status, "headers": response_headers}
-        )
-        await send({"type": "http.response.body", "body": body})
-        return len(body)
-
-    @staticmethod
-    def _log(scope: Scope, status: int, started: float) -> None:
-        if scope["path"] in OPERATIONAL_PATHS:
-            return
-        access_log.info(
-            "request",
-            extra={
-                "method": scope["method"],
-                "route": route_template(scope),
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
+        cycle.close()
 
 
-def _database_errors() -> tuple[type[Exception], ...]:
-    try:
-        from service_kit.sqla import UNAVAILABLE
-    except ImportError:  # a service without SQLAlchemy
-        return ()
-    return UNAVAILABLE
+def _encoded(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
 
 
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-
-def _too_large(limit: int) -> Problem:
-    return Problem(status=413, detail=f"The request body exceeds {limit} bytes")
+async def _send_problem(scope: Scope, send: Send, cycle: RequestCycle, problem: Problem) -> int:
+    problem.instance = problem.instance or scope["path"]
+    body = json.dumps(problem.as_dict()).encode()
+    response_headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *_encoded(problem.headers),
+        *_encoded(cycle.response_headers(PROBLEM_CONTENT_TYPE, problem.headers)),
+    ]
+    await send(
+        {"type": "http.response.start", "status": problem.status, "headers": response_headers}
+    )
+    await send({"type": "http.response.body", "body": body})
+    return len(body)
 
 
 def _field_errors(exc: RequestValidationError) -> list[FieldError]:
@@ -287,20 +212,10 @@ async def _on_http_error(request: Request, exc: Exception) -> ProblemResponse:
     )
 
 
-async def _on_problem(request: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, ProblemError)
-    return problem_response(exc.problem, request)
-
-
-async def _on_database_unavailable(request: Request, exc: Exception) -> ProblemResponse:
-    error_log.warning("database unavailable", extra={"error": type(exc).__name__})
-    return problem_response(database_unavailable().problem, request)
-
-
-async def _on_unavailable(request: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, ServiceUnavailableError)
-    error_log.warning("dependency unavailable", extra={"peer": exc.peer, "reason": exc.reason})
-    return problem_response(exc.as_problem().problem, request)
+async def _on_kit_error(request: Request, exc: Exception) -> ProblemResponse:
+    """A problem raised on purpose, a peer or the database unavailable (see :func:`problem_for`)."""
+    problem = problem_for(exc, request.method, request.url.path, sqlalchemy_unavailable())
+    return problem_response(problem, request)
 
 
 def install(
@@ -318,10 +233,8 @@ def install(
     """
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(ProblemError, _on_problem)
-    app.add_exception_handler(ServiceUnavailableError, _on_unavailable)
-    for database_error in _database_errors():
-        app.add_exception_handler(database_error, _on_database_unavailable)
+    for kind in (ProblemError, ServiceUnavailableError, *sqlalchemy_unavailable()):
+        app.add_exception_handler(kind, _on_kit_error)
     monitor = None
     if telemetry is not None and telemetry.enabled:
         monitor = LoopMonitor(telemetry)
@@ -345,7 +258,7 @@ def install(
 
 def _metrics(request: Request) -> Response:
     """Prometheus exposition (a plain ``def``: merging workers' files runs off the loop)."""
-    body, content_type = metrics.exposition(request.headers.get("accept"))
+    body, content_type = exposition.render(request.headers.get("accept"))
     return Response(body, media_type=content_type)
 
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-import re
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,32 +17,26 @@ from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from service_kit import health, metrics
-from service_kit.client import ServiceUnavailableError
-from service_kit.context import REQUEST_ID_HEADER, accept_request_id, request_id_var
-from service_kit.headers import missing as security_headers
-from service_kit.inputs import discard_body
-from service_kit.metrics import OPERATIONAL_PATHS, UNMATCHED_ROUTE
+from service_kit import exposition, health
+from service_kit.cycle import (
+    BODY_METHODS,
+    RequestCycle,
+    openapi_route,
+    problem_for,
+    sqlalchemy_unavailable,
+    too_large_read,
+)
+from service_kit.metrics import UNMATCHED_ROUTE
 from service_kit.problems import (
-    KEPT_ERROR_HEADERS,
     PROBLEM_CONTENT_TYPE,
-    FieldError,
     Problem,
-    ProblemError,
-    database_unavailable,
-    internal_error,
+    field_errors,
+    framework_error,
     malformed_body,
-    unsupported_media_type,
     validation_problem,
 )
-from service_kit.telemetry import UNTRACED_URLS, Telemetry, tracer_provider
-from service_kit.tracecontext import TRACEPARENT_HEADER, accept_trace_id, trace_id_var
-
-access_log = logging.getLogger("service_kit.access")
-error_log = logging.getLogger("service_kit.errors")
-
-_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+from service_kit.telemetry import Telemetry
+from service_kit.tracing import UNTRACED_URLS, tracer_provider
 
 
 def route_template() -> str:
@@ -53,7 +44,7 @@ def route_template() -> str:
     rule = request.url_rule
     if rule is None:
         return UNMATCHED_ROUTE
-    return _CONVERTER.sub(r"{\1}", rule.rule)
+    return openapi_route(rule.rule)
 
 
 def problem_response(problem: Problem) -> Response:
@@ -77,16 +68,7 @@ def _location_of(model_title: str) -> str:
 
 def validation_error_response(exc: ValidationError) -> Response:
     """flask-openapi3 ``validation_error_callback``: pydantic errors as a 422 problem."""
-    location = _location_of(exc.title)
-    errors = [
-        FieldError(
-            field=".".join(str(part) for part in error["loc"]),
-            detail=error["msg"],
-            location=location,
-            code=error["type"],
-        )
-        for error in exc.errors(include_url=False)
-    ]
+    errors = field_errors(exc.errors(include_url=False), _location_of(exc.title))
     return problem_response(validation_problem(errors))
 
 
@@ -96,17 +78,14 @@ def _telemetry() -> Telemetry | None:
 
 
 def _before_request() -> Response | None:
-    g.kit_started = time.perf_counter()
-    g.kit_request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
-    g.kit_context_token = request_id_var.set(g.kit_request_id)
-    g.kit_trace_token = trace_id_var.set(accept_trace_id(request.headers.get(TRACEPARENT_HEADER)))
-    telemetry = _telemetry()
-    if telemetry is not None and request.path not in OPERATIONAL_PATHS:
-        g.kit_state = telemetry.start_request(request.method)
+    cycle = RequestCycle(_telemetry(), request.method, request.path, request.headers.get)
+    g.kit_cycle = cycle
     streamed = _streamed()
-    if request.method in _BODY_METHODS and (request.content_length or streamed):
-        if not request.is_json:
-            return problem_response(unsupported_media_type(request.mimetype))
+    has_body = bool(request.content_length or streamed)
+    refusal = cycle.refusal(has_body=has_body, content_type=request.mimetype)
+    if refusal is not None:
+        return problem_response(refusal)
+    if request.method in BODY_METHODS and has_body:
         if streamed:
             _buffer_streamed_body()
         try:
@@ -139,91 +118,47 @@ def _buffer_streamed_body() -> None:
 
 
 def _after_request(response: Response) -> Response:
-    request_id = g.get("kit_request_id")
-    if request_id:
-        response.headers[REQUEST_ID_HEADER] = request_id
-    response.headers.update(security_headers(response.content_type, response.headers.keys()))
-    _finish(response.status_code, response.calculate_content_length())
-    if request.path not in OPERATIONAL_PATHS:
-        started = g.get("kit_started", time.perf_counter())
-        access_log.info(
-            "request",
-            extra={
-                "method": request.method,
-                "route": route_template(),
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
+    cycle: RequestCycle | None = g.get("kit_cycle")
+    if cycle is None:
+        return response
+    response.headers.update(cycle.response_headers(response.content_type, response.headers.keys()))
+    cycle.finish(
+        route=route_template(),
+        status=response.status_code,
+        request_bytes=request.content_length,
+        response_bytes=response.calculate_content_length(),
+    )
     return response
 
 
-def _finish(status: int, response_bytes: int | None) -> None:
-    state = g.pop("kit_state", None)
-    telemetry = _telemetry()
-    if state is not None and telemetry is not None:
-        telemetry.finish_request(
-            state,
-            route=route_template(),
-            status=status,
-            request_bytes=request.content_length,
-            response_bytes=response_bytes,
-        )
-
-
 def _teardown_request(_exc: BaseException | None) -> None:
-    _finish(500, None)  # only if no response was made (after_request finishes otherwise)
-    trace_token = g.pop("kit_trace_token", None)
-    if trace_token is not None:
-        trace_id_var.reset(trace_token)
-    token = g.pop("kit_context_token", None)
-    if token is not None:
-        request_id_var.reset(token)
+    cycle: RequestCycle | None = g.pop("kit_cycle", None)
+    if cycle is None:
+        return
+    # Only if no response was made (after_request finishes otherwise).
+    cycle.finish(
+        route=route_template(),
+        status=500,
+        request_bytes=request.content_length,
+        response_bytes=None,
+        answered=False,
+    )
+    cycle.close()
 
 
 def _on_http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
-    detail = exc.description if status != 413 else "The request body is too large"
     if status == 413:
-        discard_body(request.environ.get("wsgi.input"))
-    problem = Problem(status=status, detail=detail)
-    for name, value in exc.get_headers():
-        if name.lower() in KEPT_ERROR_HEADERS:
-            problem.headers[name] = value
-    return problem_response(problem)
+        return problem_response(too_large_read(request.environ.get("wsgi.input")))
+    return problem_response(framework_error(status, exc.description, exc.get_headers()))
 
 
-def _on_problem(exc: ProblemError) -> Response:
-    return problem_response(exc.problem)
-
-
-def _on_database_unavailable(exc: Exception) -> Response:
-    error_log.warning("database unavailable", extra={"error": type(exc).__name__})
-    return problem_response(database_unavailable().problem)
-
-
-def _on_unavailable(exc: ServiceUnavailableError) -> Response:
-    error_log.warning("dependency unavailable", extra={"peer": exc.peer, "reason": exc.reason})
-    return problem_response(exc.as_problem().problem)
-
-
-def _on_unhandled(exc: Exception) -> Response:
+def _on_error(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):  # registered for Exception, so check subclasses first
         return _on_http_error(exc)
-    error_log.error(
-        "unhandled exception",
-        exc_info=exc,
-        extra={"method": request.method, "path": request.path},
+    return problem_response(
+        problem_for(exc, request.method, request.path, sqlalchemy_unavailable())
     )
-    return problem_response(internal_error())
-
-
-def _database_errors() -> tuple[type[Exception], ...]:
-    try:
-        from service_kit.sqla import UNAVAILABLE
-    except ImportError:  # a service without SQLAlchemy
-        return ()
-    return UNAVAILABLE
 
 
 def install(
@@ -250,15 +185,11 @@ def install(
     app.after_request(_after_request)
     app.teardown_request(_teardown_request)
     app.register_error_handler(HTTPException, _on_http_error)
-    app.register_error_handler(ProblemError, _on_problem)
-    app.register_error_handler(ServiceUnavailableError, _on_unavailable)
-    for database_error in _database_errors():
-        app.register_error_handler(database_error, _on_database_unavailable)
-    app.register_error_handler(Exception, _on_unhandled)
+    app.register_error_handler(Exception, _on_error)
 
 
 def _metrics() -> Response:
-    body, content_type = metrics.exposition(request.headers.get("Accept"))
+    body, content_type = exposition.render(request.headers.get("Accept"))
     return Response(body, content_type=content_type)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
 
-from service_kit import drain, metrics, telemetry
+from service_kit import drain, exposition, metrics, telemetry, tracing
 from service_kit.headers import missing as security_headers
 from service_kit.logs import gunicorn_logconfig
 from service_kit.problems import PROBLEM_CONTENT_TYPE, Problem
@@ -97,7 +97,7 @@ def on_starting(_server: Any) -> None:
     Files of an earlier run (a restarted container keeps its emptyDir) would add old
     samples, and could name a pid that a new process has again.
     """
-    path = metrics.multiprocess_dir()
+    path = exposition.multiprocess_dir()
     if path:
         Path(path).mkdir(parents=True, exist_ok=True)  # a fresh emptyDir has no subfolder
         for stale in Path(path).glob("*.db"):
@@ -114,8 +114,8 @@ def _serve_metrics_from_master(bind: str | None) -> Callable[[Any], None]:
     """
 
     def when_ready(server: Any) -> None:
-        if bind and metrics.multiprocess_dir():
-            metrics.serve_merged(bind)
+        if bind and exposition.multiprocess_dir():
+            exposition.serve_merged(bind)
             server.log.info("metrics of all workers on http://%s/metrics", bind)
 
     return when_ready
@@ -129,7 +129,7 @@ def post_worker_init(worker: Any) -> None:
 
 def child_exit(_server: Any, worker: Any) -> None:
     """Master side: a worker is gone; its live gauges (busy threads, memory) go with it."""
-    path = metrics.multiprocess_dir()
+    path = exposition.multiprocess_dir()
     if path:
         from prometheus_client.multiprocess import mark_process_dead
 
@@ -138,7 +138,7 @@ def child_exit(_server: Any, worker: Any) -> None:
 
 def worker_exit(_server: Any, _worker: Any) -> None:
     """Worker side, on its way out: send the spans still buffered."""
-    telemetry.flush()
+    tracing.flush()
 
 
 #: Seconds a worker serves on after SIGTERM, ``/readyz`` failing (set by :func:`settings`

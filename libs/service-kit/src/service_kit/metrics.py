@@ -1,61 +1,16 @@
-"""The one metric catalogue of Polyframe.
+"""The one metric catalogue of Polyframe: every metric any service exposes, defined once.
 
-Every metric any service exposes is defined here, once; the framework adapters
-(ASGI middleware, Flask hooks, Django middleware), the service client, the
-gunicorn worker and the runtime probes only record into it. All three services
-therefore expose the same names with the same labels, and one dashboard
-compares them.
-
-Names and labels follow the OpenTelemetry HTTP semantic conventions as
-Prometheus exposes them (``http.server.request.duration`` in seconds becomes
-``http_server_request_duration_seconds``; ``http.route`` becomes
-``http_route``). Every series carries ``service_name`` (OpenTelemetry's
-``service.name``; not ``service``, which the Prometheus Operator sets as a
-target label) and ``framework``. Signals without a semantic convention are
-named ``polyframe_*``.
-
-Label values are bounded: routes are templates (``/api/orders/{order_id}``),
-a request that matched no route is ``__unmatched__``, an unknown method is
-``_OTHER``, a status outside 100-599 is ``_OTHER``.
-
-Two exposition modes, chosen by the environment before this module is imported
-(prometheus_client decides at import):
-
-* single process (no ``PROMETHEUS_MULTIPROC_DIR``; one server process per
-  container in Kubernetes): exemplars on the duration histogram (OpenMetrics).
-* multiprocess (``PROMETHEUS_MULTIPROC_DIR`` set and emptied by whatever starts
-  the server; ``make up`` does it for gunicorn and for uvicorn with several
-  workers): every worker writes its samples to files in that folder and the
-  worker that answers a scrape merges them, so each request is counted once
-  whichever worker served it, and counters of a worker that died stay counted.
-  Limits: no exemplars; gauges are merged by the mode named on each; the
-  gauges of a dead worker are removed at the next scrape (or at once from
-  gunicorn's ``child_exit``).
+Adapters, the client, the gunicorn worker and the runtime sampler only record into it;
+names and labels: docs/architecture.md; ``/metrics`` is :mod:`service_kit.exposition`.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
-from typing import Any
-
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    start_http_server,
-)
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 #: prometheus_client's own ``*_created`` series only double every counter here. (Its
 #: ``PROMETHEUS_DISABLE_CREATED_SERIES`` is read when it is imported: too late to set here.)
 disable_created_metrics()  # type: ignore[no-untyped-call]
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 #: The route label of a request that matched no route.
 UNMATCHED_ROUTE = "__unmatched__"
@@ -343,82 +298,3 @@ def status_label(status: int) -> str:
 
 def route_label(route: str | None) -> str:
     return route or UNMATCHED_ROUTE
-
-
-# -- exposition ---------------------------------------------------------------------------------
-
-
-def multiprocess_dir() -> str | None:
-    return os.environ.get(MULTIPROC_ENV) or None
-
-
-_DB_FILE = re.compile(r"gauge_live\w*?_(\d+)\.db$")
-
-
-def reap_dead_processes(path: str) -> list[int]:
-    """Drop the live gauges of workers that no longer exist (uvicorn has no exit hook)."""
-    reaped = []
-    for file in Path(path).glob("gauge_live*_*.db"):
-        match = _DB_FILE.search(file.name)
-        if match is None:
-            continue
-        pid = int(match.group(1))
-        if pid == os.getpid() or _alive(pid):
-            continue
-        mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
-        reaped.append(pid)
-    return reaped
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        state = stat.read_text().rsplit(") ", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
-
-
-class _MergedWorkers(MultiProcessCollector):
-    """Every worker's samples, after dropping the live gauges of dead workers."""
-
-    def collect(self) -> Any:
-        reap_dead_processes(self._path)
-        return super().collect()  # type: ignore[no-untyped-call]
-
-
-def serve_merged(bind: str) -> None:
-    """Serve every worker's merged metrics on ``host:port`` from a thread of this process.
-
-    For gunicorn's master, which handles no request itself: its ``/metrics`` answers
-    even when every worker thread is busy, which is exactly when a scrape that must
-    wait for a worker thread would time out.
-    """
-    path = multiprocess_dir()
-    if path is None:
-        raise ValueError(f"{MULTIPROC_ENV} is not set: there is nothing to merge")
-    host, _, port = bind.rpartition(":")
-    registry = CollectorRegistry()
-    _MergedWorkers(registry, path=path)  # type: ignore[no-untyped-call]
-    start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
-
-
-def exposition(accept: str | None) -> tuple[bytes, str]:
-    """The body and content type of ``/metrics`` for a scraper sending ``accept``.
-
-    OpenMetrics (with exemplars) when the scraper asks for it, else the classic
-    text format; in multiprocess mode, the merged samples of every worker.
-    """
-    encoder, content_type = choose_encoder(accept or "")
-    path = multiprocess_dir()
-    if path is None:
-        return encoder(REGISTRY), content_type
-    merged = CollectorRegistry()
-    _MergedWorkers(merged, path=path)  # type: ignore[no-untyped-call]
-    return encoder(merged), content_type

@@ -9,6 +9,7 @@ else builds error bodies.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -111,6 +112,19 @@ def status_title(status: int) -> str:
         return "Error"
 
 
+def field_errors(errors: Iterable[Mapping[str, Any]], location: str) -> list[FieldError]:
+    """pydantic's errors (``exc.errors(include_url=False)``) of one part of the request."""
+    return [
+        FieldError(
+            field=".".join(str(part) for part in error["loc"]),
+            detail=error["msg"],
+            location=location,
+            code=error["type"],
+        )
+        for error in errors
+    ]
+
+
 def validation_problem(errors: list[FieldError], detail: str | None = None) -> Problem:
     names = ", ".join(sorted({e.field or e.location for e in errors})) or "the request"
     return Problem(
@@ -189,9 +203,27 @@ def unsupported_media_type(received: str | None) -> Problem:
     )
 
 
+def body_too_large(limit: int | None = None) -> Problem:
+    """413 for a body over ``limit`` bytes (None: the limit the framework enforced)."""
+    if limit is None:
+        return Problem(status=413, detail="The request body is too large")
+    return Problem(status=413, detail=f"The request body exceeds {limit} bytes")
+
+
 #: Headers of a framework's own error response that its problem+json replacement keeps:
 #: the ones its status is meaningless without (RFC 9110 sections 15.5.6, 11.6.1, 10.2.3).
 KEPT_ERROR_HEADERS = frozenset({"allow", "www-authenticate", "retry-after"})
+
+
+def framework_error(
+    status: int, detail: str | None = None, headers: Iterable[tuple[str, str]] = ()
+) -> Problem:
+    """A framework's own error answer (404, 405, …) as a problem, with the headers it needs."""
+    problem = Problem(status=status, detail=detail)
+    for name, value in headers:
+        if name.lower() in KEPT_ERROR_HEADERS:
+            problem.headers[name] = value
+    return problem
 
 
 def invalid_field(field: str, detail: str, *, location: str = "body") -> ProblemError:
