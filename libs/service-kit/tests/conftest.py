@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from polyframe_testing.logs import loggers_restored
 from polyframe_testing.telemetry import exporter_of, metric_series, metric_value, record_spans
-from service_kit import runtime, telemetry
+from service_kit import runtime, telemetry, tracing
 from service_kit.health import CheckFailedError
 from service_kit.logs import ACCESS_LOGGERS, QUIET_LOGGERS, SERVER_LOGGERS, configure_logging
 from service_kit.metrics import KNOWN_METHODS, OTHER
@@ -77,7 +77,7 @@ def span_exporter() -> InMemorySpanExporter:
     exporter is added to that one provider, once (whichever suite's fixture comes first).
     """
     telemetry.setup("service-kit-tests", "tests")
-    providers = {id(p): p for p in (telemetry.tracer_provider(), trace.get_tracer_provider())}
+    providers = {id(p): p for p in (tracing.tracer_provider(), trace.get_tracer_provider())}
     exporter: InMemorySpanExporter | None = None
     for provider in providers.values():
         exporter = exporter_of(provider, exporter)

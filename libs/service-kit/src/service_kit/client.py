@@ -20,8 +20,9 @@ from service_kit.circuit import CircuitBreaker, CircuitState
 from service_kit.context import REQUEST_ID_HEADER, current_request_id
 from service_kit.credentials import ACTING_FOR_HEADER, basic_credential
 from service_kit.problems import ProblemError, dependency_unavailable
-from service_kit.telemetry import Telemetry, tracer_provider
+from service_kit.telemetry import Telemetry
 from service_kit.tracecontext import propagate
+from service_kit.tracing import tracer_provider
 
 if TYPE_CHECKING:
     from service_kit.settings import ServiceSettings

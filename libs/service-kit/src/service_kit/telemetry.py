@@ -18,8 +18,7 @@ from opentelemetry import trace
 from service_kit import dbstats, metrics, runtime, tracing
 
 # Re-exported for the kit's client and outbox, which take them from here.
-from service_kit.tracing import flush as flush
-from service_kit.tracing import tracer_provider as tracer_provider
+from service_kit.tracing import tracer_provider
 
 if TYPE_CHECKING:
     from service_kit.settings import ServiceSettings

@@ -23,7 +23,8 @@ from service_kit.migrations import migrate, wait_for_migrations
 from service_kit.outbox.dispatcher import OutboxDispatcher
 from service_kit.settings import ProducerSettings
 from service_kit.sqla import blocking_engine
-from service_kit.telemetry import Telemetry, flush, setup
+from service_kit.telemetry import Telemetry, setup
+from service_kit.tracing import flush
 
 
 def add_producer_commands(commands: argparse._SubParsersAction[Any]) -> None:
