@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -49,11 +50,32 @@ def signing_key() -> rsa.RSAPrivateKey:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(service_databases: ServiceDatabases) -> Iterator[str]:
-    """A fresh database for the whole session, migrated once (``postgresql://``, no driver)."""
-    with fresh_postgres_database(f"{service_databases.name}_test") as url:
-        service_databases.migrate(service_databases.postgres_url(url))
-        yield url
+def _postgres_databases() -> Iterator[_LazyDatabases]:
+    """Each service's session database (name -> ``postgresql://`` URL), made on first use and
+    dropped at the end: one run may test several services, each with its own schema."""
+    with ExitStack() as stack:
+        yield _LazyDatabases(stack)
+
+
+class _LazyDatabases(dict[str, str]):
+    def __init__(self, stack: ExitStack) -> None:
+        super().__init__()
+        self._stack = stack
+
+    def of(self, service: ServiceDatabases) -> str:
+        if service.name not in self:
+            url = self._stack.enter_context(fresh_postgres_database(f"{service.name}_test"))
+            service.migrate(service.postgres_url(url))
+            self[service.name] = url
+        return self[service.name]
+
+
+@pytest.fixture
+def postgres_url(_postgres_databases: _LazyDatabases, service_databases: ServiceDatabases) -> str:
+    """The suite's database for the whole session, migrated once (``postgresql://``, no
+    driver). Per service, not per run: a session-scoped fixture would hand the first suite's
+    database to every other suite of the same run."""
+    return _postgres_databases.of(service_databases)
 
 
 @pytest.fixture(params=BACKENDS)
