@@ -20,7 +20,7 @@ master on port `metrics`, which is not Django at all.
 {{- end -}}
 
 {{/*
-The admin service in the call graph (ARCHITECTURE.md): the producers' outbox dispatchers
+The admin service in the call graph (docs/architecture.md, "Who calls whom"): the producers' outbox dispatchers
 deliver audit events to it; it calls users-fastapi and legacy-flask for the support console,
 acting for a staff member. Routed at /admin and /api/audit.
 */}}

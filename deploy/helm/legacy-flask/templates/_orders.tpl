@@ -5,7 +5,7 @@ from services/legacy-flask/service.yaml (which `make up` reads too) by `make gen
 */}}
 
 {{/*
-The orders service in the call graph (ARCHITECTURE.md): it asks users-fastapi whether a
+The orders service in the call graph (docs/architecture.md, "Who calls whom"): it asks users-fastapi whether a
 user is active and reads its JWKS; admin-django acts for staff (any user's orders, refunds);
 the outbox dispatcher delivers audit events to admin-django. Routed at /api/orders.
 */}}

@@ -5,7 +5,7 @@ from services/users-fastapi/service.yaml (which `make up` reads too) by `make ge
 */}}
 
 {{/*
-The users service in the call graph (ARCHITECTURE.md): legacy-flask asks whether a user is
+The users service in the call graph (docs/architecture.md, "Who calls whom"): legacy-flask asks whether a user is
 active and reads the JWKS, admin-django acts for staff; the outbox dispatcher delivers
 audit events to admin-django. The web Service is routed by the ingress (/api/users).
 */}}

@@ -238,6 +238,13 @@ def build_uv(engine: Engine, image: str, work: Path, mirror: str) -> StandIn:
 # -- postgres -------------------------------------------------------------------------------------
 
 
+def version_in(root: Path, program: str) -> str:
+    """What ``program --version`` says inside ``root`` ("" if it says nothing)."""
+    return subprocess.run(
+        ["chroot", str(root), program, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
 def build_postgres(engine: Engine, image: str, work: Path, mirror: str) -> StandIn:
     """Debian's PostgreSQL of the pinned major, with an entry point that keeps the official
     image's contract (deploy/release/stand-ins/postgres/docker-entrypoint.sh)."""
@@ -272,12 +279,7 @@ def build_postgres(engine: Engine, image: str, work: Path, mirror: str) -> Stand
     entrypoint.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(STAND_INS_DIR / "postgres" / "docker-entrypoint.sh", entrypoint)
     entrypoint.chmod(0o755)
-    installed = subprocess.run(
-        ["chroot", str(root), f"/usr/lib/postgresql/{major}/bin/postgres", "--version"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    installed = version_in(root, f"/usr/lib/postgresql/{major}/bin/postgres")
     slim(root)
     differs = (
         f"{installed or 'PostgreSQL ' + major} from Debian {release}"
@@ -333,12 +335,7 @@ def build_redis(engine: Engine, image: str, work: Path, mirror: str) -> StandIn:
         """,
         f"Redis from Debian {release}",
     )
-    installed = subprocess.run(
-        ["chroot", str(root), "redis-server", "--version"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    installed = version_in(root, "redis-server")
     slim(root)
     differs = (
         f"{installed.split(' sha=')[0] or 'Redis'} from Debian {release}; no docker-entrypoint.sh "
