@@ -139,17 +139,32 @@ AGES = "from service_kit import runtime; import os, json; " + (
 )
 
 
+#: A process group leader (as gunicorn's master is) that starts a member (as a worker) running
+#: ``sys.argv[1]``, with its own age before and after: [before, after, *what the member prints].
+LEADER = """
+import json, os, subprocess, sys
+from service_kit.runtime import process_age
+before = process_age(os.getpid())
+member = subprocess.run([sys.executable, "-c", sys.argv[1]], capture_output=True, text=True)
+after = process_age(os.getpid())
+print(json.dumps([before, after, *json.loads(member.stdout)]))
+"""
+
+
 def test_server_age_is_the_age_of_the_process_group_leader() -> None:
-    """A gunicorn worker's group leader is the master, started before the worker."""
-    leader = os.getpgid(0)
-    before = process_age(leader)
+    """A gunicorn worker's group leader is the master, started before the worker. (The group
+    is a new one: the test runner's own leader may have exited, as a shell's job may.)"""
     result = subprocess.run(
-        [sys.executable, "-c", AGES], capture_output=True, text=True, timeout=PATIENCE, check=True
+        [sys.executable, "-c", LEADER, AGES],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        check=True,
+        start_new_session=True,
     )
-    after = process_age(leader)
+    before, after, server, own = json.loads(result.stdout)
     assert before is not None
     assert after is not None
-    server, own = json.loads(result.stdout)
     tick = 0.02  # /proc's resolution
     assert before - tick <= server <= after + tick
     assert server >= own
