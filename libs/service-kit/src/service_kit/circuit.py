@@ -1,17 +1,6 @@
 """A circuit breaker per peer service: stop calling a peer that is down, try again later.
 
-``closed``: calls go through; ``failure_threshold`` failures in a row (refused,
-reset, timed out, 502/503/504) open it. ``open``: calls fail at once with
-:class:`~service_kit.client.ServiceUnavailableError` (a 503 problem for the
-client, in microseconds instead of the timeout), so a dead peer is not hammered
-and the caller's threads are not all stuck waiting on it. After
-``reset_seconds`` the next call is let through as a trial (``half-open``): its
-success closes the circuit, its failure opens it for another ``reset_seconds``.
-
-Written here rather than taken from a library: pybreaker has no asyncio support
-and the asyncio ones are little used; this one is a small state machine shared
-by the sync and async clients, safe across threads (one lock, held for
-nanoseconds, never across a call).
+Design: docs/architecture.md, "The circuit breaker".
 """
 
 from __future__ import annotations

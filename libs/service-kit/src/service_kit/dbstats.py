@@ -1,15 +1,6 @@
 """Database work per request: how many queries, how long, and repeated shapes (N+1).
 
-The database hooks (Django's ``execute_wrapper``, SQLAlchemy's cursor events)
-call :func:`record` for every statement; the request's :class:`QueryStats`
-lives in a context variable, so it follows the request across threads of a
-threaded server and ``await`` points of an async one, and statements outside
-a request (migrations, the outbox dispatcher) are not counted.
-
-A *shape* is the statement with its literals and the length of its ``IN``
-lists taken out. One shape run more often than the threshold within one
-request is the signature of an N+1 query pattern: a list fetched, then one
-query per item.
+Design: docs/architecture.md, "Runtime signals", "Database work per request".
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
-"""Graceful shutdown that fails readiness first.
+"""Graceful shutdown that fails readiness first (SIGTERM: ``/readyz`` 503, serve on, then stop).
 
-On SIGTERM a server normally stops accepting connections at once: requests the
-load balancer (Traefik, a Kubernetes Service) is still sending it are refused.
-Here, SIGTERM first marks the process as draining (``/readyz`` answers 503, see
-:data:`service_kit.health.DRAINING`) and lets it serve on for ``seconds``; only
-then does the server's own shutdown begin (stop accepting, finish what is in
-flight). A second SIGTERM during the drain (a supervisor passing it on) changes
-nothing; SIGINT and SIGQUIT stay immediate.
-
-:func:`install` wraps uvicorn's SIGTERM handler (from the app's lifespan);
-gunicorn's workers do the same in ``service_kit.gunicorn.ThreadWorker``.
+Design: docs/architecture.md, "Graceful shutdown".
 """
 
 from __future__ import annotations

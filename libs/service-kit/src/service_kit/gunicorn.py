@@ -1,15 +1,6 @@
 """gunicorn for the WSGI services: shared settings, an instrumented gthread worker, hooks.
 
-A service's ``gunicorn_conf.py`` says only what is its own (the WSGI app, its
-environment prefix, its default port and thread count, and why) and takes the
-rest from :func:`settings`::
-
-    globals().update(settings(prefix="ORDERS", wsgi_app="legacy_flask.app:create_app()", ...))
-
-The worker class, :class:`ThreadWorker`, is gunicorn's ``gthread`` worker that
-also reports its thread pool: threads available and busy, and how long each
-request waited for a free thread (``polyframe_worker_threads``,
-``polyframe_worker_threads_busy``, ``polyframe_request_queue_duration_seconds``).
+Design: docs/architecture.md, "Runtime signals", "The thread pool".
 """
 
 from __future__ import annotations

@@ -1,15 +1,5 @@
-"""Field types and a base model shared by the services' request models.
-
-Text never contains NUL (U+0000): PostgreSQL stores no NUL in a text column or in a
-``jsonb`` value, and its driver's error would otherwise be a 500; SQLite would keep it.
-:class:`StrictInput` refuses it in every text field (422 naming the field), and
-:data:`JsonObject` anywhere inside a free-form object, keys included.
-
-Limits are checked on what the client sent, so the limits an OpenAPI document declares
-(``maxLength``, ``pattern``) are the ones enforced. A model-wide
-``str_strip_whitespace`` strips first and checks afterwards: ``" " * 10 + 256 characters``
-then passes a ``maxLength`` of 256 that the document promises to refuse, and a password
-silently loses its surrounding spaces. :data:`Trimmed` strips after the checks instead.
+"""Field types and a base model shared by the services' request models: no NUL in text,
+limits checked as declared; why: docs/architecture.md, "Input the database cannot store".
 """
 
 from __future__ import annotations

@@ -1,21 +1,6 @@
 """The asyncio event loop, watched: its lag, and the request handlers that block it.
 
-Two parts, started in the app's lifespan:
-
-* a probe task on the loop sleeps ``interval`` seconds again and again and
-  records how late it wakes up (``polyframe_event_loop_lag_seconds``): the time
-  the loop could serve nothing else;
-* a watchdog thread notices when the probe has not run for longer than
-  ``interval + threshold`` (something holds the loop) and asks asyncio which
-  task is running. If it is a request (the ASGI adapter registers each one),
-  the block is counted under that request's route, added to its trace as a
-  ``event_loop.blocked`` span event, and logged; its length is added when the
-  loop runs again.
-
-A block is thus named when it exceeds the threshold by up to ``interval``
-(defaults: 100 ms threshold, probes every 50 ms, so blocks of 100-150 ms and
-longer are always caught). Costs: one timer on the loop and one thread waking
-every ``interval / 2``.
+Design: docs/architecture.md, "Runtime signals", "The event loop".
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
-"""The settings base every Polyframe service extends.
-
-One settings object per service, each with its own environment prefix
-(``USERS_``, ``ORDERS_``, ``ADMIN_``). Secrets are ``SecretStr`` fields with no
-default: outside ``development`` a missing secret stops the service at start,
-and a well-known placeholder (``changeme``, ``secret`` …) is refused in every
-environment, so a copied example value never reaches production.
-
-A secret may also be given as a file (the usual shape of a mounted Kubernetes
-Secret): for a field ``foo`` the variable ``<PREFIX>FOO_FILE`` names a file
-whose stripped content becomes the value.
+"""The settings base every Polyframe service extends: a prefix per service, secrets required
+outside development, placeholders refused, ``<NAME>_FILE`` for mounted secrets.
+Design: docs/architecture.md, "Settings and secrets".
 """
 
 from __future__ import annotations

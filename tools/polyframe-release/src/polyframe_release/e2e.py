@@ -1,15 +1,6 @@
 """``make release-e2e``: against the running release, what ``make kind-e2e`` does on kind.
 
-1. ``helm test``: the test hooks' pods, to their end (a failure does not stop the run: the
-   suite's own check names the pod that did not succeed);
-2. tests/e2e from this machine in cluster mode: ``E2E_BASE_URL`` the ingress on 127.0.0.1,
-   ``E2E_KUBE_CONTEXT`` the release's API (its kubeconfig, as the e2e ServiceAccount, so the
-   chart's Role is what allows the suite its reads and the pod-loss check its deletes), and
-   the credentials the verify Job reads with ``secretKeyRef`` — taken from the same render;
-3. skaffold's verify stage: the Job skaffold would build from ``deploy/kind/verify-job.yaml``
-   and skaffold.yaml's ``verify`` container, run in the release (in-cluster config, the
-   in-cluster ingress ``traefik.traefik.svc.cluster.local``);
-then the figures: the release's start-up time and each container's memory after the run.
+Its steps: docs/kubernetes.md, "The release without a cluster" (``make release-e2e``).
 """
 
 from __future__ import annotations

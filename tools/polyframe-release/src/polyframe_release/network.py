@@ -1,13 +1,6 @@
 """The release's network: its own podman network, Services as kube-proxy serves them, and the
-ingress (Traefik, routed from the rendered Ingress objects to ready pods, as Traefik's
-Kubernetes Ingress provider routes them).
-
-Every Service gets a small proxy container carrying its DNS names as network aliases (short,
-``name.namespace``, ``name.namespace.svc`` and ``name.namespace.svc.cluster.local``): a network
-alias alone cannot take a pod out of a Service, a proxy whose endpoints follow readiness can
-(:mod:`polyframe_release.serviceproxy`). Traefik runs as a container on the network with the
-names of kind's Traefik Service (``traefik.traefik.svc.cluster.local``), published on
-127.0.0.1 as kind publishes its node port.
+ingress (Traefik, routed from the rendered Ingress objects to ready pods).
+Design: docs/architecture.md, "The release runner's network".
 """
 
 from __future__ import annotations

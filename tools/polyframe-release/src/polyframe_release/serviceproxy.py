@@ -1,15 +1,6 @@
-"""A Service's virtual IP, as kube-proxy gives it: connections to the Service's ports go to one
-of its ready endpoints, picked at random per connection.
-
-Run inside a container on the release's network that carries the Service's names as network
-aliases (``python3 serviceproxy.py ENDPOINTS_FILE``). The runner rewrites ENDPOINTS_FILE
-(atomically) whenever a pod becomes ready or unready or starts terminating; new connections
-follow it within FOLLOW_SECONDS, open ones are left alone (as conntrack leaves them). A port
-with no endpoint does not listen, so a connection is refused (ECONNREFUSED), as kube-proxy's
-REJECT rule refuses it: a client that waits for its server by connecting waits here too.
-Standard library only: it runs in any Python image.
-
-ENDPOINTS_FILE: ``{"ports": [{"port": 8000, "targets": ["10.89.3.4:8000", …]}, …]}``.
+"""A Service's virtual IP, as kube-proxy gives it: ``python3 serviceproxy.py ENDPOINTS_FILE``
+sends each connection to one of the ready endpoints that file names, picked at random.
+Design and the file's format: docs/architecture.md, "The release runner's network".
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
 """Fault drills (``ADMIN_DRILLS=true``, never in production): cause the failure on purpose.
 
-``GET /api/audit/_drills/n-plus-one?n=25`` asks the database once per item of a
-list of ``n``, the N+1 pattern an ORM makes easy (a ``ForeignKey`` followed in a
-loop without ``select_related``). The per-request
-query count shows it, the repeated-query detector counts it under this route and
-flags the trace, and ``PolyframeRepeatedQueries`` fires.
-
-``GET /api/audit/_drills/slow?ms=2000`` keeps its worker thread for ``ms`` (a slow
-dependency); the shutdown tests keep one in flight.
+What each causes: docs/architecture.md, "Runtime signals", "Fault drills".
 """
 
 from __future__ import annotations

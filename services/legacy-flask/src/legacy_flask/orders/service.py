@@ -1,15 +1,6 @@
 """Order operations: the business rules, kept out of the views.
 
-Rules:
-* An order is paid at checkout (status ``paid``); totals are computed here,
-  in integer cents, never taken from the client.
-* The customer may cancel their own ``paid`` order within the cancel window
-  (``ORDERS_CANCEL_WINDOW_SECONDS``, 30 minutes by default); the cancellation
-  returns the money, so a cancelled order cannot be refunded.
-* Staff (or a service acting for staff) may refund a ``paid`` order, once,
-  with a reason; refunds ignore the cancel window.
-* State changes are conditional UPDATEs (``… WHERE status = 'paid'``), so a
-  cancel racing a refund changes the order once and the loser gets 409.
+The rules: docs/architecture.md, "The orders' rules".
 """
 
 from __future__ import annotations

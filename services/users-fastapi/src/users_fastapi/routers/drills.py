@@ -1,13 +1,6 @@
 """Fault drills (``USERS_DRILLS=true``, never in production): cause the failure on purpose.
 
-``POST /api/users/_drills/block-loop?ms=300`` blocks the event loop from inside an
-async handler, as a synchronous call in async code does (a driver without async
-support, a CPU-heavy hash): every other request of this worker waits meanwhile.
-The event-loop monitor counts it under this route, the lag histogram shows it,
-and ``PolyframeEventLoopBlocked`` fires.
-
-``GET /api/users/_drills/slow?ms=2000`` is a slow request that does not block: it
-awaits, as a call to a slow peer does (the shutdown tests keep one in flight).
+What each causes: docs/architecture.md, "Runtime signals", "Fault drills".
 """
 
 from __future__ import annotations
