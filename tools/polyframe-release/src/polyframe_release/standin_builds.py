@@ -339,7 +339,8 @@ def build_redis(engine: Engine, image: str, work: Path, mirror: str) -> StandIn:
     slim(root)
     differs = (
         f"{installed.split(' sha=')[0] or 'Redis'} from Debian {release}; no docker-entrypoint.sh "
-        "(the official one only prepends redis-server and drops root): give the command"
+        "(the official one only prepends redis-server and drops root): give the command; "
+        "protected mode on by default (the official build turns it off): give --protected-mode"
     )
     import_root(
         engine,
