@@ -34,6 +34,7 @@ from polyframe_e2e_cluster.diagnostics import collect_diagnostics
 from polyframe_e2e_cluster.settings import RBAC_RULES, cluster_settings, outside_cluster_reason
 from polyframe_release.kubeapi.rbac import Rule, User
 from polyframe_release.kubeapi.server import KubeAPIServer, Response
+from polyframe_testing.kubeshapes import load_shape, merged
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[2]
@@ -150,19 +151,7 @@ class FakeKubernetesAPI(KubeAPIServer):
 
 
 def shape(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((SHAPES / f"{name}.json").read_text())
-    return data
-
-
-def merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """``overlay`` over ``base``: maps merged key by key, anything else replaced."""
-    result = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
+    return load_shape(SHAPES, name)
 
 
 def as_service(obj: dict[str, Any], service: str, pod_suffix: str | None = None) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from polyframe_e2e_cluster.settings import RBAC_RULES, ClusterSettings
 from polyframe_release.kubeapi.rbac import Rule, User, rules_from_role
 from polyframe_release.kubeapi.server import KubeAPIServer
 from polyframe_release.kubeapi.tls import TLSFiles, make_tls, write_kubeconfig
+from polyframe_testing.kubeshapes import load_shape, merged
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHAPES = REPO_ROOT / "tools" / "polyframe-e2e-cluster" / "tests" / "kube_api_shapes"
@@ -61,19 +62,7 @@ TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 
 
 def shape(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((SHAPES / f"{name}.json").read_text())
-    return loaded
-
-
-def merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """``overlay`` over ``base``, as kube_api_shapes' README says: maps merged, rest replaced."""
-    result = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
+    return load_shape(SHAPES, name)
 
 
 def renamed(obj: dict[str, Any], old: str, new: str) -> dict[str, Any]:
