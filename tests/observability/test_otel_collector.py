@@ -7,13 +7,15 @@ configured, the order of the processors, and where endpoints come from.
 
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+# The collector merges several --config files as this does: maps merge, everything else replaces.
+from polyframe_testing.documents import merged
 
 COLLECTOR = Path(__file__).resolve().parents[2] / "observability" / "otel-collector"
 ENV = re.compile(r"^\$\{env:([A-Z][A-Z0-9_]*)(?::-[^}]*)?\}$")
@@ -25,20 +27,9 @@ def _load(name: str) -> dict[str, Any]:
     return document
 
 
-def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """The collector's merge of several --config files: maps merge, everything else replaces."""
-    merged = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 CONFIGS = {
     "config.yaml": lambda: _load("config.yaml"),
-    "config.yaml + spanmetrics.yaml": lambda: _merge(
+    "config.yaml + spanmetrics.yaml": lambda: merged(
         _load("config.yaml"), _load("spanmetrics.yaml")
     ),
 }
@@ -109,8 +100,8 @@ def test_traces_go_to_the_backend_the_environment_names() -> None:
 
 
 def test_span_metrics_are_an_overlay_that_keeps_the_traces_flowing() -> None:
-    merged = _merge(_load("config.yaml"), _load("spanmetrics.yaml"))
-    pipelines = merged["service"]["pipelines"]
+    combined = merged(_load("config.yaml"), _load("spanmetrics.yaml"))
+    pipelines = combined["service"]["pipelines"]
     assert set(_load("config.yaml")["service"]["pipelines"]["traces"]["exporters"]) < set(
         pipelines["traces"]["exporters"]
     )
@@ -118,6 +109,6 @@ def test_span_metrics_are_an_overlay_that_keeps_the_traces_flowing() -> None:
     (metrics,) = [p for name, p in pipelines.items() if name.startswith("metrics")]
     assert metrics["receivers"] == ["spanmetrics"]
     # Only bounded dimensions: the route template, never the URL.
-    dimensions = {d["name"] for d in merged["connectors"]["spanmetrics"]["dimensions"]}
+    dimensions = {d["name"] for d in combined["connectors"]["spanmetrics"]["dimensions"]}
     assert "http.route" in dimensions
     assert not dimensions & {"url.full", "url.path", "http.target", "http.url"}

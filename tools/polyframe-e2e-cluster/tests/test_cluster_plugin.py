@@ -34,7 +34,8 @@ from polyframe_e2e_cluster.diagnostics import collect_diagnostics
 from polyframe_e2e_cluster.settings import RBAC_RULES, cluster_settings, outside_cluster_reason
 from polyframe_release.kubeapi.rbac import Rule, User
 from polyframe_release.kubeapi.server import KubeAPIServer, Response
-from polyframe_testing.kubeshapes import load_shape, merged
+from polyframe_testing.documents import merged
+from polyframe_testing.kubeshapes import load_shape
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[2]

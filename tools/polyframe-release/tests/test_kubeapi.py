@@ -37,7 +37,8 @@ from polyframe_e2e_cluster.settings import RBAC_RULES, ClusterSettings
 from polyframe_release.kubeapi.rbac import Rule, User, rules_from_role
 from polyframe_release.kubeapi.server import KubeAPIServer
 from polyframe_release.kubeapi.tls import TLSFiles, make_tls, write_kubeconfig
-from polyframe_testing.kubeshapes import load_shape, merged
+from polyframe_testing.documents import merged
+from polyframe_testing.kubeshapes import load_shape
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHAPES = REPO_ROOT / "tools" / "polyframe-e2e-cluster" / "tests" / "kube_api_shapes"
