@@ -52,9 +52,15 @@ $(TOOLS)/uv-venv/bin/uv:
 	@$(PYTHON) -m venv $(TOOLS)/uv-venv
 	@$(TOOLS)/uv-venv/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(VENV_STAMP): uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml) | $(UV)
-	@echo "installing the workspace from uv.lock …"
-	@$(UV) sync --frozen --all-packages
+# Bytecode compiled once here, for the venv and the workspace's sources: where
+# PYTHONDONTWRITEBYTECODE is set (as on this project's machines) no process ever writes a .pyc,
+# and each Python process the tests start (services, workers, CLIs: hundreds in make test) would
+# compile every module it imports again, 1-2 s of CPU each. A .pyc older than its source is
+# ignored, so an edited module is only compiled in memory again, as it was without these.
+$(VENV_STAMP): uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml) Makefile | $(UV)
+	@echo "installing the workspace from uv.lock (and compiling its bytecode) …"
+	@$(UV) sync --frozen --all-packages --compile-bytecode
+	@$(UV) run --frozen --no-sync python -m compileall -q -j 0 $(wildcard libs/*/src services/*/src tools/*/src)
 	@touch $@
 
 .PHONY: install
@@ -67,7 +73,7 @@ up: $(VENV_STAMP) ## run the whole platform behind Traefik (PORT=8080 DATA_DIR=.
 		$(if $(filter off,$(INSTRUMENTATION)),--no-instrumentation) $(if $(POSTGRES),--postgres $(POSTGRES))
 
 .PHONY: bench
-bench: $(VENV_STAMP) ## the framework comparison measured here (needs Debian's wrk): bench/results/ and docs/benchmarks.md; about 15 minutes
+bench: $(VENV_STAMP) ## the framework comparison measured here on PostgreSQL (needs Debian's wrk): bench/results/ and docs/benchmarks.md; about 15-20 minutes
 	@$(UV) run --frozen --no-sync polyframe-bench run --update-docs
 
 # make soak SOAK_SECONDS=60: a shorter soak (RSS growth is asserted only from 120 s after warm-up).
@@ -76,6 +82,19 @@ SOAK_SECONDS ?= 300
 .PHONY: soak
 soak: $(VENV_STAMP) ## mixed load through Traefik for SOAK_SECONDS (300), then: no 5xx, writes exactly once, audit trail complete, RSS growth < 10%
 	@$(UV) run --frozen --no-sync polyframe-bench soak --seconds $(SOAK_SECONDS)
+
+# make fuzz FUZZ_SECONDS=60: a shorter run per service.
+FUZZ_SECONDS ?= 300
+
+.PHONY: fuzz
+fuzz: $(VENV_STAMP) ## grow the in-process fuzzers' corpus (tools/polyframe-fuzz/corpus/) for FUZZ_SECONDS (300) per service, minimised; stops at a crash with the input saved; commit the corpus
+	@for service in users-fastapi legacy-flask admin-django; do \
+		$(UV) run --frozen --no-sync polyframe-fuzz run $$service --seconds $(FUZZ_SECONDS) --grow || exit 1; \
+	done
+
+.PHONY: dashboards
+dashboards: $(VENV_STAMP) ## write observability/grafana/dashboards/*.json from tools/polyframe-dashboards (grafana-foundation-sdk); commit both
+	@$(UV) run --frozen --no-sync polyframe-dashboards
 
 .PHONY: routes
 routes: $(VENV_STAMP) ## print the Traefik routes generated from deploy/routes.yaml

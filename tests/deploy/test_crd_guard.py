@@ -47,6 +47,13 @@ SWITCHES = [
     ),
     (
         "polyframe",
+        {"traefikServiceMonitor": {"enabled": True}},
+        "ServiceMonitor",
+        f"{MONITORING}/ServiceMonitor",
+        "traefikServiceMonitor.enabled",
+    ),
+    (
+        "polyframe",
         {"httpRoute": {"enabled": True}},
         "HTTPRoute",
         f"{GATEWAY}/HTTPRoute",

@@ -78,6 +78,36 @@ def test_each_rule_file_is_a_prometheus_rule(render_case: Any, path: Path | None
     assert rendered[source]["spec"]["groups"] == yaml.safe_load(path.read_text())["groups"]
 
 
+def test_the_alerts_links_get_the_prefixes_of_the_values(render: Any) -> None:
+    """runbook_url and dashboard_url are relative in the files; the PrometheusRules carry
+    alerting.runbookBaseUrl and alerting.grafanaUrl in front, and nothing else changes."""
+    values: dict[str, Any] = {
+        "prometheusRule": {"enabled": True},
+        "alerting": {
+            "runbookBaseUrl": "https://git.example.com/polyframe/-/blob/main/",
+            "grafanaUrl": "https://grafana.example.com",
+        },
+    }
+    rendered = _by_source(render("polyframe", values), "PrometheusRule")
+    runbooks = values["alerting"]["runbookBaseUrl"]
+    linked = 0
+    for path in RULE_FILES:
+        expected = yaml.safe_load(path.read_text())["groups"]
+        for group in expected:
+            for rule in group["rules"]:
+                annotations = rule.get("annotations", {})
+                if "runbook_url" in annotations:
+                    annotations["runbook_url"] = runbooks + annotations["runbook_url"]
+                    linked += 1
+                if "dashboard_url" in annotations:
+                    annotations["dashboard_url"] = (
+                        "https://grafana.example.com" + annotations["dashboard_url"]
+                    )
+        assert rendered[_relative(path, REPO_ROOT)]["spec"]["groups"] == expected
+    if RULE_FILES:
+        assert linked, "no alert with a runbook_url"
+
+
 @pytest.mark.parametrize(
     "path", DASHBOARD_FILES or [None], ids=lambda p: p.name if p else "no-dashboard-yet"
 )

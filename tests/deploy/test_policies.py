@@ -31,8 +31,9 @@ RESTRICTED_VOLUMES = {
 #: port `metrics` are probed on `http`).
 PROBED = {
     "http": ("/healthz", "/healthz", "/readyz"),  # the web servers
-    # The outbox dispatchers serve no health endpoint, only their /metrics.
-    "metrics": ("/metrics", "/metrics", "/metrics"),
+    # The outbox dispatchers: /metrics answers from its own thread (started, scrapable), /livez
+    # only while the loop completes rounds.
+    "metrics": ("/metrics", "/livez", "/metrics"),
 }
 #: Where gunicorn's master serves the merged metrics of its workers: PROMETHEUS_MULTIPROC_DIR and
 #: <PREFIX>_METRICS_BIND (service_kit.gunicorn), for the services served by gunicorn.
@@ -258,6 +259,10 @@ def check_ingress_and_httproute_backends_exist(rendered: Any) -> None:
 def check_service_monitors_select_their_services_and_ports(rendered: Any) -> None:
     services = rendered.of_kind("Service")
     for monitor in rendered.of_kind("ServiceMonitor"):
+        if monitor.obj["spec"].get("namespaceSelector"):
+            # Another namespace's Service (Traefik's): test_cluster_observability checks it
+            # against the Service the Traefik chart renders.
+            continue
         selected = [s for s in services if _selects(monitor.obj["spec"]["selector"], s.labels)]
         assert len(selected) == 1, f"{monitor}: selects {[str(s) for s in selected]}"
         ports = {p["name"] for p in selected[0].obj["spec"]["ports"]}
@@ -754,6 +759,10 @@ BREAKAGES: dict[str, tuple[Any, Any]] = {
     "outbox probed where it serves nothing": (
         check_every_long_running_container_has_probes,
         lambda r: _outbox_container(r)["livenessProbe"]["httpGet"].update(path="/healthz"),
+    ),
+    "outbox alive on /metrics, which answers while its loop is stuck": (
+        check_every_long_running_container_has_probes,
+        lambda r: _outbox_container(r)["livenessProbe"]["httpGet"].update(path="/metrics"),
     ),
     "short grace period": (
         check_web_pods_terminate_gracefully,

@@ -530,3 +530,46 @@ def test_demo_staff_are_seeded_like_make_up(
         (s["username"], s["group"]) for s in local_staff
     }
     assert all(set(member) == {"username", "group", "password"} for member in staff)
+
+
+class _Stalled:
+    """A dispatcher loop that completed no round for longer than its bound."""
+
+    bound = 61.5
+    alive = False
+
+    def since_last_round(self) -> float:
+        return 62.0
+
+
+@pytest.mark.parametrize("service", ["users-fastapi", "legacy-flask"])
+def test_the_dispatcher_is_probed_where_its_process_answers(render_case: Any, service: str) -> None:
+    """Each probe path of the outbox container is one the dispatcher serves; liveness is the
+    one that fails when the loop is stuck (/metrics answers from a thread of its own)."""
+    from wsgiref.util import setup_testing_defaults
+
+    from service_kit.outbox.command import probe_app
+    from service_kit.outbox.dispatcher import Liveness
+
+    rendered = render_case("polyframe", "default")
+    container = _deployment(rendered, service, "outbox")["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    paths = {
+        probe: container[probe]["httpGet"]["path"]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+
+    def status(liveness: Any, path: str) -> int:
+        environ: dict[str, Any] = {"PATH_INFO": path}
+        setup_testing_defaults(environ)
+        answered: list[str] = []
+        b"".join(probe_app(liveness)(environ, lambda status, _headers: answered.append(status)))
+        return int(answered[0].split()[0])
+
+    running = Liveness(61.5)
+    assert {probe: status(running, path) for probe, path in paths.items()} == dict.fromkeys(
+        paths, 200
+    )
+    stalled = {probe: status(_Stalled(), path) for probe, path in paths.items()}
+    assert stalled == {"startupProbe": 200, "livenessProbe": 503, "readinessProbe": 200}

@@ -443,13 +443,18 @@ def find_secrets_in_logs(secrets: dict[str, set[str]], logs: list[Path]) -> tupl
     return findings, lines_read
 
 
-def _assert_no_secrets_in_logs(config: pytest.Config, local: LocalPlatform) -> None:
-    """After a platform stopped: none of its or the fixtures' secrets is in any of its logs."""
+def _secrets_and_logs(local: LocalPlatform) -> tuple[dict[str, set[str]], list[Path]]:
+    """The platform's and the fixtures' secrets, and every log file of ``local``."""
     assert local.data_dir is not None
     secrets = platform_secrets(local.data_dir)
     for kind, values in HANDED_OUT.items():
         secrets.setdefault(kind, set()).update(values)
-    logs = sorted({local.log_file, *local.folder.rglob("*.log")})
+    return secrets, sorted({local.log_file, *local.folder.rglob("*.log")})
+
+
+def _assert_no_secrets_in_logs(config: pytest.Config, local: LocalPlatform) -> None:
+    """After a platform stopped: none of its or the fixtures' secrets is in any of its logs."""
+    secrets, logs = _secrets_and_logs(local)
     findings, lines_read = find_secrets_in_logs(secrets, logs)
     # Not vacuous: the platform's own secrets were found, and its servers really logged.
     assert secrets.get("service credential"), secrets.keys()
@@ -683,6 +688,18 @@ def problem() -> Callable[[httpx.Response, int], dict[str, Any]]:
 def secret_scan() -> tuple[Callable[[Path], dict[str, set[str]]], Callable[..., Any]]:
     """``(platform_secrets, find_secrets_in_logs)``: the log scan run when a platform stops."""
     return platform_secrets, find_secrets_in_logs
+
+
+@pytest.fixture(scope="session")
+def secrets_in_logs() -> Callable[[LocalPlatform], tuple[list[str], list[Path]]]:
+    """``secrets_in_logs(local)``: the stop-time log scan of a running platform, so far
+    (where its and the fixtures' secrets appear, by kind and line), and the logs it read."""
+
+    def scan(local: LocalPlatform) -> tuple[list[str], list[Path]]:
+        secrets, logs = _secrets_and_logs(local)
+        return find_secrets_in_logs(secrets, logs)[0], logs
+
+    return scan
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.e2e
 
@@ -219,6 +220,27 @@ def _undelivered(database: Path) -> int:
     return int(count)
 
 
+def _oldest_pending(target: str) -> float | None:
+    """A dispatcher's oldest-pending timestamp, from its /metrics (None before its first)."""
+    text = httpx.get(f"http://{target}/metrics", timeout=15).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "polyframe_outbox_oldest_pending_timestamp_seconds":
+                return float(sample.value)
+    return None
+
+
+def _check_dispatchers_run_while_delivery_fails(targets: list[str]) -> None:
+    """Each dispatcher's loop goes on while no delivery succeeds: alive (/livez), and the time
+    of its oldest held event exported, though no round delivered anything."""
+    for target in targets:
+        assert httpx.get(f"http://{target}/livez", timeout=15).status_code == 200, target
+        deadline = time.monotonic() + DELIVERY_TIMEOUT
+        while not (_oldest_pending(target) or float("inf")) < time.time():
+            assert time.monotonic() < deadline, f"{target}: no oldest pending event exported"
+            time.sleep(0.25)
+
+
 @pytest.fixture
 def outage(isolated_platform: Any) -> Iterator[tuple[Any, httpx.Client]]:
     with httpx.Client(base_url=isolated_platform.base_url, timeout=15) as client:
@@ -255,6 +277,7 @@ def test_an_admin_outage_and_producer_restarts_lose_and_duplicate_nothing(
             data_dir / "legacy-flask.db"
         )
         assert held >= sum(expected.values()), (held, expected)
+        _check_dispatchers_run_while_delivery_fails(platform.ready["metrics_targets"]["outbox"])
         # Both producers' dispatchers die in the middle and are restarted.
         for dispatcher in ("users-outbox", "orders-outbox"):
             local.wait_restarted(dispatcher, local.kill(dispatcher))

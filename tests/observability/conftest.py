@@ -96,6 +96,11 @@ def grafana_expr(expr: str) -> str:
         ("$__interval", "15s"),
         ("$__range", "1h"),
         ("$namespace", "local"),
+        # "All" of the dashboards' multi-value variables.
+        ("${service}", ".+"),
+        ("$service", ".+"),
+        ("$instance", ".+"),
+        ("$pod", ".+"),
     ):
         expr = expr.replace(variable, value)
     return expr

@@ -51,6 +51,24 @@ class LogBuffer(io.StringIO):
         return logged
 
 
+@pytest.fixture(scope="module")
+def django_configured() -> Iterator[None]:
+    """Django's settings as this process has them (admin-django's suite configures Django for
+    the whole run in its ``pytest_configure``); a minimal set, removed after the module, if
+    none: Django is left as unconfigured as it was."""
+    from django.conf import settings
+    from django.utils.functional import empty
+
+    if settings.configured:
+        yield
+        return
+    settings.configure(ALLOWED_HOSTS=["testserver"])
+    try:
+        yield
+    finally:
+        settings._wrapped = empty  # unconfigured again, for whoever configures Django next
+
+
 @pytest.fixture
 def stream() -> Iterator[LogBuffer]:
     """A buffer for ``configure_logging``; every logger it touches is put back afterwards."""

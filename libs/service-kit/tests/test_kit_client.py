@@ -421,6 +421,18 @@ def test_retried_failures_of_both_kinds_measured_then_the_success(
     assert retries(samples, telemetry) == {"ConnectError": 1, "HTTP 504": 1}
 
 
+def test_a_new_client_charts_a_closed_circuit_and_no_rejection(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    """Before any call: a series to chart and alert on (0), not "no data" until the first trip."""
+    telemetry = make_telemetry("flask")
+    client, _ = instrumented_client(telemetry, 200)
+    client.close()
+    for name in ("http_client_circuit_state", "http_client_circuit_rejections_total"):
+        (labels,) = samples.series(name, service_name=telemetry.service)
+        assert samples.value(name, **labels) == 0, name
+
+
 def test_disabled_telemetry_measures_nothing(
     make_telemetry: Callable[..., Telemetry], samples: Any
 ) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import socket
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,13 +17,18 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from polyframe_testing.telemetry import metric_value
 from service_kit import dbstats
 from service_kit.dbstats import QueryStats, begin, record, shape, statement_span, watch_sqlalchemy
+from service_kit.sqla import engine_options, instrument
 from service_kit.telemetry import Telemetry
 
 MakeTelemetry = Callable[..., Telemetry]
+#: How long a test waits for a thread that should finish at once (not a performance threshold).
+PATIENCE = 30.0
 
 
 # --- shape -------------------------------------------------------------------------------------
@@ -347,3 +356,181 @@ def test_database_part_finished_once(make_telemetry: MakeTelemetry, samples: Any
     ) == [{"service_name": telemetry.service, "framework": "tests", "http_route": "/early"}]
     assert samples.value("polyframe_db_repeated_queries_total", service_name=telemetry.service) == 1
     assert dbstats._current.get() is None
+
+
+# --- the connection pool -----------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def pool_of_one(tmp_path: Path, make_telemetry: MakeTelemetry) -> Iterator[tuple[Engine, Any]]:
+    """A SQLite file engine with a pool of one connection (no overflow, 1 s timeout),
+    instrumented as the services' are; and the values of its service's pool metrics."""
+    telemetry = make_telemetry()
+    url, options = engine_options(f"sqlite:///{tmp_path / 'pool.db'}")
+    engine = create_engine(url, **options, pool_size=1, max_overflow=0, pool_timeout=1)
+    instrument(engine, telemetry)
+    service = {"service_name": telemetry.service, "framework": telemetry.framework}
+    try:
+        yield engine, lambda name, **labels: metric_value(name, **service, **labels)
+    finally:
+        engine.dispose()
+
+
+def test_pool_held_by_one_request_makes_the_next_wait(pool_of_one: tuple[Engine, Any]) -> None:
+    engine, value = pool_of_one
+    assert value("polyframe_db_pool_max_connections") == 1
+    waiting, got = threading.Event(), threading.Event()
+    began: list[float] = []
+
+    def second_request() -> None:
+        waiting.set()
+        began.append(time.perf_counter())
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+            got.set()
+
+    with engine.connect() as first:
+        first.execute(text("SELECT 1"))
+        assert value("polyframe_db_pool_connections", state="in_use") == 1
+        assert value("polyframe_db_pool_connections", state="idle") == 0
+        waits_before = value("polyframe_db_pool_wait_seconds_count")
+        other = threading.Thread(target=second_request)
+        other.start()
+        assert waiting.wait(PATIENCE)
+        assert not got.wait(0.2)  # the pool's one connection is this request's
+        assert value("polyframe_db_pool_connections", state="in_use") == 1
+        released = time.perf_counter()
+    other.join(PATIENCE)
+    assert got.is_set()
+    # The second request's wait: counted once, and at least until the first let go.
+    assert value("polyframe_db_pool_wait_seconds_count") == waits_before + 1
+    waited = value("polyframe_db_pool_wait_seconds_sum")
+    assert waited >= released - began[0]
+    assert value("polyframe_db_pool_wait_seconds_bucket", le="0.1") <= waits_before
+    assert value("polyframe_db_pool_connections", state="in_use") == 0
+    assert value("polyframe_db_pool_connections", state="idle") == 1
+    assert value("polyframe_db_pool_timeouts_total") == 0
+    assert value("polyframe_db_connect_errors_total") == 0
+
+
+def test_pool_timeout_is_counted(pool_of_one: tuple[Engine, Any]) -> None:
+    engine, value = pool_of_one
+    with engine.connect() as first:
+        first.execute(text("SELECT 1"))
+        with pytest.raises(PoolTimeoutError):
+            engine.connect()
+    assert value("polyframe_db_pool_timeouts_total") == 1
+    assert value("polyframe_db_connect_errors_total") == 0
+    # The pool's timeout (1 s) is a lower bound of that wait, not a measurement.
+    assert value("polyframe_db_pool_wait_seconds_bucket", le="0.5") < value(
+        "polyframe_db_pool_wait_seconds_count"
+    )
+    # The pool survives (dispose() recreates it with the same, counted, class).
+    engine.dispose()
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    assert value("polyframe_db_pool_connections", state="idle") == 1
+
+
+def test_pool_gauges_end_at_the_pools_last_state_when_threads_publish_at_once(
+    make_telemetry: MakeTelemetry,
+) -> None:
+    """Two threads publish the pool's gauges at once (connections returned together): the
+    gauges end at what the pool holds last, not at what the slower thread read earlier."""
+    telemetry = make_telemetry()
+    read_early, go_on = threading.Event(), threading.Event()
+
+    class Pool:
+        checked_out = 1
+        _max_overflow = 0
+
+        def size(self) -> int:
+            return 1
+
+        def checkedout(self) -> int:
+            return self.checked_out
+
+        def checkedin(self) -> int:
+            if threading.current_thread().name == "early":  # it read in_use; it is held here
+                read_early.set()
+                go_on.wait(PATIENCE)
+            return 1 - self.checked_out
+
+    class FakeEngine:
+        pool = Pool()
+
+    engine = FakeEngine()
+    with dbstats._engines_lock:
+        dbstats._engines.setdefault(telemetry.labels, weakref.WeakSet()).add(engine)
+    service = {"service_name": telemetry.service, "framework": telemetry.framework}
+    early = threading.Thread(target=dbstats.publish_pools, args=(telemetry.labels,), name="early")
+    early.start()
+    try:
+        assert read_early.wait(PATIENCE)
+        engine.pool.checked_out = 0  # the connection came back meanwhile
+        late = threading.Thread(target=dbstats.publish_pools, args=(telemetry.labels,))
+        late.start()
+        late.join(0.5)  # at once, unless publishing waits for the early thread (it should)
+    finally:
+        go_on.set()
+    early.join(PATIENCE)
+    late.join(PATIENCE)
+    assert metric_value("polyframe_db_pool_connections", **service, state="in_use") == 0
+    assert metric_value("polyframe_db_pool_connections", **service, state="idle") == 1
+
+
+async def test_async_pool_timeout_is_counted(tmp_path: Path, make_telemetry: MakeTelemetry) -> None:
+    telemetry = make_telemetry()
+    url, options = engine_options(f"sqlite+aiosqlite:///{tmp_path / 'pool.db'}")
+    engine = create_async_engine(url, **options, pool_size=1, max_overflow=0, pool_timeout=0.5)
+    instrument(engine.sync_engine, telemetry)
+    service = {"service_name": telemetry.service, "framework": telemetry.framework}
+    try:
+        async with engine.connect() as first:
+            await first.execute(text("SELECT 1"))
+            assert metric_value("polyframe_db_pool_connections", **service, state="in_use") == 1
+            with pytest.raises(PoolTimeoutError):
+                await engine.connect().start()
+    finally:
+        await engine.dispose()
+    assert metric_value("polyframe_db_pool_timeouts_total", **service) == 1
+    assert metric_value("polyframe_db_pool_wait_seconds_count", **service) == 2
+    assert metric_value("polyframe_db_connect_errors_total", **service) == 0
+
+
+@pytest.mark.parametrize("driver", ["postgresql+psycopg", "postgresql+asyncpg"])
+async def test_database_down_is_a_connect_error_not_a_timeout(
+    make_telemetry: MakeTelemetry, driver: str
+) -> None:
+    telemetry = make_telemetry()
+    url, options = engine_options(f"{driver}://polyframe@127.0.0.1:{closed_port()}/test")
+    service = {"service_name": telemetry.service, "framework": telemetry.framework}
+    if driver.endswith("asyncpg"):
+        engine = create_async_engine(url, **options)
+        instrument(engine.sync_engine, telemetry)
+        try:
+            for _ in range(2):
+                with pytest.raises((OSError, OperationalError)):
+                    await engine.connect().start()
+        finally:
+            await engine.dispose()
+    else:
+        sync_engine = create_engine(url, **options)
+        instrument(sync_engine, telemetry)
+        try:
+            for _ in range(2):
+                with pytest.raises(OperationalError):
+                    sync_engine.connect()
+        finally:
+            sync_engine.dispose()
+    assert metric_value("polyframe_db_connect_errors_total", **service) == 2
+    assert metric_value("polyframe_db_pool_timeouts_total", **service) == 0
+    assert metric_value("polyframe_db_pool_connections", **service, state="in_use") == 0

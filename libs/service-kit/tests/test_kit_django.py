@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,13 +34,13 @@ from django.http import (
 )
 from django.test import RequestFactory, override_settings
 from django.urls import ResolverMatch, include, path, re_path, resolve
-from django.utils.functional import empty
 from django.views.decorators.http import require_http_methods
 from pydantic import BaseModel, Field, ValidationError
 
 from service_kit import django as kit_django
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import current_request_id
+from service_kit.cycle import ENQUEUED_ENVIRON, enqueued_at
 from service_kit.django import (
     UNMATCHED_ROUTE,
     RequestContextMiddleware,
@@ -74,17 +75,7 @@ HEX32 = re.compile(r"[0-9a-f]{32}")
 View = Callable[[HttpRequest], HttpResponse]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def django_settings() -> Iterator[None]:
-    """Django's settings as this process has them; a minimal set, removed after, if none."""
-    if settings.configured:  # admin-django's suite configured Django in this process
-        yield
-        return
-    settings.configure(ALLOWED_HOSTS=["testserver"])
-    try:
-        yield
-    finally:
-        settings._wrapped = empty  # unconfigured again, for whoever configures Django next
+pytestmark = pytest.mark.usefixtures("django_configured")
 
 
 @pytest.fixture
@@ -336,6 +327,26 @@ def test_json_body_chunked_without_a_server_that_ends_it_is_411(rf: RequestFacto
     assert caught.value.problem.status == 411
 
 
+@pytest.mark.parametrize("name", ["NoMoreData", "InvalidChunkSize"])
+def test_json_body_the_client_broke_off_is_a_400(rf: RequestFactory, name: str) -> None:
+    """The server's read fails mid-body (gunicorn's own errors, the real classes): the client
+    closed (NoMoreData) or broke its chunks (InvalidChunkSize), a 400 problem, not a 500."""
+    from gunicorn.http import errors
+
+    error = getattr(errors, name)(b"")
+
+    class Broken(io.RawIOBase):
+        def read(self, size: int = -1) -> bytes:
+            raise error
+
+    request = chunked(rf, b"")
+    request.META["wsgi.input"] = Broken()
+    with pytest.raises(ProblemError) as caught:
+        json_body(request, Order)
+    assert caught.value.problem.status == 400
+    assert caught.value.problem.title == "Incomplete request body"
+
+
 def test_validation_error_names_the_location() -> None:
     class Query(BaseModel):
         limit: int = Field(le=100)
@@ -422,6 +433,24 @@ def test_access_log_line(rf: RequestFactory, log_stream: Any) -> None:
     assert line["duration_ms"] >= 0
     assert line["request_id"] == "req-1"
     assert line["trace_id"] == TRACE_ID
+
+
+def test_the_clock_starts_when_the_server_queued_the_request(
+    rf: RequestFactory, log_stream: Any
+) -> None:
+    """gunicorn's worker puts the enqueue time in the environ: the wait for a thread counts."""
+    queued = time.perf_counter() - 5.0  # as if it waited 5 s for a thread
+    RequestContextMiddleware(with_match(ok_view))(
+        rf.get("/api/orders/0b7e3c1e-94b4-4a8c-9a51-6a1c2f0e4d11", **{ENQUEUED_ENVIRON: queued})
+    )
+    (line,) = log_stream.access()
+    assert line["duration_ms"] >= 5000
+
+
+@pytest.mark.parametrize("value", ["1.5", None, float("inf")])
+def test_an_enqueue_time_that_is_not_one_is_ignored(value: Any) -> None:
+    assert enqueued_at({ENQUEUED_ENVIRON: value}) is None
+    assert enqueued_at({}) is None
 
 
 def test_access_log_unmatched_route(rf: RequestFactory, log_stream: Any) -> None:
@@ -754,7 +783,7 @@ DURATION = "http_server_request_duration_seconds"
 
 
 def in_flight_view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
-    state = request.polyframe_state  # type: ignore[attr-defined]
+    state = request.polyframe_cycle.state  # type: ignore[attr-defined]
     return json_response({"method": state.method, "kwargs": {k: str(v) for k, v in kwargs.items()}})
 
 

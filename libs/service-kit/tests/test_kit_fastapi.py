@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -26,6 +28,7 @@ from service_kit.health import CheckFailedError
 from service_kit.problems import (
     CONFLICT,
     DEPENDENCY_UNAVAILABLE,
+    INPUT_LIMIT,
     INTERNAL,
     MALFORMED_BODY,
     PROBLEM_CONTENT_TYPE,
@@ -35,6 +38,9 @@ from service_kit.problems import (
     openapi_problem_responses,
 )
 from service_kit.telemetry import Telemetry
+from service_kit.tracecontext import propagate, trace_id_from
+
+OLDEST = "polyframe_oldest_request_start_timestamp_seconds"
 
 MAX_BODY = 64
 SECRET_TEXT = "db password is hunter2"
@@ -100,7 +106,7 @@ def build_app(checks: Mapping[str, Check] | None = None) -> FastAPI:
 
         return StreamingResponse(body(), media_type="text/plain")
 
-    @app.put("/raw")
+    @app.api_route("/raw", methods=["PUT", "DELETE"])  # DELETE: a body the kit does not scan
     async def raw(request: Request) -> dict[str, int]:
         return {"received": len(await request.body())}
 
@@ -345,9 +351,10 @@ async def chunks(total: int, size: int = 16) -> AsyncIterator[bytes]:
         sent += size
 
 
-@pytest.mark.parametrize("path", ["/items", "/raw"])
-async def test_streamed_body_too_large(client: httpx.AsyncClient, path: str) -> None:
-    method = "POST" if path == "/items" else "PUT"
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/items"), ("PUT", "/raw"), ("DELETE", "/raw")]
+)
+async def test_streamed_body_too_large(client: httpx.AsyncClient, method: str, path: str) -> None:
     response = await client.request(
         method, path, content=chunks(MAX_BODY * 4), headers={"Content-Type": "application/json"}
     )
@@ -355,6 +362,7 @@ async def test_streamed_body_too_large(client: httpx.AsyncClient, path: str) -> 
     assert response.request.headers["transfer-encoding"] == "chunked"
     body = assert_problem(response, 413)
     assert body["detail"] == f"The request body exceeds {MAX_BODY} bytes"
+    assert body["type"] == INPUT_LIMIT  # the same type as every other limit's, wherever met
 
 
 async def test_streamed_body_within_limit(client: httpx.AsyncClient) -> None:
@@ -363,6 +371,65 @@ async def test_streamed_body_within_limit(client: httpx.AsyncClient) -> None:
     )
     assert response.status_code == 200
     assert response.json() == {"received": MAX_BODY}
+
+
+async def raw_call(
+    app: Any,
+    path: str,
+    *,
+    method: str = "GET",
+    query: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    messages: list[dict[str, Any]] | None = None,
+) -> tuple[int, bytes]:
+    """``app`` called as a server calls it, with bytes no HTTP client would send (a raw query,
+    a body broken off): the response's status and body. ``messages``: what ``receive``
+    hands on, in order (default: no body)."""
+    incoming = list(messages or [{"type": "http.request", "body": b"", "more_body": False}])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": headers if headers is not None else [(b"host", b"demo.test")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    (start,) = [m for m in sent if m["type"] == "http.response.start"]
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], body
+
+
+async def test_a_client_gone_before_its_body_ended_is_a_400_not_a_500(log_stream: Any) -> None:
+    """Part of the body, then the disconnect (what uvicorn hands on when the client, or
+    the ingress on its behalf, closed mid-body): counted and answered as a 400."""
+    status, body = await raw_call(
+        build_app(),
+        "/items",
+        method="POST",
+        headers=[(b"content-type", b"application/json"), (b"content-length", b"40")],
+        messages=[
+            {"type": "http.request", "body": b'{"name": ', "more_body": True},
+            {"type": "http.disconnect"},
+        ],
+    )
+    assert status == 400
+    assert json.loads(body)["title"] == "Incomplete request body"
+    assert not [e for e in log_stream.entries() if e["level"] == "error"]
 
 
 @pytest.mark.parametrize(
@@ -558,6 +625,16 @@ def build_instrumented_app(telemetry: Telemetry, readiness: Any = None) -> FastA
     async def boom() -> None:
         raise RuntimeError(SECRET_TEXT)
 
+    @app.get("/oldest")
+    async def oldest() -> dict[str, float | None]:
+        return {"oldest": metrics.REGISTRY.get_sample_value(OLDEST, in_flight)}
+
+    @app.get("/outgoing")
+    async def outgoing() -> dict[str, str]:
+        headers: dict[str, str] = {}
+        propagate(headers)  # what the kit's client adds to a call to a peer
+        return headers
+
     return app
 
 
@@ -700,3 +777,72 @@ async def test_label_cardinality_stays_bounded(
     assert {labels["http_response_status_code"] for labels in series} >= {"_OTHER", "599", "418"}
     for name in ("http_server_request_body_size_bytes_count", "http_server_active_requests"):
         assert len(samples.series(name, service_name=telemetry.service)) <= len(routes) * 10
+
+
+async def test_a_request_without_traceparent_is_one_trace_in_log_span_and_call(
+    make_telemetry: Callable[..., Telemetry], spans: Any, log_stream: Any
+) -> None:
+    async with serving(build_instrumented_app(make_telemetry("fastapi"))) as http:
+        spans.clear()
+        answer = await http.get("/outgoing")
+    (server,) = [s for s in spans.get_finished_spans() if s.name == "GET /outgoing"]
+    trace_id = format(server.context.trace_id, "032x")
+    (access,) = log_stream.access()
+    assert (access["trace_id"], access["span_id"]) == (
+        trace_id,
+        format(server.context.span_id, "016x"),
+    )
+    assert trace_id_from(answer.json()["traceparent"]) == trace_id
+
+
+async def test_a_request_in_flight_is_the_oldest_until_it_ends(
+    make_telemetry: Callable[..., Telemetry], samples: Any
+) -> None:
+    telemetry = make_telemetry("fastapi")
+    service = {"service_name": telemetry.service, "framework": "fastapi"}
+    async with serving(build_instrumented_app(telemetry)) as http:
+        before = time.time()
+        during = (await http.get("/oldest")).json()["oldest"]
+        after = time.time()
+    assert before <= during <= after
+    assert samples.value(OLDEST, **service) == math.inf
+
+
+async def test_a_problem_for_a_query_that_is_not_utf8_is_not_a_500() -> None:
+    """Found by polyframe-fuzz: the problem's ``instance`` came from ``request.url``, which
+    decodes the query string as UTF-8 (raw bytes >= 0x80 reach the app through uvicorn), so
+    any problem answered to such a request became a 500."""
+    status, body = await raw_call(build_app(), "/no/such/route", query=b"\x07\x94")
+    assert status == 404
+    assert json.loads(body)["instance"] == "/no/such/route"
+
+
+async def test_a_query_that_is_not_utf8_reaches_the_router_percent_encoded() -> None:
+    """Found by polyframe-fuzz: Starlette's trailing-slash redirect builds ``request.url``,
+    which decoded such a query as UTF-8 and raised (a 500)."""
+    app = FastAPI()
+    install(app, max_body_bytes=MAX_BODY)
+
+    @app.get("/things")
+    def things(request: Request) -> dict[str, str]:
+        return {"query": request.url.query}
+
+    query = b"a=\xfe\xbe&b=%41"
+    assert (await raw_call(app, "/things/", query=query))[0] == 307
+    status, body = await raw_call(app, "/things", query=query)
+    assert status == 200
+    assert json.loads(body) == {"query": "a=%FE%BE&b=%41"}
+
+
+async def test_a_query_that_is_not_utf8_is_no_500_with_tracing_on(
+    make_telemetry: Callable[..., Telemetry], spans: Any
+) -> None:
+    """Found by polyframe-fuzz: OpenTelemetry's middleware, outside the kit's, decoded the
+    query as UTF-8 too (a 500 in every deployment, where tracing is on). The query is made
+    UTF-8 before it, and the request still makes one server span."""
+    telemetry = make_telemetry("fastapi")
+    spans.clear()
+    status, _ = await raw_call(build_instrumented_app(telemetry), "/things/3", query=b"a=\xfe\xbe")
+    assert status == 200
+    (server,) = [s for s in spans.get_finished_spans() if s.attributes.get("http.route")]
+    assert server.attributes["http.route"] == "/things/{thing_id}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
@@ -24,6 +25,7 @@ from werkzeug.test import TestResponse
 from service_kit import metrics
 from service_kit.client import ServiceUnavailableError
 from service_kit.context import current_request_id
+from service_kit.cycle import ENQUEUED_ENVIRON
 from service_kit.flask import (
     UNMATCHED_ROUTE,
     add_health_routes,
@@ -48,6 +50,7 @@ from service_kit.problems import (
     unauthenticated,
 )
 from service_kit.telemetry import Telemetry
+from service_kit.tracecontext import propagate, trace_id_from
 
 MAX_BODY = 64
 SECRET_TEXT = "db password is hunter2"
@@ -214,6 +217,41 @@ def test_a_chunked_body_too_large_is_413(client: FlaskClient) -> None:
 def test_a_chunked_body_is_read_and_checked_like_any_other(client: FlaskClient) -> None:
     assert _chunked(client, b'{"name": "a"}').status_code == 201
     assert assert_problem(_chunked(client, b'{"name": '), 422)["type"] == MALFORMED_BODY
+
+
+def _broken_reads() -> list[Exception]:
+    """What gunicorn's read of a chunked body raises (the real classes): the client closed
+    mid-body (NoMoreData, an IOError) or broke its chunk framing (a ParseException)."""
+    from gunicorn.http.errors import InvalidChunkSize, NoMoreData
+
+    return [NoMoreData(b""), InvalidChunkSize(b"zz")]
+
+
+class _BrokenChunks(io.BytesIO):
+    """gunicorn's chunked body that breaks, as a gthread worker hands it on."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def read(self, size: int | None = -1) -> bytes:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", _broken_reads(), ids=lambda e: type(e).__name__)
+def test_a_body_the_client_broke_off_is_a_400_not_a_500(
+    client: FlaskClient, log_stream: Any, error: Exception
+) -> None:
+    response = client.post(
+        "/items",
+        input_stream=_BrokenChunks(error),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    body = assert_problem(response, 400)
+    assert body["type"] == MALFORMED_BODY
+    assert body["title"] == "Incomplete request body"
+    assert not [e for e in log_stream.entries() if e["level"] == "error"]
 
 
 def test_install_sets_the_body_limit() -> None:
@@ -418,6 +456,16 @@ def test_access_log_line(client: FlaskClient, log_stream: Any) -> None:
     assert isinstance(first["duration_ms"], float | int)
     assert first["duration_ms"] >= 0
     assert str(ORDER_ID) not in json.dumps(access)  # ids stay out of the route label
+
+
+def test_the_clock_starts_when_the_server_queued_the_request(
+    client: FlaskClient, log_stream: Any
+) -> None:
+    """gunicorn's worker puts the enqueue time in the environ: the wait for a thread counts."""
+    queued = time.perf_counter() - 5.0  # as if it waited 5 s for a thread
+    client.get(f"/api/orders/{ORDER_ID}", environ_overrides={ENQUEUED_ENVIRON: queued})
+    (line,) = log_stream.access()
+    assert line["duration_ms"] >= 5000
 
 
 # --- health ---------------------------------------------------------------------------
@@ -724,6 +772,12 @@ def build_instrumented_app(telemetry: Telemetry, readiness: Any = None) -> Flask
     def boom() -> NoReturn:
         raise RuntimeError(SECRET_TEXT)
 
+    @app.get("/outgoing")
+    def outgoing() -> dict[str, str]:
+        headers: dict[str, str] = {}
+        propagate(headers)  # what the kit's client adds to a call to a peer
+        return headers
+
     return app
 
 
@@ -817,7 +871,9 @@ def test_exemplar_points_to_the_request_s_trace(
     ]
     assert f'# {{trace_id="{TRACE_ID}"}}' in line
     (server,) = [s for s in spans.get_finished_spans() if s.attributes.get("http.route")]
-    assert server.attributes["http.route"] == "/things/<int:thing_id>"
+    # The route label of the metrics, not Werkzeug's rule (``/things/<int:thing_id>``).
+    assert server.attributes["http.route"] == "/things/{thing_id}"
+    assert server.name == "GET /things/{thing_id}"
     assert format(server.context.trace_id, "032x") == TRACE_ID
 
 
@@ -852,3 +908,36 @@ def test_label_cardinality_stays_bounded(
     routes = {"/things/{thing_id}", "/status/{code}", UNMATCHED_ROUTE}
     traffic.assert_bounded(series, routes, body, most=60)
     assert {labels["http_response_status_code"] for labels in series} >= {"_OTHER", "599", "418"}
+
+
+def test_a_request_without_traceparent_is_one_trace_in_log_span_and_call(
+    make_telemetry: Callable[..., Telemetry], spans: Any, log_stream: Any
+) -> None:
+    client = build_instrumented_app(make_telemetry("flask")).test_client()
+    spans.clear()
+    answer = client.get("/outgoing")
+    (server,) = [s for s in spans.get_finished_spans() if s.name == "GET /outgoing"]
+    trace_id = format(server.context.trace_id, "032x")
+    (access,) = log_stream.access()
+    assert (access["trace_id"], access["span_id"]) == (
+        trace_id,
+        format(server.context.span_id, "016x"),
+    )
+    assert trace_id_from(answer.json["traceparent"]) == trace_id
+
+
+def test_a_query_that_is_not_utf8_is_no_500() -> None:
+    """Found by polyframe-fuzz (tools/polyframe-fuzz/regressions/legacy-flask/fixed): raw
+    bytes in the query (WSGI hands them on as latin-1 text) made Werkzeug's ``request.args``
+    raise UnicodeDecodeError, a 500. They reach the app percent-encoded."""
+    app = build_app()
+
+    @app.get("/args")
+    def args() -> dict[str, Any]:
+        return {"args": request.args.to_dict(flat=False), "query": request.query_string.decode()}
+
+    response = app.test_client().get(
+        "/args", environ_overrides={"QUERY_STRING": "a=\xd9\xdf&b=%41"}
+    )
+    assert response.status_code == 200
+    assert response.json == {"args": {"a": ["%D9%DF"], "b": ["A"]}, "query": "a=%D9%DF&b=%41"}

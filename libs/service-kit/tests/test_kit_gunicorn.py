@@ -31,12 +31,15 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from polyframe_testing.ports import free_ports
 from service_kit import gunicorn as kit_gunicorn
+from service_kit import unread
 from service_kit.exposition import MULTIPROC_ENV
 from service_kit.gunicorn import (
     ThreadWorker,
     child_exit,
     drain_setting,
+    import_modules,
     post_worker_init,
     settings,
     worker_exit,
@@ -54,7 +57,9 @@ PATIENCE = 30.0
 def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("DEMO_BIND", "DEMO_WORKERS", "DEMO_THREADS", "DEMO_LOG_LEVEL"):
         monkeypatch.delenv(name, raising=False)
-    values = settings(prefix="DEMO", service="demo", wsgi_app="demo:app", default_port=8199)
+    values = settings(
+        prefix="DEMO", service="demo", framework="wsgi", wsgi_app="demo:app", default_port=8199
+    )
     assert values["wsgi_app"] == "demo:app"
     assert values["bind"] == "127.0.0.1:8199"
     assert values["worker_class"] == "service_kit.gunicorn.ThreadWorker"
@@ -63,7 +68,7 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert values["proc_name"] == "demo"
     assert values["control_socket_disable"] is True
     assert values["post_worker_init"] is post_worker_init
-    assert values["child_exit"] is child_exit
+    assert values["child_exit"].__name__ == "count_and_clean_up"  # child_exit, and the exit counted
     assert values["worker_exit"] is worker_exit
     assert values["logconfig_dict"]["root"]["level"] == "INFO"
 
@@ -76,6 +81,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     values = settings(
         prefix="DEMO",
         service="demo",
+        framework="wsgi",
         wsgi_app="demo:app",
         default_port=8199,
         default_workers=1,
@@ -94,6 +100,35 @@ def test_drain_setting_is_checked() -> None:
     for raw in ("-1", "two", "7.5", "60"):
         with pytest.raises(SystemExit, match="DEMO_DRAIN_SECONDS"):
             drain_setting({"DEMO_DRAIN_SECONDS": raw}, "DEMO")
+
+
+def test_the_master_imports_the_modules_before_forking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``import_before_fork``: the master empties the multiprocess folder (as on_starting
+    does), then imports the modules, so the workers it forks find them imported."""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    (folder / "counter_4242.db").write_bytes(b"")
+    monkeypatch.setenv(MULTIPROC_ENV, str(folder))
+    module = f"preimported_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    values = settings(
+        prefix="DEMO",
+        service="demo",
+        framework="wsgi",
+        wsgi_app=f"{module}:app",
+        default_port=8199,
+        import_before_fork=(module,),
+    )
+    assert module not in sys.modules
+    values["on_starting"](None)
+    assert sys.modules[module].LOADED is True
+    assert list(folder.iterdir()) == []
+    assert values["preload_app"] is False  # the app itself is still made in each worker
+    import_modules(())(None)  # nothing to import: the folder emptied, nothing raised
+    monkeypatch.delitem(sys.modules, module)
 
 
 def test_child_exit_drops_the_live_gauges_of_the_worker(
@@ -164,20 +199,61 @@ APP = textwrap.dedent(
     """
 )
 
+#: The kit's Flask adapter on the same server: the request clock as the services run it.
+FLASK_APP = textwrap.dedent(
+    """
+    import os, time
+    from pathlib import Path
+
+    from flask import Flask, request
+
+    from service_kit import flask as kit_flask, telemetry
+
+    SIGNALS = Path(os.environ["GUNICORN_TEST_SIGNALS"])
+    app = Flask(__name__)
+    kit_flask.install(app, telemetry=telemetry.setup("gunicorn-test", "flask"))
+
+
+    @app.after_request
+    def which_worker(response):
+        response.headers["X-Worker"] = str(os.getpid())
+        return response
+
+
+    @app.get("/hold")
+    def hold():
+        name = request.args["name"]
+        (SIGNALS / f"started-{os.getpid()}-{name}").touch()
+        deadline = time.monotonic() + 30
+        while not (SIGNALS / f"release-{name}").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "held"
+
+
+    @app.get("/fast")
+    def fast():
+        return "fast"
+    """
+)
+
 CONF = textwrap.dedent(
     """
+    import os
+
     from service_kit.gunicorn import settings
 
     globals().update(
         settings(
             prefix="KITTEST",
             service="gunicorn-test",
-            wsgi_app="tinyapp:app",
+            framework="wsgi",
+            wsgi_app=os.environ["KITTEST_APP"],
             default_port=8199,
             default_workers=2,
             default_threads=2,
         )
     )
+    timeout = int(os.environ["KITTEST_TIMEOUT"])
     """
 )
 
@@ -191,13 +267,6 @@ STALE_RUN = textwrap.dedent(
         requests.observe(0.01)
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -283,23 +352,37 @@ def threads_available(server: Server) -> float:
         return 0
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+@contextlib.contextmanager
+def running_gunicorn(
+    tmp_path: Path,
+    *,
+    app: str = "tinyapp:app",
+    workers: int = 2,
+    threads: int = 2,
+    log_level: str = "WARNING",
+    timeout: int = 30,
+) -> Iterator[Server]:
+    """A real gunicorn of the kit (``workers`` x ``threads``) serving ``app``, until the end."""
     (tmp_path / "tinyapp.py").write_text(APP)
+    (tmp_path / "tinyflask.py").write_text(FLASK_APP)
     (tmp_path / "gunicorn_test_conf.py").write_text(CONF)
     multiproc = tmp_path / "multiproc"
     signals = tmp_path / "signals"
     multiproc.mkdir()
     signals.mkdir()
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KITTEST_"))}
     env.update(
         {
             MULTIPROC_ENV: str(multiproc),
             "OTEL_TRACES_EXPORTER": "none",
+            "KITTEST_APP": app,
+            "KITTEST_TIMEOUT": str(timeout),
             "KITTEST_BIND": f"127.0.0.1:{port}",
             "KITTEST_METRICS_BIND": f"127.0.0.1:{metrics_port}",
-            "KITTEST_LOG_LEVEL": "WARNING",
+            "KITTEST_WORKERS": str(workers),
+            "KITTEST_THREADS": str(threads),
+            "KITTEST_LOG_LEVEL": log_level,
             "GUNICORN_TEST_SIGNALS": str(signals),
             "PYTHONPATH": str(tmp_path),
         }
@@ -327,23 +410,34 @@ def server(tmp_path: Path) -> Iterator[Server]:
         )
     running = Server(process, port, metrics_port, multiproc, signals, log)
     try:
-        # Both workers loaded the app and reported their threads (post_worker_init).
-        wait_for(lambda: threads_available(running) == 4, "2 workers x 2 threads", running)
+        # Every worker loaded the app and reported its threads (post_worker_init).
+        capacity = workers * threads
+        wait_for(
+            lambda: threads_available(running) == capacity,
+            f"{workers} workers x {threads} threads",
+            running,
+        )
         # The master emptied the folder before its workers started (on_starting).
         assert not any(path.exists() for path in stale_files)
         yield running
     finally:
         (signals / "release").touch()
-        workers = running.workers()
+        workers_left = running.workers()
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=PATIENCE)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=PATIENCE)
-        for pid in workers:  # only the workers of this master, should any be left
+        for pid in workers_left:  # only the workers of this master, should any be left
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with running_gunicorn(tmp_path) as running:
+        yield running
 
 
 def send_raw(port: int, path: str) -> socket.socket:
@@ -494,3 +588,190 @@ def test_what_gunicorn_refuses_itself_is_a_problem(
     assert problem["title"]
     assert problem["detail"]
     assert problem["instance"] is None
+
+
+# --- a request body the app left unread --------------------------------------------------------
+
+
+def read_answer(
+    connection: socket.socket, pending: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    """One response read off a kept connection (its Content-Length frames it); b"" kept
+    for the next."""
+    data = pending
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response: {data[:200]!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (x.partition(":") for x in lines)}
+    length = int(headers["content-length"])
+    while len(rest) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed in the middle of a response body")
+        rest += chunk
+    return int(status_line.split()[1]), headers, rest[:length]
+
+
+def chunked(body: bytes, size: int = 8192) -> bytes:
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+
+
+BIG = b"x" * (200 * 1024)  # over the 64 KiB gunicorn drains after a response by itself
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /fast HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(BIG), BIG),
+        b"POST /fast HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(BIG),
+        b"POST /fast HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789",
+    ],
+    ids=["200-KiB-length", "200-KiB-chunked", "10-bytes"],
+)
+def test_a_body_the_app_left_unread_leaves_the_connection_usable(
+    server: Server, request_bytes: bytes
+) -> None:
+    """The app (it reads no body) answers keep-alive, and the connection then serves the next
+    request: gunicorn drains 64 KiB of an unread body by itself and then closed a connection
+    it had announced as kept alive, under a proxy's next request (Traefik's 502)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE) as connection:
+        connection.sendall(request_bytes)
+        status, headers, _ = read_answer(connection)
+        assert (status, headers.get("connection")) == (200, "keep-alive")
+
+        connection.sendall(b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, body = read_answer(connection)
+        assert (status, headers.get("connection")) == (200, "keep-alive")
+        assert body.isdigit()  # the worker's pid: the app answered it
+
+
+def test_a_body_too_large_to_read_is_answered_with_connection_close(server: Server) -> None:
+    """More than the kit reads of a body it drops (16 MiB): the response says the connection
+    closes, and it does (no body byte is sent here, so the close is clean)."""
+    length = unread.DISCARD_LIMIT + 1
+    with socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE) as connection:
+        connection.sendall(b"POST /fast HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % length)
+        status, headers, _ = read_answer(connection)
+        assert (status, headers.get("connection")) == (200, "close")
+        assert connection.recv(1) == b""
+
+
+# --- the request clock, the oldest request, busy seconds, worker exits ------------------------
+
+
+def access_lines(server: Server) -> list[dict[str, object]]:
+    lines = []
+    for raw in server.log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(raw)
+            if entry.get("logger") == "service_kit.access":
+                lines.append(entry)
+    return lines
+
+
+def buckets(samples: dict[str, float], name: str, **labels: str) -> dict[float, float]:
+    """``{le: cumulative count}`` of histogram ``name`` (labels as :func:`parse` keeps them)."""
+    found = {}
+    for key, value in samples.items():
+        if not key.startswith(f"{name}_bucket{{"):
+            continue
+        pairs = dict(pair.split("=", 1) for pair in key[key.index("{") + 1 : -1].split(","))
+        if labels.items() <= pairs.items():
+            found[float(pairs["le"])] = value
+    return found
+
+
+def test_the_request_clock_starts_when_gunicorn_queued_the_request(tmp_path: Path) -> None:
+    """One thread: a request that arrives while another holds it waits, and its duration
+    (metric and access log) is what its client waited: the queue included."""
+    with running_gunicorn(
+        tmp_path, app="tinyflask:app", workers=1, threads=1, log_level="INFO"
+    ) as server:
+        name = uuid.uuid4().hex
+        holding = send_raw(server.port, f"/hold?name={name}")
+        wait_for(lambda: any(server.signals.glob(f"started-*-{name}")), "the held request", server)
+        waiting = send_raw(server.port, "/fast")
+        time.sleep(0.5)  # the first one keeps the only thread meanwhile (not an assertion)
+        (server.signals / f"release-{name}").touch()
+        with holding, waiting:
+            for connection in (holding, waiting):
+                while connection.recv(65536):
+                    pass
+        wait_for(lambda: route_count(server.master(), "/fast") == 1, "the waiting request", server)
+        samples = server.master()
+
+    # What the queue histogram says the waiting request waited (more than ``waited``)...
+    queue = buckets(samples, "polyframe_request_queue_duration_seconds")
+    total = samples["polyframe_request_queue_duration_seconds_count{}"]
+    waited = max(le for le, count in queue.items() if count < total)
+    # ...its duration says too: no bucket up to ``waited`` holds it.
+    duration = buckets(samples, "http_server_request_duration_seconds", http_route="/fast")
+    assert duration[waited] == 0, (waited, duration)
+    assert duration[float("inf")] == 1
+    (line,) = [line for line in access_lines(server) if line["route"] == "/fast"]
+    assert float(str(line["duration_ms"])) > waited * 1000
+
+
+def test_a_held_request_is_the_oldest_in_flight_and_its_busy_seconds_count_meanwhile(
+    tmp_path: Path,
+) -> None:
+    with running_gunicorn(tmp_path, app="tinyflask:app", workers=1, threads=1) as server:
+        oldest = "polyframe_oldest_request_start_timestamp_seconds{}"
+        busy_seconds = "polyframe_worker_threads_busy_seconds_total{}"
+        assert server.master()[oldest] == float("inf")  # none in flight
+        name = uuid.uuid4().hex
+        before = time.time()
+        held = send_raw(server.port, f"/hold?name={name}")
+        wait_for(lambda: any(server.signals.glob(f"started-*-{name}")), "the held request", server)
+        started = time.time()
+        during = server.master()
+        assert before <= during[oldest] <= started
+        # Still running, and already counted: the worker adds its busy time every second
+        # (``counted``: the requests before it, the start-up scrapes through the worker).
+        counted = during.get(busy_seconds, 0)
+        wait_for(
+            lambda: server.master().get(busy_seconds, 0) > counted,
+            "busy seconds of the held request",
+            server,
+        )
+        (server.signals / f"release-{name}").touch()
+        with held:
+            while held.recv(65536):
+                pass
+        wait_for(lambda: server.master()[oldest] == float("inf"), "none in flight", server)
+
+
+def exits(server: Server) -> dict[str, float]:
+    """Each reason's count; every reason is a series from the start (0, not "no data")."""
+    samples = server.master()
+    return {
+        reason: samples[f"polyframe_worker_exits_total{{reason={reason}}}"]
+        for reason in ("timeout", "crash", "restart")
+    }
+
+
+def test_worker_exits_are_counted_by_the_master_by_reason(tmp_path: Path) -> None:
+    with running_gunicorn(tmp_path, timeout=2) as server:
+        assert exits(server) == {"timeout": 0, "crash": 0, "restart": 0}
+
+        # Killed from outside (as the OOM killer does): a crash.
+        victim = min(server.workers())
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: exits(server)["crash"] == 1, "the crash counted", server)
+
+        # Stopped as a whole (its main loop no longer notifies): the master aborts it.
+        wait_for(lambda: len(server.workers()) == 2, "the replacement worker", server)
+        stuck = min(server.workers())
+        os.kill(stuck, signal.SIGSTOP)
+        wait_for(lambda: exits(server)["timeout"] == 1, "the timeout counted", server)
+
+        # A reload (HUP): every worker leaves cleanly and is replaced.
+        wait_for(lambda: len(server.workers()) == 2, "the replacement worker", server)
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: exits(server)["restart"] == 2, "the restarts counted", server)
+        assert exits(server) == {"timeout": 1, "crash": 1, "restart": 2}

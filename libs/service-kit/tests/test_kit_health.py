@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 from service_kit.health import (
     HEALTH_PATHS,
     CheckFailedError,
     CheckResult,
+    check_until_ready,
     liveness,
+    probe_until_ready,
     report,
     run_async_checks,
     run_sync_checks,
@@ -179,3 +186,72 @@ def test_wait_until_ready_gives_up_at_the_deadline() -> None:
         "orders: waiting (database: database at revision none, code expects r2)",
         "orders: not ready after 10s (database: database at revision none, code expects r2)",
     ]
+
+
+# --- the server asks itself: the cold start ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def answering(statuses: list[int]) -> Iterator[tuple[int, list[str]]]:
+    """An HTTP server on 127.0.0.1 answering ``statuses`` in turn (the last one again and
+    again); yields its port and the paths asked."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(statuses[min(len(asked), len(statuses)) - 1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], asked
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+
+
+def test_probe_until_ready_asks_again_while_not_ready() -> None:
+    with answering([503, 503, 200]) as (port, asked):
+        assert probe_until_ready("127.0.0.1", port, timeout_seconds=60)
+    assert asked == ["/readyz"] * 3
+
+
+def test_probe_until_ready_stops_where_there_is_no_readiness_route() -> None:
+    with answering([404]) as (port, asked):
+        assert not probe_until_ready("127.0.0.1", port, timeout_seconds=60)
+    assert asked == ["/readyz"]
+
+
+def test_probe_until_ready_gives_up_at_the_deadline() -> None:
+    with answering([503]) as (port, asked):
+        assert not probe_until_ready("127.0.0.1", port, timeout_seconds=0)
+    assert asked == ["/readyz"]
+
+
+async def test_check_until_ready_runs_the_checks_until_they_pass() -> None:
+    answers = iter([CheckFailedError("not yet"), CheckFailedError("not yet"), None])
+
+    async def check() -> str:
+        answer = next(answers)
+        if answer is not None:
+            raise answer
+        return "fine"
+
+    assert await check_until_ready(lambda: {"db": check}, timeout_seconds=60)
+
+
+async def test_check_until_ready_stops_when_told() -> None:
+    async def never() -> str:
+        raise CheckFailedError("down")
+
+    stop = asyncio.Event()
+    stop.set()
+    assert not await check_until_ready(lambda: {"db": never}, timeout_seconds=60, stop=stop)

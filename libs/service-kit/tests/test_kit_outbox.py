@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,14 +32,23 @@ import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, Table, create_engine, event, insert, select
 from sqlalchemy.orm import DeclarativeBase
 
 from polyframe_testing.databases import fresh_postgres_database
 from service_kit.client import ClientConfig, ServiceClient
 from service_kit.outbox import Actor, OutboxMixin, outbox_values, schema
-from service_kit.outbox.command import serve_dispatcher
-from service_kit.outbox.dispatcher import AUDIT_EVENTS_PATH, BatchResult, OutboxDispatcher
+from service_kit.outbox.command import serve_dispatcher, serve_probes
+from service_kit.outbox.dispatcher import (
+    AUDIT_EVENTS_PATH,
+    POLL_SECONDS,
+    BatchResult,
+    Liveness,
+    OutboxDispatcher,
+    default_stall_seconds,
+)
+from service_kit.sqla import SQLITE_BUSY_SECONDS
 from service_kit.telemetry import Telemetry
 from service_kit.tracecontext import trace_id_var
 
@@ -1143,6 +1154,7 @@ def test_dispatcher_reports_its_backlog_while_running(
 ) -> None:
     telemetry = make_telemetry("dispatcher")
     service = {"service_name": telemetry.service}
+    written = clock.now
     add_events(engine, 2)
     clock.advance(90)
     admin.outage = 503  # nothing gets through: the backlog stays
@@ -1150,6 +1162,13 @@ def test_dispatcher_reports_its_backlog_while_running(
     with running(dispatcher, idle_seconds=0.01):
         wait_until(lambda: samples.value("polyframe_outbox_pending", **service) == 2)
     assert samples.value("polyframe_outbox_oldest_pending_age_seconds", **service) == 90
+    assert samples.value("polyframe_outbox_oldest_pending_timestamp_seconds", **service) == (
+        written.timestamp()
+    )
+    # Refused deliveries are failures, not loop errors: the rounds themselves completed.
+    assert samples.value("polyframe_outbox_failed_total", **service) >= 2
+    assert samples.value("polyframe_outbox_loop_errors_total", **service) == 0
+    assert samples.value("polyframe_outbox_last_success_timestamp_seconds", **service) > 0
 
 
 def test_dispatcher_without_telemetry_records_nothing(
@@ -1162,3 +1181,233 @@ def test_dispatcher_without_telemetry_records_nothing(
     add_events(engine, 2)
     drain(make_dispatcher(engine, telemetry=telemetry))
     assert samples.series("polyframe_outbox_delivered_total", service_name=telemetry.service) == []
+
+
+# --- the loop observed from outside: heartbeat, loop errors, /livez ---------------------------
+
+
+def test_the_stall_bound_comes_from_the_poll_and_the_call() -> None:
+    # Three rounds of: the poll wait, SQLite's busy timeout for the round's write, and the call
+    # (the settings' defaults: 2 attempts of 2 s, 1 s of backoff between them).
+    defaults = client_config(max_attempts=2, timeout_seconds=2.0, backoff_max_seconds=1.0)
+    assert default_stall_seconds(defaults) == 3 * (POLL_SECONDS + SQLITE_BUSY_SECONDS + 5.0)
+    assert default_stall_seconds(defaults) == 61.5
+    slow = client_config(max_attempts=3, timeout_seconds=20.0, backoff_max_seconds=1.0)
+    assert default_stall_seconds(slow) == 3 * (POLL_SECONDS + SQLITE_BUSY_SECONDS + 62.0)
+    # A dispatcher without a bound of its own takes its client's.
+    service_client = ServiceClient(defaults)
+    try:
+        dispatcher = OutboxDispatcher(
+            create_engine("sqlite://"), TABLE, service_client, producer=PRODUCER
+        )
+        assert dispatcher.liveness.bound == 61.5
+    finally:
+        service_client.close()
+    with pytest.raises(ValueError, match="positive"):
+        Liveness(0)
+
+
+@contextmanager
+def probes(dispatcher: OutboxDispatcher) -> Iterator[str]:
+    """The dispatcher's ``/metrics`` and ``/livez`` served on a free port: its base URL."""
+    server = serve_probes("127.0.0.1:0", dispatcher.liveness)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def livez(base: str) -> int:
+    return httpx.get(f"{base}/livez", timeout=PATIENCE).status_code
+
+
+def scraped(base: str, name: str, **labels: str) -> float | None:
+    """The sample ``name`` with ``labels`` on ``base``'s ``/metrics``, as Prometheus reads it."""
+    response = httpx.get(f"{base}/metrics", timeout=PATIENCE)
+    assert response.status_code == 200
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return float(sample.value)
+    return None
+
+
+def test_a_failing_round_counts_an_error_and_still_refreshes_the_oldest_pending(
+    sqlite_path: Path,
+    admin: AdminAudit,
+    make_dispatcher: MakeDispatcher,
+    clock: Clock,
+    make_telemetry: Callable[..., Telemetry],
+    samples: Any,
+) -> None:
+    telemetry = make_telemetry("dispatcher")
+    service = {"service_name": telemetry.service}
+    written = clock.now
+    # A short busy timeout: the locked database fails the round's write at once.
+    engine = sqlite_engine(sqlite_path, connect_args={"timeout": 0.05})
+    holder = sqlite3.connect(sqlite_path, isolation_level=None)
+    try:
+        add_events(engine, 2)
+        dispatcher = make_dispatcher(engine, telemetry=telemetry)
+        # Another writer holds the write lock: reads go on, the batch cannot be marked, so
+        # every round raises after admin-django accepted the batch (redelivery is harmless).
+        holder.execute("BEGIN IMMEDIATE")
+        with running(dispatcher, idle_seconds=0.01), probes(dispatcher) as base:
+            wait_until(lambda: samples.value("polyframe_outbox_loop_errors_total", **service) >= 3)
+            clock.advance(100)
+            wait_until(
+                lambda: (
+                    samples.value("polyframe_outbox_oldest_pending_age_seconds", **service) == 100
+                )
+            )
+            # Failing, but running: alive (a round just completed), counted, and no heartbeat.
+            assert livez(base) == 200
+            assert scraped(base, "polyframe_outbox_last_success_timestamp_seconds", **service) == 0
+            assert (
+                scraped(base, "polyframe_outbox_oldest_pending_timestamp_seconds", **service)
+                == written.timestamp()
+            )
+            assert samples.value("polyframe_outbox_pending", **service) == 2
+            assert admin.requests  # delivery itself went through each time
+            holder.execute("ROLLBACK")  # the database takes writes again
+            before = time.time()
+            wait_until(
+                lambda: (
+                    samples.value("polyframe_outbox_last_success_timestamp_seconds", **service)
+                    >= before
+                )
+            )
+            wait_until(lambda: samples.value("polyframe_outbox_pending", **service) == 0)
+        assert samples.value("polyframe_outbox_oldest_pending_timestamp_seconds", **service) == (
+            math.inf
+        )
+        assert samples.value("polyframe_outbox_oldest_pending_age_seconds", **service) == 0
+        assert sorted(admin.recorded) == sorted(rows_by_id(engine))
+    finally:
+        holder.close()
+        engine.dispose()
+
+
+class Hang:
+    """Makes admin-django's answer hang (a call that never returns) until released."""
+
+    def __init__(self, admin: AdminAudit) -> None:
+        self.entered = threading.Event()
+        self._release = threading.Event()
+        admin.on_request = self
+
+    def __call__(self, _request: httpx.Request) -> None:
+        self.entered.set()
+        assert self._release.wait(PATIENCE * 4), "the hung call was never released"
+
+    def release(self) -> None:
+        self._release.set()
+
+
+def test_livez_fails_while_a_delivery_hangs_and_metrics_still_answer(
+    sqlite_path: Path,
+    admin: AdminAudit,
+    make_telemetry: Callable[..., Telemetry],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole command: ``serve_dispatcher``'s port, its loop frozen in a call."""
+    telemetry = make_telemetry("dispatcher")
+    handlers: dict[int, Callable[[int, object], None]] = {}
+    monkeypatch.setattr(
+        signal, "signal", lambda signum, handler: handlers.__setitem__(signum, handler)
+    )
+    with socket.socket() as probe:  # a port free now (serve_dispatcher binds it itself)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    client = ServiceClient(client_config(), transport=httpx.MockTransport(admin))
+    outcome: list[int] = []
+    serving = threading.Thread(
+        target=lambda: outcome.append(
+            serve_dispatcher(
+                producer=PRODUCER,
+                database_url=f"sqlite:///{sqlite_path}",
+                table=TABLE,
+                client=client,
+                telemetry=telemetry,
+                metrics_bind=f"127.0.0.1:{port}",
+                stall_seconds=1.0,
+            )
+        ),
+        daemon=True,
+    )
+    serving.start()
+    hang = Hang(admin)
+    try:
+
+        def answers(status: int) -> bool:
+            try:
+                return livez(base) == status
+            except httpx.TransportError:  # not listening yet
+                return False
+
+        wait_until(lambda: answers(200))
+        service = {"service_name": telemetry.service}
+        heartbeat = "polyframe_outbox_last_success_timestamp_seconds"
+        wait_until(lambda: bool(scraped(base, heartbeat, **service)))
+        seed = sqlite_engine(sqlite_path)
+        add_events(seed, 1)
+        seed.dispose()
+        assert hang.entered.wait(PATIENCE)
+        hung_at = time.time()
+        wait_until(lambda: answers(503))
+        body = httpx.get(f"{base}/livez", timeout=PATIENCE).json()
+        assert body["status"] == "stalled"
+        assert body["stall_seconds"] == 1.0
+        assert body["since_last_round_seconds"] > 1.0
+        # The scrape still answers: up stays 1, and only the heartbeat tells the loop is stuck.
+        last_success = scraped(base, heartbeat, **service)
+        assert last_success is not None
+        assert 0 < last_success < hung_at
+        hang.release()
+        wait_until(lambda: answers(200))
+        admin.wait_for_recorded(1)
+    finally:
+        hang.release()
+        if signal.SIGTERM in handlers:
+            handlers[signal.SIGTERM](signal.SIGTERM, None)
+        serving.join(PATIENCE)
+    assert outcome == [0]
+    with pytest.raises(httpx.TransportError):  # the probe server stopped with the dispatcher
+        httpx.get(f"{base}/livez", timeout=PATIENCE)
+
+
+@pytest.mark.postgres
+def test_livez_fails_while_a_table_lock_holds_the_loop_on_postgres(
+    pg_engine: Engine,
+    admin: AdminAudit,
+    make_dispatcher: MakeDispatcher,
+    make_telemetry: Callable[..., Telemetry],
+    samples: Any,
+) -> None:
+    """A real freeze: another session's lock, which PostgreSQL waits for without a timeout."""
+    telemetry = make_telemetry("dispatcher")
+    service = {"service_name": telemetry.service}
+    dispatcher = make_dispatcher(pg_engine, telemetry=telemetry, stall_seconds=1.0)
+    with running(dispatcher, idle_seconds=0.01), probes(dispatcher) as base:
+        wait_until(lambda: livez(base) == 200)
+        with pg_engine.connect() as holder:
+            holder.exec_driver_sql("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+            wait_until(lambda: livez(base) == 503)
+            # No round for longer than the bound, so no heartbeat either (it precedes the beat).
+            heartbeat = scraped(base, "polyframe_outbox_last_success_timestamp_seconds", **service)
+            assert heartbeat is not None
+            assert 0 < heartbeat < time.time() - dispatcher.liveness.bound
+            locked_until = time.time()
+            errors = samples.value("polyframe_outbox_loop_errors_total", **service)
+            holder.rollback()  # the lock goes with the transaction
+        wait_until(lambda: livez(base) == 200)
+        wait_until(
+            lambda: (
+                samples.value("polyframe_outbox_last_success_timestamp_seconds", **service)
+                > locked_until
+            )
+        )
+    # Stuck is not failing: the waiting rounds raised nothing.
+    assert samples.value("polyframe_outbox_loop_errors_total", **service) == errors == 0

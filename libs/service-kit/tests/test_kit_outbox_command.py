@@ -112,6 +112,24 @@ def test_dispatch_outbox_runs_the_dispatcher_with_the_producer_s_table(
     assert table is OutboxEvent.__table__
 
 
+def test_dispatch_outbox_takes_its_stall_bound_from_the_settings(
+    database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(command, "serve_dispatcher", lambda **kwargs: calls.append(kwargs) or 0)
+    # The process-wide logging and telemetry set-up is the command's, not this test's.
+    monkeypatch.setattr(command, "configure_logging", lambda *args: None)
+    monkeypatch.setattr(command, "setup", lambda *args, **kwargs: None)
+    table = cast(Table, OutboxEvent.__table__)
+    for environ, bound in (({}, None), ({"DEMO_OUTBOX_STALL_SECONDS": "90"}, 90.0)):
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        settings = DemoSettings(environment="test", database_url=f"sqlite:///{database}")
+        assert command.dispatch_command(settings, table) == 0
+        # None: the dispatcher derives it from its client's timeouts (default_stall_seconds).
+        assert calls.pop()["stall_seconds"] == bound
+
+
 def test_wait_for_migrations_needs_a_timeout(
     database: Path, migrations: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import platform
+import time
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
@@ -41,6 +43,38 @@ def request(
 
 
 # --- recording ---------------------------------------------------------------------------------
+
+
+OLDEST = "polyframe_oldest_request_start_timestamp_seconds"
+
+
+def test_the_oldest_request_in_flight_is_its_start_time(
+    make_telemetry: MakeTelemetry, samples: Any
+) -> None:
+    telemetry = make_telemetry("fastapi")
+    service = {"service_name": telemetry.service, "framework": "fastapi"}
+    assert samples.value(OLDEST, **service) == math.inf  # the series is there: none in flight
+    before = time.time()
+    older = telemetry.start_request("GET", time.perf_counter() - 30.0)  # queued 30 s ago
+    after = time.time()
+    newer = telemetry.start_request("GET", time.perf_counter() - 10.0)
+    assert older is not None
+    assert newer is not None
+    assert samples.value(OLDEST, **service) == older.started_unix
+    assert before - 30.0 <= older.started_unix <= after - 30.0
+    done = {"route": "/x", "status": 200, "request_bytes": None, "response_bytes": None}
+    telemetry.finish_request(older, **done)
+    assert samples.value(OLDEST, **service) == newer.started_unix
+    telemetry.finish_request(newer, **done)
+    assert samples.value(OLDEST, **service) == math.inf
+
+
+def test_no_oldest_request_series_with_instrumentation_off(
+    make_telemetry: MakeTelemetry, samples: Any
+) -> None:
+    telemetry = make_telemetry("flask", enabled=False)
+    assert telemetry.start_request("GET") is None
+    assert samples.series(OLDEST, service_name=telemetry.service) == []
 
 
 def test_a_request_is_counted_with_its_labels(make_telemetry: MakeTelemetry, samples: Any) -> None:

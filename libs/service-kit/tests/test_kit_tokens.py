@@ -351,6 +351,20 @@ def test_a_verified_token_is_remembered_until_it_expires(
     assert len(decoded) == 2
 
 
+def test_a_remembered_token_is_not_taken_from_memory_before_its_nbf(
+    private_key: RSAPrivateKey, kid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    keys = {kid: private_key.public_key()}
+    verifier = TokenVerifier(keys.get, issuer=ISSUER, audience=AUDIENCE, clock=clock)
+    token = sign_access_token(private_key, kid, claims(nbf=int(clock.now) - 1))
+    verifier.verify(token)
+    decoded = counting_decode(monkeypatch)
+    clock.now -= 60  # the verifier's clock set back before the token's nbf
+    verifier.verify(token)  # verified in full (pyjwt checks nbf against the real time)
+    assert len(decoded) == 1
+
+
 def test_an_expired_token_is_refused_even_after_it_was_remembered(
     private_key: RSAPrivateKey, kid: str
 ) -> None:

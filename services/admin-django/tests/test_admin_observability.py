@@ -10,20 +10,34 @@ with the drill is ``admin_django.urls`` loaded again, as a module of its own, wh
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import logging
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
 import pytest
+from django.db import OperationalError, connection
+from django.db.utils import ConnectionHandler
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import Client
+from django.urls import path
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 import admin_django.urls
+from admin_django.audit.models import AuditEvent
 from admin_django.conf import AdminSettings
+from admin_django.settings import _database
+from admin_django.support.roles import ACTING
+from polyframe_testing.logs import loggers_restored
 from polyframe_testing.telemetry import finished_spans, metric_value
-from service_kit import metrics
+from service_kit import metrics, telemetry
+from service_kit.logs import JsonFormatter
+from service_kit.tracecontext import trace_id_from
 
 DRILL = "/api/audit/_drills/n-plus-one"
 SERVICE = {"service_name": "admin-django", "framework": "django"}
@@ -54,6 +68,20 @@ def drills(settings: Any) -> ModuleType:
     spec.loader.exec_module(module)
     settings.ROOT_URLCONF = module
     return module
+
+
+@pytest.fixture
+def access_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The access-log lines as the service writes them (its JSON formatter, which adds the
+    trace and span ids of the moment the line is written)."""
+    buffer = io.StringIO()
+    with loggers_restored(["service_kit.access"]):
+        handler = logging.StreamHandler(buffer)
+        handler.setFormatter(JsonFormatter("admin-django"))
+        access = logging.getLogger("service_kit.access")
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
 
 
 @pytest.fixture
@@ -125,8 +153,19 @@ def test_slow_drill_holds_its_thread_and_refuses_bad_values(
     response = Client().get("/api/audit/_drills/slow", {"ms": "5"})
     assert response.status_code == 200
     assert response.json() == {"slept_ms": 5}
-    body = problem(Client().get("/api/audit/_drills/slow", {"ms": "30001"}), 422)
+    body = problem(Client().get("/api/audit/_drills/slow", {"ms": "120001"}), 422)
     assert [(error["field"], error["location"]) for error in body["errors"]] == [("ms", "query")]
+
+
+@pytest.mark.usefixtures("drills")
+def test_slow_drill_holds_over_a_minute_as_a_hung_request_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)  # the drill's own sleep, not waited for
+    response = Client().get("/api/audit/_drills/slow", {"ms": "120000"})
+    assert response.status_code == 200, response.content
+    assert slept == [120.0]
 
 
 def test_drills_are_absent_unless_enabled(problem: Callable[[Any, int], dict[str, Any]]) -> None:
@@ -219,3 +258,94 @@ def test_recording_an_event_is_a_child_of_its_delivery_span(
     assert format(record.parent.span_id, "016x") == delivery_span
     assert record.attributes["audit.event_id"] == joined["id"]
     assert record.attributes["audit.service"] == "users-fastapi"
+
+
+# --- one trace id per request: log line, span, outgoing call, audit event ---------------------
+
+
+SUPPORT_USER_ROUTE = "/admin/support/users/{user_id}/"
+
+
+@pytest.mark.usefixtures("db")
+def test_a_request_without_traceparent_is_one_trace_in_log_span_call_and_audit_event(
+    spans: InMemorySpanExporter,
+    access_lines: Callable[[], list[dict[str, Any]]],
+    login: Callable[..., Client],
+    peers: Any,
+) -> None:
+    """A console request (Traefik sends no ``traceparent`` in a cluster): the access line,
+    written after OpenTelemetry's span ended, names that span's trace, as do the call to
+    the users service and the audit event it records."""
+    user = peers.add_user("tracy@example.com")
+    staff = login("sam", group=ACTING)
+    spans.clear()
+    path = f"/admin/support/users/{user['id']}/"
+
+    response = staff.post(path, {"action": "deactivate"})
+
+    assert response.status_code == 302
+    (server,) = [s for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER]
+    trace_id = format(server.context.trace_id, "032x")
+    (line,) = [line for line in access_lines() if line.get("route") == SUPPORT_USER_ROUTE]
+    assert line["trace_id"] == trace_id
+    assert line["span_id"] == format(server.context.span_id, "016x")
+    [sent] = peers.sent("POST", f"/api/users/{user['id']}/deactivate")
+    assert trace_id_from(sent.headers["traceparent"]) == trace_id
+    [event] = AuditEvent.objects.filter(service="admin-django")
+    assert event.trace_id == trace_id
+    # The span is named as the metrics' route label, not Django's ``<uuid:user_id>``.
+    assert server.attributes["http.route"] == SUPPORT_USER_ROUTE
+    assert server.name == f"POST {SUPPORT_USER_ROUTE}"
+
+
+# -- the database connections (service_kit.djangodb) --------------------------------------------
+
+
+def _connections_now(_request: HttpRequest) -> HttpResponse:
+    """A view that queries, then reports this process's connection gauges mid-request."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({state: value(POOL, state=state) for state in ("in_use", "idle")})
+
+
+POOL = "polyframe_db_pool_connections"
+
+
+@pytest.fixture
+def admin_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """admin-django's telemetry as the process's current one, which the engine counts under
+    (in one pytest process, another package's tests may have set up theirs since)."""
+    monkeypatch.setattr(telemetry, "_current", telemetry.Telemetry("admin-django", "django"))
+
+
+@pytest.mark.usefixtures("db", "admin_telemetry")
+def test_a_connection_is_in_use_during_a_request_and_idle_after(settings: Any) -> None:
+    urls = ModuleType("connections_now_urls")
+    urls.urlpatterns = [path("api/audit/_connections", _connections_now)]  # type: ignore[attr-defined]
+    settings.ROOT_URLCONF = urls
+
+    during = Client().get("/api/audit/_connections").json()
+
+    # This thread's connection: in use while it served the request; kept open after it
+    # (CONN_MAX_AGE), idle then. (Other threads' connections, if any are open, are idle.)
+    assert during["in_use"] == 1
+    assert value(POOL, state="in_use") == 0
+    assert value(POOL, state="idle") == during["idle"] + 1
+
+
+@pytest.mark.usefixtures("admin_telemetry")
+def test_database_down_is_a_connect_error(django_db_blocker: Any) -> None:
+    """A connection the database refuses is counted as such (admin-django's own engine)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens once the socket is closed
+    settings = _database(f"postgresql://polyframe@127.0.0.1:{closed}/x")
+    assert settings["ENGINE"] == "service_kit.djangodb.postgresql"
+    down = ConnectionHandler({"default": settings})["default"]
+    before = value("polyframe_db_connect_errors_total")
+    with django_db_blocker.unblock():
+        for _ in range(2):
+            with pytest.raises(OperationalError):
+                down.ensure_connection()
+    assert value("polyframe_db_connect_errors_total") == before + 2
+    assert down.connection is None

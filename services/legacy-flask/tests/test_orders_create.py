@@ -370,3 +370,26 @@ def test_without_a_key_every_request_is_a_new_order(api, body) -> None:
 
     assert len(ids) == 2
     assert api.count(Order) == 2
+
+
+def test_header_and_query_schemas_are_built_once_and_handed_out_as_copies(api, body) -> None:
+    """flask-openapi3 asks for the header model's JSON schema on every request: built once,
+    each caller gets a copy it may edit (the OpenAPI document builder edits what it gets)."""
+    from legacy_flask.schemas import CreateOrderHeaders, OrderListQuery
+
+    for model in (CreateOrderHeaders, OrderListQuery):
+        first = model.model_json_schema()
+        first["properties"].clear()
+        assert model.model_json_schema()["properties"], model
+        assert model.model_json_schema(mode="serialization") == model.model_json_schema(
+            mode="serialization"
+        )
+    member = api.member()
+    refused = api.create(member, body(("BOOK-42", 1, 100)), key="k" * 256)
+    assert refused.status_code == 422
+    placed = api.create(member, body(("BOOK-42", 1, 100)), key="once")
+    assert placed.status_code == 201
+    assert (
+        api.create(member, body(("BOOK-42", 1, 100)), key="once").headers.get("Idempotent-Replayed")
+        == "true"
+    )

@@ -7,6 +7,7 @@ measure that on a real server). Here: the route, its limits, and the request met
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -48,7 +49,18 @@ def test_hold_thread_drill_holds_and_is_counted_under_its_route(make_api: Any) -
     assert value("http_server_request_duration_seconds_sum", **labels) - held >= 0.05
 
 
-@pytest.mark.parametrize("ms", ["0", "30001", "-1", "abc", ""])
+def test_hold_thread_drill_holds_over_a_minute_as_a_hung_request_does(
+    make_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = make_api(drills=True)
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)  # the drill's own sleep, not waited for
+    response = api.client.post(DRILL, query_string={"ms": "120000"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert slept == [120.0]
+
+
+@pytest.mark.parametrize("ms", ["0", "120001", "-1", "abc", ""])
 def test_hold_thread_drill_refuses_out_of_range_values(make_api: Any, ms: str) -> None:
     api = make_api(drills=True)
     response = api.client.post(DRILL, query_string={"ms": ms})

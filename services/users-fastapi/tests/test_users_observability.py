@@ -35,6 +35,13 @@ def value(name: str, **labels: str) -> float:
     return metric_value(name, **SERVICE, **labels)
 
 
+async def read(name: str, **labels: str) -> float:
+    """``value``, read on a thread: collecting the whole registry takes 100-200 ms late in
+    a long session, and done on the loop it is itself a block outside any request (CI saw
+    one merge with the drill's and name it ``__no_request__``)."""
+    return await asyncio.to_thread(value, name, **labels)
+
+
 @asynccontextmanager
 async def running(settings: UsersSettings) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan run (the loop monitor starts there), a client to it."""
@@ -45,9 +52,9 @@ async def running(settings: UsersSettings) -> AsyncIterator[httpx.AsyncClient]:
 async def loop_settled() -> None:
     """Let the loop probe run twice: whatever held the loop before (the app's start-up,
     counted as a block outside any request) is over, and the next block is a new one."""
-    probes = value("polyframe_event_loop_lag_seconds_count")
+    probes = await read("polyframe_event_loop_lag_seconds_count")
     deadline = time.monotonic() + PATIENCE
-    while value("polyframe_event_loop_lag_seconds_count") < probes + 2:
+    while await read("polyframe_event_loop_lag_seconds_count") < probes + 2:
         assert time.monotonic() < deadline, "the loop probe does not run"
         await asyncio.sleep(0.01)
 
@@ -82,23 +89,30 @@ def spans(api: Any) -> InMemorySpanExporter:
 async def test_block_loop_drill_is_counted_under_its_route(
     drills: httpx.AsyncClient,
 ) -> None:
-    before = value("polyframe_event_loop_blocks_total", http_route=DRILL)
-    # Well past the monitor's 150 ms detection bound, so that its watchdog thread gets to
-    # look even on a busy machine.
-    response = await drills.post(DRILL, params={"ms": 1000})
-    assert response.status_code == 200
-    assert response.json() == {"blocked_ms": 1000}
-    deadline = time.monotonic() + PATIENCE
-    while value("polyframe_event_loop_blocks_total", http_route=DRILL) == before:
+    # A block is named once, by the request the watchdog finds holding the loop. On a
+    # starved machine the whole process can stall for longer than the detection bound just
+    # before the drill starts; the stall is then named ``__no_request__`` and the drill
+    # joins it. The drill is tried again then (three times at most): a monitor that names
+    # no request fails all three.
+    blocks: dict[str, float] = {}
+    for _attempt in range(3):
+        await loop_settled()
+        before = await read("polyframe_event_loop_blocks_total", http_route=DRILL)
+        # Well past the monitor's 150 ms detection bound, so that its watchdog thread gets
+        # to look even on a busy machine.
+        response = await drills.post(DRILL, params={"ms": 1000})
+        assert response.status_code == 200
+        assert response.json() == {"blocked_ms": 1000}
+        await loop_settled()  # the probe ran again: the block is over and was judged
         blocks = {
-            route: value("polyframe_event_loop_blocks_total", http_route=route)
+            route: await read("polyframe_event_loop_blocks_total", http_route=route)
             for route in (DRILL, "__no_request__")
         }
-        assert time.monotonic() < deadline, f"the drill was never named: {blocks}"
-        await asyncio.sleep(0.01)
-    # Once, or more on a starved machine (a stall right after the block joins it).
-    assert value("polyframe_event_loop_blocks_total", http_route=DRILL) >= before + 1
-    count = value(
+        if blocks[DRILL] >= before + 1:
+            break
+    else:
+        raise AssertionError(f"the drill was never named: {blocks}")
+    count = await read(
         "http_server_request_duration_seconds_count",
         http_route=DRILL,
         http_request_method="POST",

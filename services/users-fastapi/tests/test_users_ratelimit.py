@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -281,3 +283,12 @@ def test_the_storage_is_a_setting_and_only_redis(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("USERS_RATE_LIMIT_STORAGE_URL", "memcached://127.0.0.1:11211")
     with pytest.raises(ValidationError, match="rate_limit_storage_url"):
         UsersSettings(environment="development")
+
+
+def test_the_redis_client_is_imported_only_for_a_shared_storage() -> None:
+    """A worker without a shared storage never loads the Redis client (cold start, memory)."""
+    code = "import sys, users_fastapi.main; print('redis' in sys.modules)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "False"

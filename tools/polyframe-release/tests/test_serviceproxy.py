@@ -9,7 +9,6 @@ import contextlib
 import gc
 import json
 import signal
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from polyframe_release import serviceproxy
 from polyframe_release.network import write_atomically
+from polyframe_testing.ports import free_port
 
 TIMEOUT = 5.0
 
@@ -53,12 +53,6 @@ class Backend:
     async def stop(self) -> None:
         assert self.server is not None
         self.server.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("0.0.0.0", 0))
-        return int(probe.getsockname()[1])
 
 
 def write_endpoints(path: Path, port: int, *targets: str) -> None:
@@ -106,7 +100,7 @@ async def backends() -> AsyncIterator[dict[str, Backend]]:
 async def proxy(tmp_path: Path) -> AsyncIterator[tuple[Path, int, serviceproxy.Endpoints]]:
     """The proxy's endpoints file, its port and its Endpoints; served by ``_serve``."""
     path = tmp_path / "endpoints.json"
-    port = free_port()
+    port = free_port("0.0.0.0")
     write_endpoints(path, port)
     endpoints = serviceproxy.Endpoints(str(path))
     server = await serviceproxy._serve(endpoints, port)
@@ -198,7 +192,7 @@ async def test_follow_listens_only_while_a_port_has_an_endpoint(
     """As kube-proxy's REJECT: no endpoint, no handshake (a client waiting for its database
     by connecting keeps waiting); an open connection outlives its endpoint's removal."""
     path = tmp_path / "endpoints.json"
-    port = free_port()
+    port = free_port("0.0.0.0")
     write_endpoints(path, port)
     stop = asyncio.Event()
     task = asyncio.create_task(serviceproxy.follow(serviceproxy.Endpoints(str(path)), stop))
@@ -234,7 +228,7 @@ async def test_an_unreachable_endpoint_closes_the_connection(
     proxy: tuple[Path, int, serviceproxy.Endpoints],
 ) -> None:
     path, port, _ = proxy
-    write_endpoints(path, port, f"127.0.0.1:{free_port()}")  # nothing listens there
+    write_endpoints(path, port, f"127.0.0.1:{free_port('0.0.0.0')}")  # nothing listens there
 
     assert await greeting(port) == ""
 
@@ -251,7 +245,7 @@ async def test_main_serves_the_files_ports_until_sigterm(
     backends: dict[str, Backend], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "endpoints.json"
-    port = free_port()
+    port = free_port("0.0.0.0")
     write_endpoints(path, port, backends["b"].target)
     before = signal.getsignal(signal.SIGTERM)
     printed: list[str] = []

@@ -4,7 +4,8 @@ A Deployment of the service.
                       per container, scaled with replicas; probes on /healthz and /readyz;
                       with `server.metricsPort` (gunicorn), the master's /metrics on port `metrics`.
   component "outbox": the audit-outbox dispatcher (`outbox.command`, or the service's own), one per release, its
-                      /metrics on port `metrics`; it starts once the migrations are applied
+                      /metrics and /livez on port `metrics` (probes: started and ready on
+                      /metrics, alive on /livez); it starts once the migrations are applied
                       (init container wait-for-migrations).
 Usage: include "polyframe-lib.deployment" (dict "ctx" $ "component" "web")
 */}}
@@ -113,9 +114,13 @@ spec:
             - name: metrics
               containerPort: {{ $ctx.Values.outbox.metricsPort }}
               protocol: TCP
-          # The dispatcher serves no health endpoint: its metrics endpoint answering shows the
-          # process started with valid settings and is not wedged (not that it delivers).
-          {{- include "polyframe-lib.probes" (dict "ctx" $ctx "port" "metrics" "started" "/metrics" "alive" "/metrics" "ready" "/metrics") | nindent 10 }}
+          # /metrics answers from a thread of its own whatever the loop does: it shows the process
+          # started with valid settings (startup) and can be scraped (readiness; a stuck dispatcher
+          # stays scraped, its stale heartbeat and growing backlog age are what alert). /livez fails
+          # once the loop completed no round within its stall bound (a statement waiting on a
+          # lock, a call that never returns): liveness restarts it. A loop that runs but fails
+          # stays alive and counts polyframe_outbox_loop_errors_total instead.
+          {{- include "polyframe-lib.probes" (dict "ctx" $ctx "port" "metrics" "started" "/metrics" "alive" "/livez" "ready" "/metrics") | nindent 10 }}
           {{- end }}
           resources:
             {{- toYaml $spec.resources | nindent 12 }}

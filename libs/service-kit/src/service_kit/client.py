@@ -79,6 +79,9 @@ class _Meter:
     def __init__(self, config: ClientConfig, telemetry: Telemetry | None) -> None:
         self.enabled = telemetry is not None and telemetry.enabled
         self.labels = (*telemetry.labels, config.peer) if telemetry is not None else ()
+        if self.enabled:  # charted (and alerted on) from a closed circuit, not from its first trip
+            self.circuit(CircuitState.CLOSED)
+            metrics.HTTP_CLIENT_CIRCUIT_REJECTIONS.labels(*self.labels)
 
     def attempt(self, method: str, started: float, status: int | None, error: str | None) -> None:
         if self.enabled:

@@ -1,12 +1,17 @@
-"""Database work per request: how many queries, how long, and repeated shapes (N+1).
+"""Database work per request: how many queries, how long, and repeated shapes (N+1); and
+the connection pool: connections in use and idle, waits, timeouts, refused connections.
 
-Design: docs/architecture.md, "Runtime signals", "Database work per request".
+Design: docs/architecture.md, "Runtime signals", "Database work per request", "The
+database connection pool".
 """
 
 from __future__ import annotations
 
+import math
 import re
+import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -16,6 +21,8 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode
+
+from service_kit import metrics
 
 #: Default of ``<PREFIX>_DB_REPEATED_QUERY_THRESHOLD``: more runs of one shape than this
 #: within one request is reported as an N+1 pattern.
@@ -142,3 +149,107 @@ def _done(running: list[tuple[float, Span]] | None, sql: str, error: BaseExcepti
         span.set_status(StatusCode.ERROR, type(error).__name__)
     span.end()
     record(sql, time.perf_counter() - started)
+
+
+# -- the connection pool (SQLAlchemy) --------------------------------------------------------------
+
+#: The engines whose pools are counted, by the labels they are counted under: a process may
+#: have several (the gauges are their sums).
+_engines: dict[tuple[str, str], weakref.WeakSet[Any]] = {}
+_engines_lock = threading.Lock()
+#: Set while a pool's ``_do_get`` runs (it calls itself again when it loses a race).
+_getting: ContextVar[bool] = ContextVar("polyframe_pool_getting", default=False)
+_pool_classes: dict[tuple[type[Any], tuple[str, str]], type[Any]] = {}
+
+
+def watch_sqlalchemy_pool(engine: Any, labels: tuple[str, str]) -> None:
+    """Count the connections of a (sync) engine's pool (or an async engine's ``sync_engine``),
+    the time to get one, the pool's timeouts, and the connections the database refused.
+
+    A QueuePool (the default of every engine here) gets a subclass of its own class that
+    times ``_do_get``, the pool's one place where a connection is taken or waited for
+    (SQLAlchemy's events only say when one was checked out); ``recreate()`` (on
+    ``dispose()``) keeps the class, hence the labels. Connect errors come from the
+    ``do_connect`` event, which makes every new connection of the engine.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.pool import QueuePool
+
+    if getattr(engine, "_polyframe_pool", False):
+        return
+    engine._polyframe_pool = True  # a marker: a second call adds nothing
+    metrics.DB_CONNECT_ERRORS.labels(*labels)  # 0 from the start: "down" is told by its rise
+    if isinstance(engine.pool, QueuePool):
+        metrics.DB_POOL_TIMEOUTS.labels(*labels)
+        with _engines_lock:
+            _engines.setdefault(labels, weakref.WeakSet()).add(engine)
+        engine.pool.__class__ = _timed_pool_class(type(engine.pool), labels)
+        publish_pools(labels)
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception:
+            metrics.DB_CONNECT_ERRORS.labels(*labels).inc()
+            raise
+
+
+#: Reading the pools and setting the gauges is one step: threads returning connections at
+#: once would otherwise set them in any order, the last write being an earlier reading.
+_publish_lock = threading.Lock()
+
+
+def publish_pools(labels: tuple[str, str]) -> None:
+    """The gauges of the pools counted under ``labels``: in use, idle, and the most."""
+    with _engines_lock:
+        pools = [engine.pool for engine in _engines.get(labels, ())]
+    with _publish_lock:
+        in_use = sum(pool.checkedout() for pool in pools)
+        idle = sum(pool.checkedin() for pool in pools)
+        limit = sum(
+            pool.size() + pool._max_overflow if pool._max_overflow >= 0 else math.inf
+            for pool in pools
+        )
+        metrics.DB_POOL_CONNECTIONS.labels(*labels, "in_use").set(in_use)
+        metrics.DB_POOL_CONNECTIONS.labels(*labels, "idle").set(idle)
+        metrics.DB_POOL_MAX_CONNECTIONS.labels(*labels).set(limit)
+
+
+def _timed_pool_class(base: type[Any], labels: tuple[str, str]) -> type[Any]:
+    key = (base, labels)
+    if key not in _pool_classes:
+        _pool_classes[key] = type(
+            f"Counted{base.__name__}", (base,), {"_polyframe_labels": labels, **_TIMED}
+        )
+    return _pool_classes[key]
+
+
+def _do_get(self: Any) -> Any:
+    if _getting.get():  # the pool asking itself again: timed by the outermost call
+        return super(type(self), self)._do_get()
+    labels = self._polyframe_labels
+    token = _getting.set(True)
+    started = time.perf_counter()
+    try:
+        return super(type(self), self)._do_get()
+    except Exception as exc:
+        from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+        if isinstance(exc, PoolTimeoutError):
+            metrics.DB_POOL_TIMEOUTS.labels(*labels).inc()
+        raise
+    finally:
+        _getting.reset(token)
+        metrics.DB_POOL_WAIT.labels(*labels).observe(time.perf_counter() - started)
+        publish_pools(labels)
+
+
+def _do_return_conn(self: Any, record: Any) -> None:
+    try:
+        super(type(self), self)._do_return_conn(record)
+    finally:
+        publish_pools(self._polyframe_labels)
+
+
+_TIMED = {"_do_get": _do_get, "_do_return_conn": _do_return_conn}

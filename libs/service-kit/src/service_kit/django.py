@@ -15,10 +15,19 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
+from django.core.handlers.exception import get_exception_response
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
+from django.urls import get_resolver, get_urlconf
 from opentelemetry import trace
 from opentelemetry.instrumentation.django import DjangoInstrumentor
 from opentelemetry.trace import StatusCode
@@ -26,7 +35,17 @@ from pydantic import BaseModel, ValidationError
 
 from service_kit import dbstats, exposition, health
 from service_kit.context import REQUEST_ID_HEADER, accept_request_id
-from service_kit.cycle import RequestCycle, openapi_route, problem_for, too_large_read
+from service_kit.cycle import (
+    RequestCycle,
+    body_read_errors,
+    enqueued_at,
+    openapi_route,
+    problem_for,
+    retries_read,
+    too_large_read,
+)
+from service_kit.limits import InputLimits
+from service_kit.limits import loads as json_loads
 from service_kit.metrics import UNMATCHED_ROUTE
 from service_kit.problems import (
     PROBLEM_CONTENT_TYPE,
@@ -34,6 +53,7 @@ from service_kit.problems import (
     ProblemError,
     field_errors,
     framework_error,
+    incomplete_body,
     malformed_body,
     unsupported_media_type,
     validation_problem,
@@ -73,7 +93,13 @@ def json_body(request: HttpRequest, model: type[ModelT]) -> ModelT:
     if request.content_type != "application/json":
         raise ProblemError.of(unsupported_media_type(request.content_type))
     try:
-        data = json.loads(_body_of(request))
+        body = _body_of(request)
+    except body_read_errors():
+        # Django's UnreadablePostError, or the server's own error on a chunked body (gunicorn's
+        # NoMoreData): the client closed mid-body or broke its chunks, a 400 and not a 500.
+        raise ProblemError.of(incomplete_body()) from None
+    try:
+        data = json_loads(body, input_limits())
     except ValueError:
         raise ProblemError.of(malformed_body()) from None
     try:
@@ -100,6 +126,74 @@ def _body_of(request: HttpRequest) -> bytes:
     return data
 
 
+_DEFAULT_LIMITS = InputLimits()
+#: Form content types, whose fields Django counts (``DATA_UPLOAD_MAX_NUMBER_FIELDS``, …).
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+#: Django's refusal of a form over its limits, and the limit each one is counted as.
+_FORM_LIMITS: dict[type[Exception], str] = {
+    TooManyFieldsSent: "form_fields",
+    TooManyFilesSent: "form_files",
+    RequestDataTooBig: "body_size",
+}
+
+
+def input_limits() -> InputLimits:
+    """The limits of this Django project: ``settings.POLYFRAME_INPUT_LIMITS`` (the service's
+    settings' :attr:`~service_kit.settings.ServiceSettings.input_limits`), else the defaults."""
+    from django.conf import settings
+
+    limits: InputLimits = getattr(settings, "POLYFRAME_INPUT_LIMITS", _DEFAULT_LIMITS)
+    return limits
+
+
+def header_fields(request: HttpRequest) -> list[tuple[str, str]]:
+    """The request's header fields as WSGI hands them to Django (``HTTP_*``, and the two
+    without that prefix), as the limits count them."""
+    return [
+        (name, str(value))
+        for name, value in request.META.items()
+        if name.startswith("HTTP_") or name in ("CONTENT_TYPE", "CONTENT_LENGTH")
+    ]
+
+
+def _refusal(request: HttpRequest, cycle: RequestCycle) -> HttpResponse | None:
+    """A request over a limit (:mod:`service_kit.limits`) answered before any view or other
+    middleware: a problem under ``/api/``, the console's own 400 page elsewhere. A form's
+    fields and files are counted by Django itself (its ``DATA_UPLOAD_*`` settings): read
+    here, first, so that its refusal is counted and answered the same way."""
+    api = request.path.startswith(API_PREFIX)
+    problem = cycle.refusal(
+        has_body=False,
+        content_type=None,
+        limits=input_limits(),
+        query=request.META.get("QUERY_STRING", ""),
+        headers=header_fields(request),
+    )
+    if problem is not None:
+        if api:
+            return problem_response(problem, request)
+        return _bad_request(request, SuspiciousOperation(problem.detail))
+    if api or request.method != "POST" or request.content_type not in _FORMS:
+        return None
+    try:
+        request.POST  # noqa: B018 - parsed (and cached) here, where its refusal is handled
+    except tuple(_FORM_LIMITS) as exc:
+        cycle.rejected(_FORM_LIMITS[type(exc)])
+        return _bad_request(request, exc)
+    except body_read_errors() as exc:  # UnreadablePostError, broken chunks: the client's
+        return _bad_request(request, SuspiciousOperation(f"incomplete request body: {exc}"))
+    except MultiPartParserError as exc:  # no boundary, a broken part: the client's, a 400
+        return _bad_request(request, exc)
+    return None
+
+
+def _bad_request(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """The project's own 400 page (its ``handler400``, else Django's), as Django answers a
+    :class:`SuspiciousOperation`."""
+    response: HttpResponse = get_exception_response(request, get_resolver(get_urlconf()), 400, exc)
+    return response
+
+
 def validation_error(exc: ValidationError, *, location: str) -> ProblemError:
     errors = field_errors(exc.errors(include_url=False), location)
     return ProblemError.of(validation_problem(errors))
@@ -110,8 +204,9 @@ class RequestContextMiddleware:
     statistics, and problem+json under ``/api/`` (whatever an inner middleware raised).
 
     OpenTelemetry's Django middleware, when on, comes right after it; its hooks hand the
-    server span to this request's telemetry and finish the database part (N+1 events on
-    the span) before the span ends.
+    server span to this request's cycle (whose trace id becomes the request's: the access
+    line, written after the span ended, names it) and, before the span ends, name it by
+    the route label and finish the database part (N+1 events on the span).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -126,12 +221,20 @@ class RequestContextMiddleware:
             answer = operational(request)
             answer[REQUEST_ID_HEADER] = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
             return answer
-        cycle = RequestCycle(_telemetry, request.method or "GET", request.path, request.headers.get)
-        request.polyframe_state = cycle.state  # type: ignore[attr-defined]
+        cycle = RequestCycle(
+            _telemetry,
+            request.method or "GET",
+            request.path,
+            request.headers.get,
+            started=enqueued_at(request.META),
+        )
+        request.polyframe_cycle = cycle  # type: ignore[attr-defined]
         response: HttpResponse | None = None
         try:
-            with _watching_queries(cycle.state is not None):
-                response = self.get_response(request)
+            response = _refusal(request, cycle)
+            if response is None:
+                with _watching_queries(cycle.state is not None):
+                    response = self.get_response(request)
             if request.path.startswith(API_PREFIX) and response.status_code >= 400:
                 response = self._as_problem(request, response)
             for name, value in cycle.response_headers(
@@ -160,17 +263,47 @@ class RequestContextMiddleware:
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
         if not request.path.startswith(API_PREFIX):
             return None  # Django's own handling (the admin's HTML pages)
+        cycle: RequestCycle | None = getattr(request, "polyframe_cycle", None)
         if isinstance(exc, RequestDataTooBig):
-            problem = too_large_read(request.META.get("wsgi.input"))
+            problem = too_large_read(request.META.get("wsgi.input"), cycle)
         elif isinstance(exc, Http404):
             problem = Problem(status=404)
         elif isinstance(exc, PermissionDenied):
             problem = Problem(status=403)
+        elif retries_read(
+            request.method or "GET",
+            exc,
+            retried=getattr(request, "polyframe_read_retried", False),
+            disconnected=_discarded_if_unusable,
+        ):
+            request.polyframe_read_retried = True  # type: ignore[attr-defined]
+            match = request.resolver_match
+            assert match is not None  # process_exception runs for a view's exception only
+            try:
+                return match.func(request, *match.args, **match.kwargs)  # type: ignore[no-any-return]
+            except Exception as again:  # answered as any error of the view (a 503 if the same)
+                return self.process_exception(request, again)
+        elif cycle is not None:
+            problem = cycle.problem_for(exc, (OperationalError, InterfaceError))
         else:
             problem = problem_for(
                 exc, request.method or "GET", request.path, (OperationalError, InterfaceError)
             )
         return problem_response(problem, request)
+
+
+def _discarded_if_unusable(exc: BaseException) -> bool:
+    """A database error on a connection the server dropped: closed now (Django's own check,
+    ``close_if_unusable_or_obsolete``, as at the end of a request), so the next query opens
+    a fresh one. Django pings nothing per request (no ``CONN_HEALTH_CHECKS``): a dropped
+    connection is found by the query that fails on it."""
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.in_atomic_block:
+        return False  # the view's transaction is not ours to end
+    connection.close_if_unusable_or_obsolete()
+    return connection.connection is None
 
 
 def migrations_applied() -> str:
@@ -235,15 +368,23 @@ def _kit_middleware_first() -> None:
 
 
 def _span_started(span: trace.Span, request: HttpRequest) -> None:
-    state = getattr(request, "polyframe_state", None)
-    if state is not None:
-        state.span = span
+    """The server span starts inside the kit's cycle: the request takes its trace id."""
+    cycle: RequestCycle | None = getattr(request, "polyframe_cycle", None)
+    if cycle is None:
+        return
+    cycle.adopt_span(span)
+    if cycle.state is not None:
+        cycle.state.span = span
 
 
 def _span_ending(span: trace.Span, request: HttpRequest, _response: HttpResponse) -> None:
-    state = getattr(request, "polyframe_state", None)
-    if state is not None and _telemetry is not None:
-        _telemetry.finish_database(state, route_template(request))
+    cycle: RequestCycle | None = getattr(request, "polyframe_cycle", None)
+    if cycle is None:
+        return
+    route = route_template(request)
+    cycle.name_span(span, route)
+    if cycle.state is not None and _telemetry is not None:
+        _telemetry.finish_database(cycle.state, route)
 
 
 @contextmanager

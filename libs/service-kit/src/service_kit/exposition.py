@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from service_kit import runtime
 from service_kit.metrics import REGISTRY
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -58,7 +59,8 @@ def _alive(pid: int) -> bool:
 
 
 class _MergedWorkers(MultiProcessCollector):
-    """Every worker's samples, after dropping the live gauges of dead workers."""
+    """Every worker's samples, after dropping the live gauges of dead workers, and the
+    master's memory, CPU and open files (:func:`service_kit.runtime.master_families`)."""
 
     def collect(self) -> Any:
         reap_dead_processes(self._path)
@@ -66,7 +68,8 @@ class _MergedWorkers(MultiProcessCollector):
         # (prometheus_client opens, then truncates): such a file holds no sample yet, and
         # reading it would fail the whole scrape with a 500.
         files = [file for file in Path(self._path).glob("*.db") if _size(file) > 0]
-        return self.merge([str(file) for file in files], accumulate=True)  # type: ignore[no-untyped-call]
+        merged = self.merge([str(file) for file in files], accumulate=True)  # type: ignore[no-untyped-call]
+        return runtime.master_families(list(merged))
 
 
 def _size(file: Path) -> int:

@@ -6,6 +6,7 @@ conventions (see :mod:`service_kit.problems`, :mod:`service_kit.health`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -21,15 +22,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service_kit import drain, exposition, health
 from service_kit.client import ServiceUnavailableError
-from service_kit.cycle import RequestCycle, problem_for, sqlalchemy_unavailable
+from service_kit.cycle import (
+    BODY_METHODS,
+    IDEMPOTENT_METHODS,
+    RequestCycle,
+    problem_for,
+    retries_read,
+    sqlalchemy_disconnected,
+    sqlalchemy_unavailable,
+    utf8_query_string,
+)
+from service_kit.limits import InputLimitError, InputLimits, check_json
 from service_kit.loopmonitor import LoopMonitor
 from service_kit.metrics import UNMATCHED_ROUTE
 from service_kit.problems import (
+    INPUT_LIMIT,
     PROBLEM_CONTENT_TYPE,
     FieldError,
     Problem,
     ProblemError,
     body_too_large,
+    incomplete_body,
     malformed_body,
     validation_problem,
 )
@@ -39,14 +52,30 @@ from service_kit.tracing import UNTRACED_URLS, flush, tracer_provider
 error_log = logging.getLogger("service_kit.errors")
 
 
+#: Scope key of a request run a second time (its first run met a dropped connection).
+RETRIED = "polyframe.retried"
+
+
 class ProblemResponse(JSONResponse):
     media_type = PROBLEM_CONTENT_TYPE
 
 
+def request_path(request: Request) -> str:
+    """The path the client asked for (percent-decoded), from the scope: never
+    ``request.url``, which decodes the query string as UTF-8 and raises for other bytes."""
+    return str(request.scope["path"])
+
+
 def problem_response(problem: Problem, request: Request | None = None) -> ProblemResponse:
     if problem.instance is None and request is not None:
-        problem.instance = request.url.path
+        problem.instance = request_path(request)
     return ProblemResponse(problem.as_dict(), status_code=problem.status, headers=problem.headers)
+
+
+def utf8_query(scope: Scope) -> Scope:
+    """``scope`` with a query string that decodes as UTF-8 (:func:`utf8_query_string`)."""
+    encoded = utf8_query_string(scope.get("query_string", b""))
+    return scope if encoded is None else {**scope, "query_string": encoded}
 
 
 def route_template(scope: Scope) -> str:
@@ -70,9 +99,11 @@ class RequestContextMiddleware:
         max_body_bytes: int = 1_048_576,
         telemetry: Telemetry | None = None,
         monitor: LoopMonitor | None = None,
+        limits: InputLimits | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.limits = limits or InputLimits()
         self.telemetry = telemetry
         self.monitor = monitor
 
@@ -93,20 +124,39 @@ class RequestContextMiddleware:
         received = 0
         sent = 0
         declared = headers.get(b"content-length")
+        has_body = (
+            declared is not None and declared not in (b"", b"0")
+        ) or b"transfer-encoding" in headers
         refusal = cycle.refusal(
-            has_body=(declared is not None and declared not in (b"", b"0"))
-            or b"transfer-encoding" in headers,
+            has_body=has_body,
             content_type=header("content-type"),
             content_length=int(declared) if declared is not None and declared.isdigit() else None,
             max_body_bytes=self.max_body_bytes,
+            limits=self.limits,
+            query=scope.get("query_string", b""),
+            headers=scope.get("headers") or (),
         )
+        #: Messages already received (a JSON body read and checked here), handed on first.
+        pending: list[Message] = []
+        if refusal is None and has_body and scope["method"] in BODY_METHODS:
+            # The kit checks a JSON body before the route's body model parses it (limits).
+            try:
+                message, refusal = await self._read_json(receive, cycle)
+            except Exception as exc:  # a fault of the scan itself: answered, and counted
+                message = {"type": "http.request", "body": b""}
+                refusal = cycle.problem_for(exc, sqlalchemy_unavailable())
+            received = len(message.get("body", b""))
+            pending.append(message)
 
         async def limited_receive() -> Message:
             nonlocal received
+            if pending:
+                return pending.pop()
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    cycle.rejected("body_size")
                     # FastAPI re-raises HTTPException from body parsing (anything else becomes 400).
                     raise HTTPException(413, body_too_large(self.max_body_bytes).detail)
             return message
@@ -130,8 +180,16 @@ class RequestContextMiddleware:
             sent = await _send_problem(scope, send, cycle, refusal)
             self._finish(cycle, scope, refusal.status, received, sent)
             return
+        pristine = dict(scope)
         try:
-            await self.app(scope, limited_receive, send_with_id)
+            try:
+                await self.app(scope, limited_receive, send_with_id)
+            except Exception as exc:
+                if response_started or not retries_read(scope["method"], exc, retried=False):
+                    raise
+                # Once, on a fresh copy of the scope (routing and FastAPI wrote into this one).
+                scope = {**pristine, RETRIED: True}
+                await self.app(scope, limited_receive, send_with_id)
         except Exception as exc:
             if response_started:
                 error_log.exception("error after the response started")
@@ -141,6 +199,35 @@ class RequestContextMiddleware:
             sent = await _send_problem(scope, send, cycle, problem)
         finally:
             self._finish(cycle, scope, status, received, sent)
+
+    async def _read_json(
+        self, receive: Receive, cycle: RequestCycle
+    ) -> tuple[Message, Problem | None]:
+        """The whole body, as one message, and the problem it makes (over the size or a
+        structural limit: :mod:`service_kit.limits`), if any. A client that disconnects
+        before its body ended is answered (and counted) as a 400, not as the 500 of the
+        ``ClientDisconnect`` its handler would raise."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message, incomplete_body()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                cycle.rejected("body_size")
+                return {"type": "http.request", "body": b""}, body_too_large(self.max_body_bytes)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            check_json(body, self.limits)
+        except InputLimitError as exc:
+            cycle.rejected(exc.limit)
+            return {"type": "http.request", "body": body}, exc.problem
+        return {"type": "http.request", "body": body, "more_body": False}, None
 
     def _finish(
         self, cycle: RequestCycle, scope: Scope, status: int, received: int, sent: int
@@ -207,14 +294,27 @@ async def _on_http_error(request: Request, exc: Exception) -> ProblemResponse:
         # unreadable as broken JSON, so the same 422 as in the other services.
         return problem_response(malformed_body(), request)
     detail = exc.detail if isinstance(exc.detail, str) else None
+    # A 413 is the body limit (met while a route read its body): the limits' type.
+    kind = INPUT_LIMIT if exc.status_code == 413 else "about:blank"
     return problem_response(
-        Problem(status=exc.status_code, detail=detail, headers=dict(exc.headers or {})), request
+        Problem(status=exc.status_code, detail=detail, headers=dict(exc.headers or {}), type=kind),
+        request,
     )
 
 
 async def _on_kit_error(request: Request, exc: Exception) -> ProblemResponse:
-    """A problem raised on purpose, a peer or the database unavailable (see :func:`problem_for`)."""
-    problem = problem_for(exc, request.method, request.url.path, sqlalchemy_unavailable())
+    """A problem raised on purpose, a peer or the database unavailable (see :func:`problem_for`).
+
+    A read that met a dropped connection goes on to :class:`RequestContextMiddleware`,
+    which runs it once more (:func:`~service_kit.cycle.retries_read`).
+    """
+    if (
+        request.method in IDEMPOTENT_METHODS
+        and RETRIED not in request.scope
+        and sqlalchemy_disconnected()(exc)
+    ):
+        raise exc
+    problem = problem_for(exc, request.method, request_path(request), sqlalchemy_unavailable())
     return problem_response(problem, request)
 
 
@@ -224,8 +324,12 @@ def install(
     max_body_bytes: int = 1_048_576,
     telemetry: Telemetry | None = None,
     drain_seconds: float = 0.0,
+    limits: InputLimits | None = None,
 ) -> None:
     """Give ``app`` the kit's error shape and request context, and ``telemetry`` if given.
+
+    Every request is checked against ``limits`` (default: the kit's defaults) before the
+    app parses it (:mod:`service_kit.limits`).
 
     With telemetry on: OpenTelemetry's ASGI middleware (server spans), the metrics of
     every request, ``/metrics``, and the event-loop monitor, started with the app's
@@ -252,8 +356,36 @@ def install(
         max_body_bytes=max_body_bytes,
         telemetry=telemetry,
         monitor=monitor,
+        limits=limits,
     )
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
+    _query_made_utf8_first(app)
+
+
+def _query_made_utf8_first(app: FastAPI) -> None:
+    """:func:`utf8_query` before anything else sees the request: OpenTelemetry's middleware,
+    outside the kit's, also decodes the query as UTF-8 and answered 500 to raw bytes in it
+    (with tracing on, as in every deployment). Starlette builds its middleware stack at the
+    first request, through ``build_middleware_stack`` (which the instrumentation wraps too):
+    the stack it builds is wrapped once more, outermost."""
+    build = app.build_middleware_stack
+
+    def build_with_utf8_query() -> ASGIApp:
+        return Utf8QueryFirst(build())
+
+    app.build_middleware_stack = build_with_utf8_query  # type: ignore[method-assign]
+
+
+class Utf8QueryFirst:
+    """The outermost middleware: :func:`utf8_query`. A class with ``app``, as every other
+    layer: FastAPI walks the built stack through ``app`` to find OpenTelemetry's middleware
+    (and then starts no server span of its own); a plain function hid it, two spans."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(utf8_query(scope) if scope["type"] == "http" else scope, receive, send)
 
 
 def _metrics(request: Request) -> Response:
@@ -291,8 +423,12 @@ def add_health_routes(
 ) -> None:
     """``/healthz`` and ``/readyz``; ``readiness`` returns the checks for this app.
 
-    The first ``/readyz`` that passes records the cold start in ``telemetry``.
+    The cold start is recorded in ``telemetry`` when the checks first pass: run by the app
+    itself right after its lifespan has started (:func:`_check_when_started`), or at the
+    first ``/readyz`` that passes, whichever comes first.
     """
+    if telemetry is not None and telemetry.enabled:
+        _check_when_started(app, readiness, telemetry)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
@@ -306,3 +442,44 @@ def add_health_routes(
         if status == 200 and telemetry is not None:
             telemetry.mark_ready()
         return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _check_when_started(
+    app: FastAPI,
+    readiness: Callable[[Request], Mapping[str, Callable[[], Awaitable[str | None]]]],
+    telemetry: Telemetry,
+) -> None:
+    """Around the lifespan: once the app has started, its readiness checks are run until
+    they pass, and the cold start recorded (the first time within the start-up, then from a
+    task, cancelled at shutdown)."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with inner(app) as state:
+            # The checks read the app (its engine, its state), as /readyz does.
+            scope = {"type": "http", "app": app, "headers": [], "state": dict(state or {})}
+            request = Request(scope)
+
+            # Once within the start-up (usually ready then: nothing else runs on the loop
+            # meanwhile); if not, again from a task until ready.
+            if await health.check_until_ready(lambda: readiness(request), timeout_seconds=0):
+                telemetry.mark_ready()
+                yield state
+                return
+            stop = asyncio.Event()
+
+            async def check() -> None:
+                if await health.check_until_ready(lambda: readiness(request), stop=stop):
+                    telemetry.mark_ready()
+
+            task = asyncio.create_task(check(), name="polyframe-cold-start")
+            try:
+                yield state
+            finally:
+                stop.set()
+                task.cancel()
+                # Ends at its next pause at the latest (see check_until_ready).
+                await asyncio.wait({task}, timeout=max(health.SELF_CHECK_PAUSES) * 2)
+
+    app.router.lifespan_context = lifespan

@@ -5,8 +5,11 @@ Design: docs/architecture.md, "Runtime signals", "The thread pool".
 
 from __future__ import annotations
 
-import json
+import contextlib
+import importlib
 import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,10 +18,19 @@ from typing import Any
 from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
 
-from service_kit import drain, exposition, metrics, telemetry, tracing
-from service_kit.headers import missing as security_headers
+from service_kit import (
+    drain,
+    exposition,
+    health,
+    metrics,
+    refusals,
+    runtime,
+    telemetry,
+    tracing,
+    unread,
+)
+from service_kit.cycle import ENQUEUED_ENVIRON
 from service_kit.logs import gunicorn_logconfig
-from service_kit.problems import PROBLEM_CONTENT_TYPE, Problem
 
 
 def drain_setting(env: Mapping[str, str], prefix: str) -> float:
@@ -44,11 +56,17 @@ def settings(
     service: str,
     wsgi_app: str,
     default_port: int,
+    framework: str,
     default_workers: int = 2,
     default_threads: int = 4,
+    import_before_fork: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """gunicorn settings from ``<PREFIX>_BIND``, ``_WORKERS``, ``_THREADS``, ``_LOG_LEVEL``
-    and ``_METRICS_BIND`` (the master's metrics address)."""
+    and ``_METRICS_BIND`` (the master's metrics address); ``service`` and ``framework``
+    label what the master itself records (its workers' exits, its own process figures).
+
+    ``import_before_fork``: modules the master imports before it forks its workers (see
+    :func:`import_modules`): their code is loaded once, and shared copy-on-write."""
     env = os.environ
     global _drain_seconds
     _drain_seconds = drain_setting(env, prefix)
@@ -58,15 +76,20 @@ def settings(
         "worker_class": "service_kit.gunicorn.ThreadWorker",
         "workers": int(env.get(f"{prefix}_WORKERS", str(default_workers))),
         "threads": int(env.get(f"{prefix}_THREADS", str(default_threads))),
-        # A request that takes longer than this is a bug or a hang: the worker is recycled.
+        # The master kills (SIGABRT, then SIGKILL) a worker whose main loop has not told it
+        # "alive" for this long: a process stuck as a whole (a C call holding the GIL, a
+        # deadlock). A long or hung request in a gthread pool thread is NOT cut: the main
+        # loop notifies on; the oldest in-flight request's age shows such a request.
         "timeout": 30,
         # On SIGTERM a worker drains (<PREFIX>_DRAIN_SECONDS: serving on, /readyz failing),
         # then in-flight requests get the rest of this to finish (a chart's grace period is
         # longer, so nothing is cut off).
         "graceful_timeout": drain.GRACEFUL_SECONDS,
         "keepalive": 5,
-        # The app is imported in each worker after the fork (no preload): database pools,
-        # service clients and the OpenTelemetry exporter are made per process, never copied.
+        # The app is made in each worker after the fork (no preload): database pools,
+        # service clients, the OpenTelemetry exporter and the runtime sampler's thread are
+        # made per process, never copied (a thread does not survive a fork). Its modules
+        # may be imported by the master (``import_before_fork``): code, not state.
         "preload_app": False,
         "accesslog": None,
         "logconfig_dict": gunicorn_logconfig(service, env.get(f"{prefix}_LOG_LEVEL", "INFO")),
@@ -74,10 +97,13 @@ def settings(
         # No control socket ($HOME/.gunicorn/gunicorn.ctl, shared by every gunicorn of the
         # user, and not writable on a read-only root filesystem): nothing here uses it.
         "control_socket_disable": True,
-        "on_starting": on_starting,
-        "when_ready": _serve_metrics_from_master(env.get(f"{prefix}_METRICS_BIND")),
+        "on_starting": import_modules(import_before_fork),
+        "when_ready": _serve_metrics_from_master(
+            env.get(f"{prefix}_METRICS_BIND"),
+            (service, framework) if _instrumented(env, prefix) else None,
+        ),
         "post_worker_init": post_worker_init,
-        "child_exit": child_exit,
+        "child_exit": _count_worker_exits(service, framework),
         "worker_exit": worker_exit,
     }
 
@@ -95,9 +121,38 @@ def on_starting(_server: Any) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _serve_metrics_from_master(bind: str | None) -> Callable[[Any], None]:
-    """``when_ready``: with ``<PREFIX>_METRICS_BIND`` (and multiprocess mode), the master
-    serves the merged ``/metrics`` of all workers on that address.
+def import_modules(modules: tuple[str, ...]) -> Callable[[Any], None]:
+    """``on_starting``: :func:`on_starting`, then ``modules`` imported by the master.
+
+    Each worker forked afterwards finds them imported: it skips their import at boot (a
+    quicker cold start, less CPU on a busy node), and their code and module-level data
+    stay in pages the workers share with the master until one writes to them, instead of
+    a copy in each worker (less memory per worker, PSS). Only modules whose import makes
+    no connection, thread, file or telemetry state: the app itself is made per worker.
+    Measured in docs/benchmarks.md ("Cold start and memory").
+    """
+
+    def on_starting_and_import(server: Any) -> None:
+        on_starting(server)
+        for module in modules:
+            importlib.import_module(module)
+
+    return on_starting_and_import
+
+
+def _instrumented(env: Mapping[str, str], prefix: str) -> bool:
+    """``<PREFIX>_INSTRUMENTATION`` as the services' settings read it (pydantic's booleans)."""
+    raw = env.get(f"{prefix}_INSTRUMENTATION", "true").strip().lower()
+    return raw not in ("0", "false", "f", "no", "n", "off")
+
+
+def _serve_metrics_from_master(
+    bind: str | None, labels: tuple[str, str] | None
+) -> Callable[[Any], None]:
+    """``when_ready``, before any worker exists: in multiprocess mode, the master's pid and
+    labels are recorded (the workers inherit them) so that its memory, CPU and open files
+    are part of the merged ``/metrics`` (``process_role="master"``); with
+    ``<PREFIX>_METRICS_BIND``, the master serves that ``/metrics`` on that address.
 
     Scraped there, the metrics answer even when every worker thread is busy: a scrape
     through the workers' own port would have to wait for a free thread, exactly when
@@ -105,11 +160,36 @@ def _serve_metrics_from_master(bind: str | None) -> Callable[[Any], None]:
     """
 
     def when_ready(server: Any) -> None:
+        if labels is not None and exposition.multiprocess_dir():
+            runtime.set_master(os.getpid(), labels)
+            for reason in EXIT_REASONS:  # 0 from the start (after on_starting emptied the folder)
+                metrics.WORKER_EXITS.labels(*labels, reason)
+        if labels is not None:
+            _check_readiness(server)
         if bind and exposition.multiprocess_dir():
             exposition.serve_merged(bind)
             server.log.info("metrics of all workers on http://%s/metrics", bind)
 
     return when_ready
+
+
+def _check_readiness(server: Any) -> None:
+    """Ask the server's own ``/readyz`` from a thread of the master, until it passes: the
+    worker that answers records the cold start (master's start to ready) then, not when a
+    kubelet or ``make up`` first probes. Through the bound socket, as any client would.
+    """
+    for listener in server.LISTENERS:
+        address = listener.getsockname()
+        if listener.family not in (socket.AF_INET, socket.AF_INET6):
+            continue  # a Unix socket: left to the outside probes
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address[0], address[0])  # noqa: S104
+        threading.Thread(
+            target=health.probe_until_ready,
+            args=(host, address[1]),
+            name="polyframe-cold-start",
+            daemon=True,
+        ).start()
+        return
 
 
 def post_worker_init(worker: Any) -> None:
@@ -127,48 +207,133 @@ def child_exit(_server: Any, worker: Any) -> None:
         mark_process_dead(worker.pid, path)  # type: ignore[no-untyped-call]
 
 
+#: The values of ``polyframe_worker_exits_total``'s ``reason`` (see :func:`exit_reason`).
+EXIT_REASONS = ("timeout", "restart", "crash")
+
+
+def exit_reason(worker: Any) -> str:
+    """Why a worker the master has reaped is gone: ``timeout``, ``restart`` or ``crash``.
+
+    gunicorn gives ``child_exit`` the worker, not its exit status. ``timeout``: the master
+    itself aborted it (``worker.aborted``: its main loop had not notified for ``timeout``
+    seconds). ``restart``: it left its run loop on its own terms (a SIGTERM/SIGQUIT of the
+    master on reload, scale-down or stop; ``max_requests``), which :class:`ThreadWorker`
+    writes into its heartbeat file (:class:`ExitNotingTmp`) on the way out. ``crash``:
+    anything else (killed by a signal, e.g. the OOM killer's SIGKILL; an exception; an
+    ``os._exit``): it could not say.
+    """
+    if getattr(worker, "aborted", False):
+        return "timeout"
+    tmp = getattr(worker, "tmp", None)
+    if isinstance(tmp, ExitNotingTmp) and tmp.left_cleanly:
+        return "restart"
+    return "crash"
+
+
+def _count_worker_exits(service: str, framework: str) -> Callable[[Any, Any], None]:
+    """``child_exit``: :func:`child_exit`, and the exit counted by its reason (master side:
+    only the master sees a worker die; its samples reach ``/metrics`` through the
+    multiprocess folder, like the workers')."""
+
+    def count_and_clean_up(server: Any, worker: Any) -> None:
+        metrics.WORKER_EXITS.labels(service, framework, exit_reason(worker)).inc()
+        child_exit(server, worker)
+
+    return count_and_clean_up
+
+
 def worker_exit(_server: Any, _worker: Any) -> None:
     """Worker side, on its way out: send the spans still buffered."""
     tracing.flush()
 
+
+#: How often the main loop adds the busy seconds of requests still running (its heartbeat
+#: comes at least once a second, and after every event: no need to write each time).
+BUSY_SLICE_SECONDS = 1.0
 
 #: Seconds a worker serves on after SIGTERM, ``/readyz`` failing (set by :func:`settings`
 #: in the master, inherited by the workers it forks).
 _drain_seconds = 2.0
 
 
-def write_problem(sock: Any, status_int: int, reason: str, mesg: str) -> None:
-    """gunicorn's ``util.write_error``, answering problem+json instead of an HTML page.
+class ExitNotingTmp:
+    """gunicorn's heartbeat file of one worker (``worker.tmp``), also telling the master
+    whether the worker left cleanly.
 
-    gunicorn refuses some requests itself, before any application sees them: a request
-    line over 4094 bytes (414), headers too large (431), a malformed request (400). Its
-    page is the one answer of a service that is not problem+json; this one has the same
-    shape as all the others (``instance`` is null: the path may be what could not be read).
+    The file is made by the master before the fork and shared with the worker: the worker
+    writes a mark into it as it leaves its run loop; the master reads the mark as it closes
+    the file after reaping the worker, just before ``child_exit`` (:func:`exit_reason`).
+    A worker killed by a signal never writes it.
     """
-    problem = Problem(status=status_int, title=reason, detail=mesg or reason)
-    body = json.dumps(problem.as_dict()).encode()
-    headers = {
-        "Connection": "close",
-        "Content-Type": PROBLEM_CONTENT_TYPE,
-        "Content-Length": str(len(body)),
-        **security_headers(PROBLEM_CONTENT_TYPE, ()),
-    }
-    head = f"HTTP/1.1 {status_int} {reason}\r\n" + "".join(
-        f"{name}: {value}\r\n" for name, value in headers.items()
-    )
-    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + b"\r\n" + body)
+
+    _MARK = b"clean"
+
+    def __init__(self, tmp: Any) -> None:
+        self._tmp = tmp
+        #: Read by the master when it closes the file (None until then).
+        self.left_cleanly: bool | None = None
+
+    def notify(self) -> None:
+        self._tmp.notify()
+
+    def last_update(self) -> float:
+        return float(self._tmp.last_update())
+
+    def fileno(self) -> int:
+        return int(self._tmp.fileno())
+
+    def mark_clean_exit(self) -> None:
+        """Worker side, leaving on its own terms."""
+        with contextlib.suppress(OSError, ValueError):
+            os.pwrite(self.fileno(), self._MARK, 0)
+
+    def close(self) -> None:
+        if self.left_cleanly is None:
+            with contextlib.suppress(OSError, ValueError):  # closed already
+                self.left_cleanly = os.pread(self.fileno(), len(self._MARK), 0) == self._MARK
+        self._tmp.close()
+
+
+#: Thread-local of the pool threads: when the request a thread serves was queued.
+_serving = threading.local()
 
 
 class ThreadWorker(GThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker, reporting its thread pool into the metric catalogue,
-    draining on SIGTERM (see :mod:`service_kit.drain`), and answering the requests gunicorn
-    refuses itself as problem+json (:func:`write_problem`)."""
+    draining on SIGTERM (:mod:`service_kit.drain`), answering the requests gunicorn refuses
+    itself as problem+json (:mod:`service_kit.refusals`), handing each request's queue time
+    to the app (:data:`~service_kit.cycle.ENQUEUED_ENVIRON`), saying ``Connection: close``
+    only when it cannot reuse the connection (:mod:`service_kit.unread`) and telling the
+    master how it exits (:class:`ExitNotingTmp`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # in the master, before the fork
+        self.tmp: Any = ExitNotingTmp(self.tmp)
 
     def init_process(self) -> None:
         # gunicorn's workers write their refusals through ``util.write_error``; this is a
         # worker process of ours, so every refusal it writes is a problem.
-        gunicorn_util.write_error = write_problem
-        super().init_process()
+        gunicorn_util.write_error = refusals.write_problem
+        try:
+            super().init_process()
+        except SystemExit as leaving:
+            # SIGQUIT/SIGINT (the master's quick stop) leave with 0; SIGABRT with 1.
+            if leaving.code in (0, None):
+                self.tmp.mark_clean_exit()
+            raise
+        self.tmp.mark_clean_exit()  # the run loop ended: SIGTERM, max_requests, no parent
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app: Any = self.wsgi
+
+        def with_enqueued_time(environ: dict[str, Any], start_response: Any) -> Any:
+            enqueued = getattr(_serving, "enqueued", None)
+            if enqueued is not None:
+                environ[ENQUEUED_ENVIRON] = enqueued
+            return app(environ, unread.settling_start_response(start_response))
+
+        self.wsgi: Any = with_enqueued_time
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if _drain_seconds <= 0:
@@ -177,7 +342,12 @@ class ThreadWorker(GThreadWorker):  # type: ignore[misc]
         drain.begin(_drain_seconds, lambda: GThreadWorker.handle_exit(self, sig, frame))
 
     _busy: Any = None
+    _busy_seconds: Any = None
     _queue: Any = None
+    #: Pool threads serving a request: thread id -> the time its busy seconds count from.
+    _busy_since: dict[int, float]
+    _busy_lock: threading.Lock
+    _sliced_at = 0.0
 
     def instrument(self) -> bool:
         """Bind to the app's telemetry (once its factory has run); False when it is off."""
@@ -185,23 +355,57 @@ class ThreadWorker(GThreadWorker):  # type: ignore[misc]
             current = telemetry.current()
             if current is None or not current.enabled:
                 return False
-            self._busy = metrics.WORKER_THREADS_BUSY.labels(*current.labels)
+            self._busy_since = {}
+            self._busy_lock = threading.Lock()
+            self._busy_seconds = metrics.WORKER_THREADS_BUSY_SECONDS.labels(*current.labels)
             self._queue = metrics.REQUEST_QUEUE_DURATION.labels(*current.labels)
             metrics.WORKER_THREADS.labels(*current.labels).set(self.cfg.threads)
+            self._busy = metrics.WORKER_THREADS_BUSY.labels(*current.labels)
         return True
+
+    def notify(self) -> None:
+        """The main loop's heartbeat (at least once a second): also the busy seconds of
+        requests still running, so a hung request shows in the counter's rate at once."""
+        super().notify()
+        if self._busy is None:
+            return
+        now = time.perf_counter()
+        if now - self._sliced_at < BUSY_SLICE_SECONDS:
+            return
+        self._sliced_at = now
+        with self._busy_lock:
+            for thread, since in self._busy_since.items():
+                self._busy_seconds.inc(now - since)
+                self._busy_since[thread] = now
+
+    def _busy_begins(self) -> None:
+        with self._busy_lock:
+            self._busy_since[threading.get_ident()] = time.perf_counter()
+        self._busy.inc()
+
+    def _busy_ends(self) -> None:
+        self._busy.dec()
+        with self._busy_lock:
+            since = self._busy_since.pop(threading.get_ident(), None)
+            if since is not None:
+                self._busy_seconds.inc(time.perf_counter() - since)
 
     def enqueue_req(self, conn: Any) -> None:
         conn.polyframe_enqueued = time.perf_counter()
         super().enqueue_req(conn)
 
     def handle(self, conn: Any) -> Any:
-        if not self.instrument():
-            return super().handle(conn)
         enqueued = getattr(conn, "polyframe_enqueued", None)
-        if enqueued is not None:
-            self._queue.observe(time.perf_counter() - enqueued)
-        self._busy.inc()
+        _serving.enqueued = enqueued
         try:
-            return super().handle(conn)
+            if not self.instrument():
+                return super().handle(conn)
+            if enqueued is not None:
+                self._queue.observe(time.perf_counter() - enqueued)
+            self._busy_begins()
+            try:
+                return super().handle(conn)
+            finally:
+                self._busy_ends()
         finally:
-            self._busy.dec()
+            _serving.enqueued = None

@@ -5,11 +5,17 @@
 head, …); otherwise 503 with the failing check named.
 
 Body: ``{"status": "ok"|"fail", "service": name, "checks": {name: {"status", "detail"}}}``.
+
+The cold start is recorded at the first ``/readyz`` that passes; a server asks itself right
+after it starts (:func:`probe_until_ready`, :func:`check_until_ready`) rather than waiting for
+whatever probes it from outside, whenever that happens to come.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
+import itertools
 import sys
 import threading
 import time
@@ -150,3 +156,74 @@ def wait_until_ready(
             tell(f"{service}: waiting ({failing})")
             last = failing
         sleep(max(0.0, min(interval_seconds, deadline - clock())))
+
+
+# -- the cold start: ready, as the server itself finds it ------------------------------------------
+
+#: Pauses between two self-checks after a start: short at first (the cold start is measured
+#: to the first pass), then longer while a dependency stays down; for at most
+#: :data:`SELF_CHECK_SECONDS`, after which the first outside probe that passes records it.
+SELF_CHECK_PAUSES = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+SELF_CHECK_SECONDS = 300.0
+
+
+def _pause(attempt: int) -> float:
+    return SELF_CHECK_PAUSES[min(attempt, len(SELF_CHECK_PAUSES) - 1)]
+
+
+def probe_until_ready(
+    host: str,
+    port: int,
+    *,
+    path: str = "/readyz",
+    timeout_seconds: float = SELF_CHECK_SECONDS,
+    request_seconds: float = 30.0,
+) -> bool:
+    """GET ``path`` on ``host:port`` until it answers 200 (True), for at most
+    ``timeout_seconds``; False at the deadline or on an answer that is neither 200 nor 503
+    (the app has no readiness route: asking again would not change that).
+
+    For gunicorn's master, right after it binds: the request waits in the listening
+    socket until a worker has loaded the app, and that worker's ``/readyz`` records the
+    cold start. ``request_seconds`` is long: a worker may take a while to load the app.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    for attempt in itertools.count():
+        connection = http.client.HTTPConnection(host, port, timeout=request_seconds)
+        try:
+            connection.request("GET", path, headers={"User-Agent": "polyframe-self-check"})
+            status = connection.getresponse().status
+        except (OSError, http.client.HTTPException):
+            status = None  # not answering yet (a worker loading the app, a restart)
+        finally:
+            connection.close()
+        if status == 200:
+            return True
+        if status not in (None, 503) or time.monotonic() >= deadline:
+            return False
+        time.sleep(min(_pause(attempt), max(0.0, deadline - time.monotonic())))
+    return False  # pragma: no cover - the loop returns
+
+
+async def check_until_ready(
+    checks: Callable[[], Mapping[str, AsyncCheck]],
+    *,
+    timeout_seconds: float = SELF_CHECK_SECONDS,
+    stop: asyncio.Event | None = None,
+) -> bool:
+    """Run the readiness ``checks`` until they all pass (True), for at most
+    ``timeout_seconds`` or until ``stop`` is set (False): for an ASGI app, from its
+    lifespan, right after start-up.
+
+    ``stop`` as well as cancelling: Python 3.11's ``wait_for`` (in each check) loses a
+    cancellation that arrives as the check ends.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    for attempt in itertools.count():
+        results = await run_async_checks(checks())
+        if all(result.ok for result in results.values()):
+            return True
+        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            return False
+        await asyncio.sleep(min(_pause(attempt), max(0.0, deadline - time.monotonic())))
+    return False  # pragma: no cover - the loop returns

@@ -4,6 +4,7 @@ limits checked as declared; why: docs/architecture.md, "Input the database canno
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,26 +19,43 @@ from pydantic import (
 
 NUL = "\x00"
 NUL_MESSAGE = "must not contain the NUL character (U+0000)"
+SURROGATE_MESSAGE = "must not contain a lone surrogate (U+D800 to U+DFFF): it is not UTF-8"
+#: What no database here stores in text: NUL (PostgreSQL), and a lone surrogate, which JSON
+#: can send (``"\\ud800"``) but no UTF-8 can hold (PostgreSQL's driver fails to encode it).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def _contains_nul(value: Any) -> bool:
+def _unstorable(value: Any) -> str | None:
+    """Why text in ``value`` (keys included) cannot be stored, if it cannot."""
     if isinstance(value, str):
-        return NUL in value
+        found = _UNSTORABLE.search(value)
+        if found is None:
+            return None
+        return NUL_MESSAGE if found.group() == NUL else SURROGATE_MESSAGE
     if isinstance(value, dict):
-        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return any(_contains_nul(item) for item in value)
-    return False
+        for key, item in value.items():
+            reason = _unstorable(key) or _unstorable(item)
+            if reason:
+                return reason
+    elif isinstance(value, list | tuple):
+        for item in value:
+            reason = _unstorable(item)
+            if reason:
+                return reason
+    return None
 
 
 def refuse_nul(value: Any) -> Any:
-    """A validator: ``value`` unchanged, unless text in it holds a NUL character."""
-    if _contains_nul(value):
-        raise ValueError(NUL_MESSAGE)
+    """A validator: ``value`` unchanged, unless text in it holds a NUL character or a lone
+    surrogate (neither can be stored)."""
+    reason = _unstorable(value)
+    if reason:
+        raise ValueError(reason)
     return value
 
 
-#: A free-form JSON object (an audit event's payload) without a NUL anywhere inside.
+#: A free-form JSON object (an audit event's payload) without a NUL or a lone surrogate
+#: anywhere inside (a typed ``str`` field refuses a lone surrogate by itself).
 JsonObject = Annotated[dict[str, Any], AfterValidator(refuse_nul)]
 
 

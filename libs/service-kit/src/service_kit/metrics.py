@@ -76,6 +76,14 @@ HTTP_SERVER_ACTIVE = Gauge(
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )
+OLDEST_REQUEST_START = Gauge(
+    "polyframe_oldest_request_start_timestamp_seconds",
+    "Unix time the oldest request in flight started (+Inf when none): time() minus it is the "
+    "age of the oldest request, which grows while a request hangs. The oldest of all workers.",
+    list(SERVICE),
+    multiprocess_mode="livemin",
+    registry=REGISTRY,
+)
 HTTP_SERVER_REQUEST_SIZE = Histogram(
     "http_server_request_body_size_bytes",
     "Size of HTTP server request bodies (OpenTelemetry http.server.request.body.size).",
@@ -125,23 +133,33 @@ HTTP_CLIENT_CIRCUIT_REJECTIONS = Counter(
 
 # -- Process and runtime ------------------------------------------------------------------------
 
+#: ``process_role``: ``worker`` (serves requests; a lone uvicorn too) or ``master`` (gunicorn's
+#: arbiter, uvicorn's supervisor with ``--workers``: read from /proc at each scrape).
 PROCESS_RSS = Gauge(
     "process_resident_memory_bytes",
-    "Resident memory of each server process (one series per worker in multiprocess mode).",
-    list(SERVICE),
+    "Resident memory of each server process, master included (one series per process, "
+    "label pid, in multiprocess mode).",
+    [*SERVICE, "process_role"],
     multiprocess_mode="liveall",
     registry=REGISTRY,
 )
 PROCESS_CPU = Counter(
     "process_cpu_seconds",
-    "CPU time (user and system) spent by the server processes.",
-    list(SERVICE),
+    "CPU time (user and system) spent by the server processes, master included.",
+    [*SERVICE, "process_role"],
     registry=REGISTRY,
 )
 PROCESS_OPEN_FDS = Gauge(
     "process_open_fds",
-    "Open file descriptors of each server process.",
-    list(SERVICE),
+    "Open file descriptors of each server process, master included.",
+    [*SERVICE, "process_role"],
+    multiprocess_mode="liveall",
+    registry=REGISTRY,
+)
+PROCESS_MAX_FDS = Gauge(
+    "process_max_fds",
+    "The open file descriptor limit (soft RLIMIT_NOFILE) of each server process.",
+    [*SERVICE, "process_role"],
     multiprocess_mode="liveall",
     registry=REGISTRY,
 )
@@ -160,8 +178,9 @@ GC_PAUSE = Histogram(
 )
 COLD_START = Gauge(
     "polyframe_cold_start_seconds",
-    "From the start of the server's main process to its first successful /readyz "
-    "(the first worker's, in multiprocess mode).",
+    "From the start of the server's main process to ready (app loaded, readiness checks "
+    "passing), as the server found it itself right after starting (the first worker's, in "
+    "multiprocess mode).",
     list(SERVICE),
     multiprocess_mode="min",
     registry=REGISTRY,
@@ -219,6 +238,23 @@ REQUEST_QUEUE_DURATION = Histogram(
     buckets=QUEUE_BUCKETS,
     registry=REGISTRY,
 )
+WORKER_THREADS_BUSY_SECONDS = Counter(
+    "polyframe_worker_threads_busy_seconds",
+    "Seconds request-handling threads spent busy (added every second while a request runs): "
+    "its rate over the threads available is the busy ratio, and survives a missed scrape.",
+    list(SERVICE),
+    registry=REGISTRY,
+)
+#: Why the gunicorn master saw a worker go (see service_kit.gunicorn.exit_reason).
+WORKER_EXIT_REASONS = ("timeout", "crash", "restart")
+WORKER_EXITS = Counter(
+    "polyframe_worker_exits",
+    "gunicorn workers gone, counted by the master: timeout (aborted by the master: its main "
+    "loop stopped), crash (killed by a signal, e.g. out of memory, or failed), restart "
+    "(left cleanly: reload, scale-down, max_requests, stop).",
+    [*SERVICE, "reason"],
+    registry=REGISTRY,
+)
 
 # -- The database, per request (Django's ORM, and SQLAlchemy in the other two) -------------------
 
@@ -244,6 +280,50 @@ DB_REPEATED_QUERIES = Counter(
 )
 
 
+# -- The database connection pool: a full pool told apart from a database that is down ---------
+
+#: Getting a connection: ~0 from the pool, ms to open one, the pool's timeout (5 s) when full.
+POOL_WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+DB_POOL_CONNECTIONS = Gauge(
+    "polyframe_db_pool_connections",
+    "Database connections of the server processes: in_use (checked out by a request) or idle "
+    "(open, waiting in the pool; Django: held by a thread between requests).",
+    [*SERVICE, "state"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+DB_POOL_MAX_CONNECTIONS = Gauge(
+    "polyframe_db_pool_max_connections",
+    "Connections the pools may hold at most: pool size plus max overflow, summed over the "
+    "processes (SQLAlchemy only; Django opens one per thread).",
+    list(SERVICE),
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+DB_POOL_WAIT = Histogram(
+    "polyframe_db_pool_wait_seconds",
+    "Time to get a connection from the pool: waiting for a free one, or opening a new one "
+    "(SQLAlchemy only; a Django thread opens its own).",
+    list(SERVICE),
+    buckets=POOL_WAIT_BUCKETS,
+    registry=REGISTRY,
+)
+DB_POOL_TIMEOUTS = Counter(
+    "polyframe_db_pool_timeouts",
+    "Requests for a connection that gave up: every connection of the pool stayed in use "
+    "for the whole pool timeout (SQLAlchemy only).",
+    list(SERVICE),
+    registry=REGISTRY,
+)
+DB_CONNECT_ERRORS = Counter(
+    "polyframe_db_connect_errors",
+    "Attempts to open a database connection that failed (refused, unreachable, timed out, "
+    "authentication): the database, not the pool.",
+    list(SERVICE),
+    registry=REGISTRY,
+)
+
 # -- The audit outbox: its dispatcher (a process of its own per producer) ----------------------
 
 OUTBOX_PENDING = Gauge(
@@ -258,6 +338,31 @@ OUTBOX_OLDEST_PENDING_AGE = Gauge(
     "Age of the oldest undelivered audit event (0 when none waits).",
     list(SERVICE),
     multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
+#: The oldest pending event's creation time rather than only its age: a loop that stops
+#: refreshing leaves the timestamp behind, so ``time() - it`` keeps growing (an age freezes).
+OUTBOX_OLDEST_PENDING_TIMESTAMP = Gauge(
+    "polyframe_outbox_oldest_pending_timestamp_seconds",
+    "Creation time (unix) of the oldest undelivered audit event, +Inf when none waits; "
+    "refreshed every round whether or not delivery succeeds (age: time() - it).",
+    list(SERVICE),
+    multiprocess_mode="livemin",
+    registry=REGISTRY,
+)
+OUTBOX_LAST_SUCCESS = Gauge(
+    "polyframe_outbox_last_success_timestamp_seconds",
+    "Unix time the dispatcher last completed a round without an error (0 before its first): "
+    "its heartbeat.",
+    list(SERVICE),
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
+OUTBOX_LOOP_ERRORS = Counter(
+    "polyframe_outbox_loop_errors",
+    "Dispatcher rounds that raised (database errors, bugs); a delivery admin-django refuses "
+    "is not one (polyframe_outbox_failed_total).",
+    list(SERVICE),
     registry=REGISTRY,
 )
 OUTBOX_DELIVERED = Counter(
@@ -280,6 +385,16 @@ RATE_LIMIT_FALLBACKS = Counter(
     "Rate-limit counter operations done in the process because the shared storage (Redis) "
     "was unreachable: meanwhile each process enforces its own limits.",
     list(SERVICE),
+    registry=REGISTRY,
+)
+
+# -- Hostile input (service_kit.limits) ---------------------------------------------------------
+
+INPUT_REJECTED = Counter(
+    "polyframe_input_rejected",
+    "Requests refused before parsing for going past a structural limit (service_kit.limits): "
+    "body size, JSON depth, members, elements, strings, numbers, query, headers, form fields.",
+    [*SERVICE, "limit"],
     registry=REGISTRY,
 )
 

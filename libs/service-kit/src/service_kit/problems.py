@@ -26,6 +26,8 @@ FORBIDDEN = f"{TYPE_PREFIX}forbidden"
 NOT_FOUND = f"{TYPE_PREFIX}not-found"
 CONFLICT = f"{TYPE_PREFIX}conflict"
 DEPENDENCY_UNAVAILABLE = f"{TYPE_PREFIX}dependency-unavailable"
+#: A request over one of the structural limits (service_kit.limits), its body size included.
+INPUT_LIMIT = f"{TYPE_PREFIX}input-limit"
 INTERNAL = f"{TYPE_PREFIX}internal-error"
 
 
@@ -196,6 +198,21 @@ def malformed_body(errors: list[FieldError] | None = None) -> Problem:
     return problem
 
 
+def incomplete_body() -> Problem:
+    """400 for a body the server could not read to its end: the client closed the connection
+    or broke its chunked encoding mid-body (the server's read raised). The client's fault,
+    never a 5xx: anyone could burn the error budget with half-sent bodies."""
+    return Problem(
+        status=400,
+        title="Incomplete request body",
+        detail=(
+            "The request body ended before its declared end (the connection closed or its "
+            "chunked encoding broke); send the whole body again"
+        ),
+        type=MALFORMED_BODY,
+    )
+
+
 def unsupported_media_type(received: str | None) -> Problem:
     """415 for a body that is not ``application/json``."""
     return Problem(
@@ -206,8 +223,14 @@ def unsupported_media_type(received: str | None) -> Problem:
 def body_too_large(limit: int | None = None) -> Problem:
     """413 for a body over ``limit`` bytes (None: the limit the framework enforced)."""
     if limit is None:
-        return Problem(status=413, detail="The request body is too large")
-    return Problem(status=413, detail=f"The request body exceeds {limit} bytes")
+        return Problem(status=413, detail="The request body is too large", type=INPUT_LIMIT)
+    return Problem(status=413, detail=f"The request body exceeds {limit} bytes", type=INPUT_LIMIT)
+
+
+def input_limit_exceeded(status: int, detail: str) -> Problem:
+    """A request over a structural limit (:mod:`service_kit.limits`): ``detail`` names the
+    limit and its value, never the input."""
+    return Problem(status=status, title="Input limit exceeded", detail=detail, type=INPUT_LIMIT)
 
 
 #: Headers of a framework's own error response that its problem+json replacement keeps:

@@ -15,6 +15,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service_kit import drain
+from service_kit.limits import InputLimits
+
+_LIMITS = InputLimits()
 
 #: Values that mean "somebody forgot to set this". Compared case-insensitively.
 PLACEHOLDER_SECRETS: frozenset[str] = frozenset(
@@ -81,6 +84,18 @@ class ServiceSettings(BaseSettings):
     #: Fault drills: routes that block the event loop, hold a worker thread or run an N+1
     #: query pattern on purpose, to see the dashboards and alerts react. Never in production.
     drills: bool = False
+    #: Structural limits of every request, checked before it is parsed (service_kit.limits;
+    #: README.md, "Security"). The body's size is each service's ``max_body_bytes``.
+    json_max_depth: int = Field(default=_LIMITS.json_max_depth, ge=1, le=256)
+    json_max_members: int = Field(default=_LIMITS.json_max_members, ge=1)
+    json_max_elements: int = Field(default=_LIMITS.json_max_elements, ge=1)
+    json_max_string_length: int = Field(default=_LIMITS.json_max_string_length, ge=1)
+    #: At most 4000: Python's int() refuses more than 4300 digits (int_max_str_digits).
+    json_max_number_length: int = Field(default=_LIMITS.json_max_number_length, ge=20, le=4_000)
+    query_max_params: int = Field(default=_LIMITS.query_max_params, ge=1)
+    query_max_repeats: int = Field(default=_LIMITS.query_max_repeats, ge=1)
+    headers_max_count: int = Field(default=_LIMITS.headers_max_count, ge=10)
+    header_max_bytes: int = Field(default=_LIMITS.header_max_bytes, ge=1_024)
 
     @field_validator("log_level")
     @classmethod
@@ -161,6 +176,20 @@ class ServiceSettings(BaseSettings):
     def is_development(self) -> bool:
         return self.environment is Environment.DEVELOPMENT
 
+    @property
+    def input_limits(self) -> InputLimits:
+        """The structural limits these settings set, as the adapters take them."""
+        return InputLimits.of(self)
+
+
+class FormSettings(ServiceSettings):
+    """A service with HTML forms (admin-django's console): Django counts their fields and
+    files (``DATA_UPLOAD_MAX_NUMBER_FIELDS``, ``DATA_UPLOAD_MAX_NUMBER_FILES``, set from
+    these); the kit's middleware answers a breach (service_kit.django)."""
+
+    form_max_fields: int = Field(default=1_000, ge=10)
+    form_max_files: int = Field(default=100, ge=0)
+
 
 class ProducerSettings(ServiceSettings):
     """A service that writes audit events to its outbox (users-fastapi, legacy-flask)."""
@@ -169,8 +198,13 @@ class ProducerSettings(ServiceSettings):
     database_url: str
     #: Where the outbox dispatcher delivers audit events (admin-django).
     admin_url: str = "http://127.0.0.1:8103"
-    #: ``host:port`` where the dispatcher process serves its ``/metrics`` (none if unset).
+    #: ``host:port`` where the dispatcher process serves its ``/metrics`` and ``/livez``
+    #: (none if unset).
     outbox_metrics_bind: str | None = None
+    #: Seconds without a completed round after which the dispatcher's ``/livez`` fails; unset:
+    #: derived from its poll interval and its calls' timeouts and backoff
+    #: (``service_kit.outbox.dispatcher.default_stall_seconds``: 61.5 s with the defaults).
+    outbox_stall_seconds: float | None = Field(default=None, gt=0)
 
 
 def secret_required_outside_development() -> dict[str, Any]:
@@ -190,6 +224,7 @@ def _is_secret_annotation(annotation: Any) -> bool:
 __all__ = [
     "PLACEHOLDER_SECRETS",
     "Environment",
+    "FormSettings",
     "ProducerSettings",
     "ServiceSettings",
     "SettingsError",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -18,6 +20,8 @@ from service_kit import dbstats
 from service_kit.pagination import decode_cursor, encode_cursor
 from service_kit.telemetry import Telemetry
 
+log = logging.getLogger("service_kit.sqla")
+
 #: What SQLAlchemy raises when the database cannot be used right now (down, unreachable,
 #: connection lost, pool exhausted): a 503 for the client, never a 500.
 UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -25,6 +29,26 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     sa_exc.InterfaceError,
     sa_exc.TimeoutError,
 )
+
+
+def disconnected(exc: BaseException) -> bool:
+    """``exc`` is SQLAlchemy's word that the connection was lost (and it invalidated it and
+    the pool's older connections): the statement never ran on a live connection."""
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
+@contextmanager
+def lost_connection_ignored() -> Iterator[None]:
+    """Around the closing of a request's session: the connection may have been dropped after
+    the answer was made (its ROLLBACK fails); SQLAlchemy has discarded it by then and there
+    is nothing left to undo, so the request is not failed for it."""
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.info("connection lost before the session closed", extra={"error": type(exc).__name__})
+
 
 #: Seconds a SQLite writer waits for the lock before failing (the busy timeout).
 SQLITE_BUSY_SECONDS = 15
@@ -50,7 +74,6 @@ def engine_options(database_url: str, *, pool_size: int = 5) -> tuple[URL, dict[
     return url, {
         "pool_size": pool_size,
         "max_overflow": pool_size,
-        "pool_pre_ping": True,
         "pool_timeout": 5,
         "connect_args": connect_args,
     }
@@ -88,9 +111,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def instrument(engine: Engine, telemetry: Telemetry) -> None:
-    """Trace the engine's statements and count them per request (when telemetry is on)."""
+    """Trace the engine's statements and count them per request, and count its pool's
+    connections, waits, timeouts and refused connections (when telemetry is on)."""
     if telemetry.enabled:
         dbstats.watch_sqlalchemy(engine)
+        dbstats.watch_sqlalchemy_pool(engine, telemetry.labels)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -7,15 +7,16 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
-from service_kit import dbstats, metrics, runtime, tracing
+from service_kit import dbstats, limits, metrics, runtime, tracing
 
 # Re-exported for the kit's client and outbox, which take them from here.
 from service_kit.tracing import tracer_provider
@@ -39,6 +40,8 @@ class RequestState:
     route: str | None = None
     #: The database part was finished early, while the server span still recorded.
     db_done: bool = False
+    #: Unix time it started (for the oldest request in flight).
+    started_unix: float = 0.0
 
 
 @dataclass
@@ -51,9 +54,14 @@ class Telemetry:
     repeated_query_threshold: int = dbstats.DEFAULT_REPEATED_QUERY_THRESHOLD
     _labels: tuple[str, str] = field(init=False)
     _ready: bool = field(default=False, init=False)
+    _in_flight: InFlight | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._labels = (self.service, self.framework)
+        if self.enabled:
+            self._in_flight = InFlight(metrics.OLDEST_REQUEST_START.labels(*self._labels))
+            for limit in limits.LIMITS:  # every limit's series exists from the start, at 0
+                metrics.INPUT_REJECTED.labels(*self._labels, limit)
 
     @property
     def tracing(self) -> bool:
@@ -77,9 +85,14 @@ class Telemetry:
         method = metrics.method_label(method)
         metrics.HTTP_SERVER_ACTIVE.labels(*self._labels, method).inc()
         db, end_db = dbstats.begin()
+        now = time.perf_counter()
         if started is None:
-            started = time.perf_counter()
-        return RequestState(method, started, trace.get_current_span(), db, end_db)
+            started = now
+        state = RequestState(method, started, trace.get_current_span(), db, end_db)
+        state.started_unix = time.time() - (now - started)
+        if self._in_flight is not None:
+            self._in_flight.add(state)
+        return state
 
     def finish_request(
         self,
@@ -93,6 +106,8 @@ class Telemetry:
         if state is None:
             return
         seconds = time.perf_counter() - state.started
+        if self._in_flight is not None:
+            self._in_flight.remove(state)
         method, route = state.method, metrics.route_label(route)
         metrics.HTTP_SERVER_ACTIVE.labels(*self._labels, method).dec()
         metrics.HTTP_SERVER_DURATION.labels(
@@ -107,6 +122,11 @@ class Telemetry:
                 response_bytes
             )
         self.finish_database(state, route)
+
+    def input_rejected(self, limit: str) -> None:
+        """A request refused for going past ``limit`` (one of :data:`limits.LIMITS`)."""
+        if self.enabled:
+            metrics.INPUT_REJECTED.labels(*self._labels, limit).inc()
 
     def finish_database(self, state: RequestState, route: str) -> None:
         """Queries and time of the request, and N+1 detection (flagged on ``state.span``).
@@ -146,6 +166,38 @@ class Telemetry:
         age = runtime.server_age()
         if age is not None:
             metrics.COLD_START.labels(*self._labels).set(age)
+
+
+class InFlight:
+    """The requests in flight in this process, for the start time of the oldest one
+    (``polyframe_oldest_request_start_timestamp_seconds``; +Inf when there is none).
+
+    A hung request never finishes, so no duration ever records it; its age does. Any
+    framework: the adapters start and finish every request through :class:`Telemetry`.
+    """
+
+    def __init__(self, gauge: Any) -> None:
+        self._gauge = gauge
+        self._lock = threading.Lock()
+        self._started: dict[int, float] = {}
+        self._oldest = math.inf
+        gauge.set(math.inf)  # the series exists from the start: "none in flight"
+
+    def add(self, state: RequestState) -> None:
+        with self._lock:
+            self._started[id(state)] = state.started_unix
+            if state.started_unix < self._oldest:
+                self._set(state.started_unix)
+
+    def remove(self, state: RequestState) -> None:
+        with self._lock:
+            started = self._started.pop(id(state), None)
+            if started is not None and started <= self._oldest:
+                self._set(min(self._started.values(), default=math.inf))
+
+    def _set(self, oldest: float) -> None:
+        self._oldest = oldest
+        self._gauge.set(oldest)
 
 
 def _exemplar(span: trace.Span) -> dict[str, str] | None:

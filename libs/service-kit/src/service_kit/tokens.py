@@ -62,7 +62,8 @@ KeyResolver = Callable[[str], RSAPublicKey | None]
 class TokenVerifier:
     """Verify a token's signature (key chosen by ``kid``), lifetime, issuer and audience.
 
-    A token that verified is remembered until it expires (at most ``cache_size``, the
+    A token that verified is remembered within its lifetime, ``nbf`` to ``exp`` by the
+    verifier's clock (at most ``cache_size``, the
     least recently used go first): a client sends the same token with every request,
     and checking its RS256 signature and base64 segments again each time cost more
     than the rest of a cheap read. A remembered token is still refused once it has
@@ -85,7 +86,8 @@ class TokenVerifier:
         self.leeway = leeway_seconds
         self._cache_size = cache_size
         self._clock = clock
-        self._verified: OrderedDict[str, tuple[AccessClaims, str, float]] = OrderedDict()
+        #: token -> (claims, kid, nbf, exp)
+        self._verified: OrderedDict[str, tuple[AccessClaims, str, float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def verify(self, token: str) -> AccessClaims:
@@ -94,14 +96,19 @@ class TokenVerifier:
             if remembered is not None:
                 self._verified.move_to_end(token)
         if remembered is not None:
-            claims, kid, expires = remembered
-            if self._clock() < expires + self.leeway and self._resolve_key(kid) is not None:
+            claims, kid, not_before, expires = remembered
+            now = self._clock()
+            if (
+                not_before - self.leeway <= now < expires + self.leeway
+                and self._resolve_key(kid) is not None
+            ):
                 return claims
             with self._lock:
                 self._verified.pop(token, None)
         claims, kid = self._verify(token)
         with self._lock:
-            self._verified[token] = (claims, kid, float(claims.raw["exp"]))
+            lifetime = float(claims.raw["nbf"]), float(claims.raw["exp"])
+            self._verified[token] = (claims, kid, *lifetime)
             while len(self._verified) > self._cache_size:
                 self._verified.popitem(last=False)
         return claims

@@ -2,7 +2,9 @@
 
 With instrumentation on, OpenTelemetry's server span holds the trace (continued
 from an incoming ``traceparent``, Traefik's or a client's) and its propagator
-sends it on. With instrumentation off, the adapters still keep the incoming
+sends it on; the request cycle takes its trace id into the context variable
+(:class:`~service_kit.cycle.RequestCycle`), so a line logged after the span
+ended names it too. With instrumentation off, the adapters still keep the incoming
 trace id (or make one) in a context variable and the service client sends it
 on in a ``traceparent`` of its own. Either way logs carry it and audit events
 record it, so one client request is one trace id in every service it touches.
@@ -50,6 +52,14 @@ def accept_trace_id(traceparent: str | None) -> str:
 def _span_context() -> SpanContext | None:
     context = trace.get_current_span().get_span_context()
     return context if context.is_valid else None
+
+
+def span_ids(span: Span | None = None) -> tuple[str, str] | None:
+    """``(trace id, span id)`` of ``span`` (default: the current one), if it is valid."""
+    context = (span or trace.get_current_span()).get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
 def current_trace_id() -> str | None:

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.settings import (
     Environment,
-    ServiceSettings,
+    FormSettings,
     secret_required_outside_development,
 )
 
 
-class AdminSettings(ServiceSettings):
+class AdminSettings(FormSettings):
     model_config = SettingsConfigDict(env_prefix="ADMIN_", extra="ignore", validate_default=True)
 
     service_name: ClassVar[str] = "admin-django"
@@ -50,6 +50,18 @@ class AdminSettings(ServiceSettings):
     max_body_bytes: int = Field(default=2_097_152, ge=1_024)
     #: Where ``collectstatic`` puts the admin's CSS and JS (served by WhiteNoise).
     static_root: str = "./.data/admin-static"
+
+    @model_validator(mode="after")
+    def _batch_fits_the_json_limit(self) -> AdminSettings:
+        """A batch is one JSON array: a batch limit above the array limit could never be used
+        (every such batch refused by the structural limit first)."""
+        if self.audit_max_batch > self.json_max_elements:
+            raise ValueError(
+                f"ADMIN_AUDIT_MAX_BATCH={self.audit_max_batch} is above "
+                f"ADMIN_JSON_MAX_ELEMENTS={self.json_max_elements}: raise "
+                "ADMIN_JSON_MAX_ELEMENTS to at least the batch size"
+            )
+        return self
 
     @property
     def cookies_secure(self) -> bool:

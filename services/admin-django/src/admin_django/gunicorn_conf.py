@@ -14,6 +14,7 @@ globals().update(
     settings(
         prefix="ADMIN",
         service="admin-django",
+        framework="django",
         wsgi_app="admin_django.wsgi:application",
         default_port=8103,
         default_threads=4,

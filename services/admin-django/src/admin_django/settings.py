@@ -73,7 +73,7 @@ def _database(url: str) -> dict[str, object]:
         if name != ":memory:":
             Path(name).parent.mkdir(parents=True, exist_ok=True)
         return {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": "service_kit.djangodb.sqlite3",
             "NAME": name,
             "OPTIONS": {
                 "timeout": 15,
@@ -84,14 +84,18 @@ def _database(url: str) -> dict[str, object]:
     if not parsed.scheme.startswith("postgres"):
         raise ValueError("ADMIN_DATABASE_URL must be sqlite:///… or postgresql://…")
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "service_kit.djangodb.postgresql",
         "NAME": unquote(parsed.path.lstrip("/")),
         "USER": unquote(parsed.username or ""),
         "PASSWORD": unquote(parsed.password or ""),
         "HOST": parsed.hostname or "",
         "PORT": str(parsed.port or ""),
         "CONN_MAX_AGE": 60,
-        "CONN_HEALTH_CHECKS": True,
+        # No ping per request: a dropped connection fails its query, and the kit closes it
+        # and runs a read once more (service_kit.django, docs/architecture.md).
+        "CONN_HEALTH_CHECKS": False,
+        # No prepare_threshold: Django's cursors bind on the client (one simple query per
+        # statement, one round trip), which psycopg never prepares.
         "OPTIONS": {"connect_timeout": 5},
     }
 
@@ -128,6 +132,12 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 USE_X_FORWARDED_HOST = False
 DATA_UPLOAD_MAX_MEMORY_SIZE = CONFIG.max_body_bytes
+# The console's forms: Django counts fields and files; the kit's middleware answers a breach
+# with the console's 400 page and counts it (service_kit.django).
+DATA_UPLOAD_MAX_NUMBER_FIELDS = CONFIG.form_max_fields
+DATA_UPLOAD_MAX_NUMBER_FILES = CONFIG.form_max_files
+# Every other structural limit of a request (service_kit.limits; README.md, "Security").
+POLYFRAME_INPUT_LIMITS = CONFIG.input_limits
 
 LOGIN_URL = "/admin/login/"
 

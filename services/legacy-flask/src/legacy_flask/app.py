@@ -53,6 +53,7 @@ def create_app(settings: OrdersSettings | None = None) -> OpenAPI:
         app,
         max_body_bytes=settings.max_body_bytes,
         telemetry=telemetry.for_service(settings, "flask"),
+        limits=settings.input_limits,
     )
     db.init_app(app)
     users.init_app(app)

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from legacy_flask.settings import current_settings
+from service_kit import flask as kit_flask
 from service_kit import sqla
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -40,6 +41,8 @@ class Database:
             sqla.instrument(engine, telemetry)
         app.extensions["polyframe.db"] = (engine, sessionmaker(engine, expire_on_commit=False))
         app.teardown_appcontext(self._close_session)
+        # A read retried after a dropped connection starts again with a new session.
+        kit_flask.on_read_retry(app, lambda: self._close_session(None))
 
     @property
     def engine(self) -> Engine:
@@ -58,4 +61,5 @@ class Database:
     def _close_session(_exc: BaseException | None) -> None:
         session = g.pop("db_session", None)
         if session is not None:
-            session.close()
+            with sqla.lost_connection_ignored():
+                session.close()

@@ -6,9 +6,10 @@ model's suffix (``…Query`` → query string, ``…Path`` → path, else body).
 
 from __future__ import annotations
 
+import copy
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +18,29 @@ from service_kit.pagination import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAG
 
 Sku = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["BOOK-42"])]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR"])]
+
+
+#: JSON schemas built so far: (model, arguments) -> schema (see :class:`_SchemaOnce`).
+_SCHEMAS: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+class _SchemaOnce(BaseModel):
+    """A header or query model whose JSON schema is built once, not on every request.
+
+    flask-openapi3 reads a header or query model's JSON schema on every request it
+    validates (``model_json_schema()``, for its properties' types): building it was a
+    quarter of legacy-flask's CPU per order creation under load (docs/benchmarks.md,
+    "Order creation under load"). Built once per model and arguments; every caller gets
+    its own copy, since a document builder may edit what it is given.
+    """
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        key = (cls, args, tuple(sorted(kwargs.items())))
+        schema = _SCHEMAS.get(key)
+        if schema is None:
+            schema = _SCHEMAS[key] = super().model_json_schema(*args, **kwargs)
+        return copy.deepcopy(schema)
 
 
 class _Strict(StrictInput):
@@ -76,14 +100,14 @@ class OrderPath(BaseModel):
     order_id: uuid.UUID
 
 
-class OrderListQuery(_Strict):
+class OrderListQuery(_SchemaOnce, _Strict):
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     cursor: str | None = Field(default=None, max_length=MAX_CURSOR_LENGTH)
     #: Staff and services only: whose orders to list (default: the caller's own).
     user_id: uuid.UUID | None = None
 
 
-class CreateOrderHeaders(BaseModel):
+class CreateOrderHeaders(_SchemaOnce):
     idempotency_key: str | None = Field(
         default=None,
         alias="Idempotency-Key",

@@ -7,6 +7,7 @@ open by omission.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -14,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service_kit import sqla
 from service_kit.credentials import authenticate_caller, authenticate_service, is_basic
 from service_kit.principal import Principal, bearer_claims
 from service_kit.problems import forbidden, unauthenticated
@@ -51,8 +53,13 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 
 async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    async with state.sessions() as session:
+    session = state.sessions()
+    try:
         yield session
+    finally:
+        with sqla.lost_connection_ignored():  # dropped after the answer: nothing to undo
+            # Shielded, as ``async with`` does: a cancelled request still returns its connection.
+            await asyncio.shield(session.close())
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

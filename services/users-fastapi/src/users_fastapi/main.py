@@ -61,6 +61,7 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         telemetry=instruments,
         drain_seconds=settings.drain_seconds,
+        limits=settings.input_limits,
     )
     kit.add_health_routes(app, settings.service_name, _readiness_checks, instruments)
     app.include_router(users.router)

@@ -13,11 +13,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import redis.asyncio
 from cachetools import TLRUCache
 from fastapi import Request
 from limits import RateLimitItemPerSecond
-from limits.aio.storage import RedisStorage, Storage
+from limits.aio.storage import Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 
@@ -93,6 +92,12 @@ class SharedStorage:
     """
 
     def __init__(self, url: str, labels: tuple[str, str], key_prefix: str = KEY_PREFIX) -> None:
+        # Imported here, not at the top: only a deployment with a shared storage needs the
+        # Redis client, and importing it cost every worker's cold start about a tenth of
+        # its imports (docs/benchmarks.md, "Cold start and memory").
+        import redis.asyncio
+        from limits.aio.storage import RedisStorage
+
         self._pool = redis.asyncio.ConnectionPool.from_url(
             url,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,

@@ -11,16 +11,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from polyframe_bench import report, soak, wrk
-from polyframe_bench.bench import Settings, run
+import httpx
+
+from polyframe_bench import compare, rawfuzz, report, soak, wrk
+from polyframe_bench.bench import DEFAULT_POSTGRES, Settings, run
 from polyframe_bench.platform import Platform
 from polyframe_dev.paths import repo_root
 
 
 def _run(args: argparse.Namespace) -> int:
+    postgres = None if args.sqlite else args.postgres
     settings = (
         Settings(
-            rounds=1, seconds=1, warmup_seconds=1, cold_starts=1, workers=args.workers, quick=True
+            rounds=1,
+            seconds=1,
+            warmup_seconds=1,
+            cold_starts=1,
+            workers=args.workers,
+            quick=True,
+            postgres=postgres,
         )
         if args.quick
         else Settings(
@@ -29,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
             warmup_seconds=args.warmup,
             cold_starts=args.cold_starts,
             workers=args.workers,
-            postgres=args.postgres,
+            postgres=postgres,
         )
     )
     out = Path(args.results_dir)
@@ -52,6 +61,20 @@ def _run(args: argparse.Namespace) -> int:
         shutil.copyfile(base.with_suffix(".png"), docs.with_suffix(".png"))
         report.update_docs(docs, table, docs.with_suffix(".png").name)
         print(f"updated {docs}", file=sys.stderr)
+    if results["errors"]:
+        print(
+            "polyframe-bench: errors in "
+            + ", ".join(f"{name} ({count})" for name, count in results["errors"].items())
+            + f": zero are required; see the servers' logs in {Path(args.scratch) / stamp}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    old, new = (json.loads(Path(name).read_text()) for name in (args.old, args.new))
+    print(compare.markdown(compare.compare(old, new), args.old, args.new), end="")
     return 0
 
 
@@ -138,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="polyframe-bench",
         description="Measure what each framework costs here: requests per second and latency "
         "of each service's cheapest authenticated read and a write, an order creation at 50 and "
-        "200 connections, the bare framework apps on the same servers, through Traefik and "
-        "directly, with instrumentation on and off; memory and cold start. Needs Debian's wrk.",
+        "200 connections, the bare framework apps and each framework's floor (the service's read "
+        "with the raw driver on a pool) on the same servers, through Traefik and directly, with "
+        "instrumentation on and off; memory and cold start; on PostgreSQL by default. Exits 1 "
+        "if any request failed. Needs Debian's wrk.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     go = sub.add_parser("run", help="start everything on 127.0.0.1, measure, write the results")
@@ -153,7 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument(
         "--postgres",
         metavar="URL",
-        help="keep the services' databases on this PostgreSQL server (default: SQLite files)",
+        default=DEFAULT_POSTGRES,
+        help="the PostgreSQL server of the services' and floors' databases, fresh ones made "
+        "for the run and dropped after it, also on failure or Ctrl-C (default "
+        "$POLYFRAME_BENCH_POSTGRES or %(default)s)",
+    )
+    go.add_argument(
+        "--sqlite",
+        action="store_true",
+        help="keep the services' databases in SQLite files instead (no floors then: they read "
+        "PostgreSQL)",
     )
     go.add_argument(
         "--quick",
@@ -176,9 +210,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     go.set_defaults(func=_run)
     _add_soak(sub, root)
+    _add_rawfuzz(sub)
     show = sub.add_parser("report", help="print the Markdown table of a results JSON")
     show.add_argument("results", help="a bench/results/*.json file")
     show.set_defaults(func=_report)
+    diff = sub.add_parser(
+        "compare",
+        help="what got faster or slower between two runs, beyond their own spread",
+        description="Per scenario and metric (req/s, p50, p99, CPU per request; cold start per "
+        "server): the change of the median from OLD to NEW, judged against the noise, the "
+        "larger of the two runs' min-max spread over their rounds (cold starts: over their "
+        "samples). Beyond it: faster or slower; else: within noise. One-round runs have no "
+        "spread, so every change counts: compare runs of 3 rounds or more. Memory (one reading "
+        "per run) is shown, not judged.",
+    )
+    diff.add_argument("old", help="the earlier bench/results/*.json")
+    diff.add_argument("new", help="the later bench/results/*.json")
+    diff.set_defaults(func=_compare)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
@@ -263,6 +311,76 @@ def _add_soak(sub: Any, root: Path) -> None:
     )
     go.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     go.set_defaults(func=_soak)
+
+
+def _rawfuzz(args: argparse.Namespace) -> int:
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+    print(f"rawfuzz | seed {seed} (--seed {seed} replays this run)", file=sys.stderr, flush=True)
+    try:
+        token = None if args.no_token else (args.token or rawfuzz.member_token(args.url))
+        results = rawfuzz.run(
+            args.url,
+            seed=seed,
+            requests=args.requests,
+            seconds=args.seconds,
+            token=token,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            cases=args.case or None,
+            progress=lambda line: print(f"rawfuzz | {line}", file=sys.stderr, flush=True),
+        )
+    except (ValueError, OSError, httpx.HTTPError) as exc:
+        print(f"polyframe-bench rawfuzz: cannot run against {args.url}: {exc}", file=sys.stderr)
+        return 2
+    print(results.table())
+    if results.refused:
+        print(f"\n{len(results.refused)} case(s) with broken framing refused by the ingress:")
+        print(results.describe_failures((token,) if token else (), limit=3, refused=True))
+    if results.failures:
+        print(f"\n{len(results.failures)} case(s) answered 5xx:")
+        print(results.describe_failures((token,) if token else ()))
+        return 1
+    return 0
+
+
+def _add_rawfuzz(sub: Any) -> None:
+    go = sub.add_parser(
+        "rawfuzz",
+        help="hostile raw HTTP bytes through the ingress; fails on any 5xx answer",
+        description="Raw-HTTP fuzzing through the ingress (bytes, not schemas): valid requests "
+        "to the platform's routes, mutated in the request line, headers, framing and body, each "
+        "on its own TCP connection with a timeout; bounded in count and time. Prints the "
+        "answers by mutation and by route. Exit 1 when any answer was a 5xx (each such case is "
+        "printed with its seed and bytes), 2 when it could not run.",
+    )
+    go.add_argument(
+        "--url",
+        default=os.environ.get("E2E_BASE_URL", "").strip() or None,
+        required=not os.environ.get("E2E_BASE_URL", "").strip(),
+        help="the ingress, e.g. http://127.0.0.1:8080 (default $E2E_BASE_URL)",
+    )
+    go.add_argument("--requests", type=int, default=2000, help="cases at most (default 2000)")
+    go.add_argument("--seconds", type=float, default=45, help="seconds at most (default 45)")
+    go.add_argument("--seed", type=int, help="PRNG seed (default: random, printed)")
+    go.add_argument(
+        "--case",
+        type=int,
+        action="append",
+        help="replay only this case of --seed (repeatable)",
+    )
+    go.add_argument("--concurrency", type=int, default=4, help="connections at once (default 4)")
+    go.add_argument(
+        "--timeout", type=float, default=10, help="seconds one connection may take (default 10)"
+    )
+    go.add_argument(
+        "--token",
+        default=os.environ.get("RAWFUZZ_TOKEN"),
+        help="a member's bearer token (default $RAWFUZZ_TOKEN; else a new member registers)",
+    )
+    go.add_argument(
+        "--no-token", action="store_true", help="send no bearer token (register no member)"
+    )
+    go.set_defaults(func=_rawfuzz)
 
 
 if __name__ == "__main__":

@@ -14,19 +14,20 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from polyframe_bench.platform import BareProcess, Platform, free_port, stop, wait_ready
+from polyframe_bench.platform import BareProcess, Platform, stop, wait_ready
 from polyframe_bench.servers import BareServer
 from polyframe_dev.localsecrets import LocalSecrets
+from polyframe_dev.plan import free_port
 from polyframe_dev.services import SERVICES, Context
 
 
 def service(platform: Platform, name: str, workers: int, scratch: Path) -> float:
     data_dir = Path(platform.ready["data_dir"])
     ports = {other: int(url.rsplit(":", 1)[1]) for other, url in platform.ready["services"].items()}
-    ports[name] = free_port()
+    ports[name] = free_port(avoid=ports.values())
     spec = SERVICES[name]
     if spec.metrics_port_name:  # never the running server's own metrics port
-        ports[spec.metrics_port_name] = free_port()
+        ports[spec.metrics_port_name] = free_port(avoid=ports.values())
     context = Context(
         data_dir=data_dir,
         secrets=LocalSecrets(data_dir / "secrets"),
@@ -54,8 +55,8 @@ def service(platform: Platform, name: str, workers: int, scratch: Path) -> float
         stop(process)
 
 
-def bare(server: BareServer, scratch: Path) -> float:
-    process = BareProcess(server)
+def bare(server: BareServer, scratch: Path, env: dict[str, str] | None = None) -> float:
+    process = BareProcess(server, env=dict(env or {}))
     try:
         return process.start(scratch / f"coldstart-{server.name}.log")
     finally:

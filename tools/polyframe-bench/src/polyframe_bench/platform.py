@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,15 +21,10 @@ from typing import Any
 import httpx
 
 from polyframe_bench.servers import BareServer
+from polyframe_dev.plan import free_port
 from polyframe_dev.services import SERVICES, drop_postgres_databases
 
 READY_TIMEOUT = 180.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> float:
@@ -67,11 +61,14 @@ class Platform:
     name: str
     folder: Path
     options: tuple[str, ...] = ()
+    #: Over the bench's environment (the services' settings, e.g. their pools).
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     ready: dict[str, Any] = field(default_factory=dict, init=False)
     email: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex}@example.com", init=False)
     password: str = "a long bench passphrase"  # noqa: S105 - a throw-away bench account
     order_id: str = ""
+    user_id: str = ""
 
     def start(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -97,6 +94,7 @@ class Platform:
             stdout=(self.folder / "platform.log").open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **self.env},
         )
         deadline = time.monotonic() + READY_TIMEOUT
         while not ready_file.exists():
@@ -111,8 +109,8 @@ class Platform:
         if self.process is not None:
             stop(self.process, signal.SIGINT, timeout=60)
         server = self.option("--postgres")
-        if server and self.ready:  # its databases were made for this run only
-            drop_postgres_databases(server, Path(self.ready["data_dir"]), SERVICES)
+        if server:  # its databases were made for this run only (also if it failed to start)
+            drop_postgres_databases(server, self.folder / "data", SERVICES)
 
     def option(self, name: str) -> str | None:
         """The value given to ``polyframe-dev up`` option ``name`` (None if not given)."""
@@ -136,10 +134,12 @@ class Platform:
     def prepare(self) -> None:
         """A member with one order (for the reads), through the ingress."""
         with httpx.Client(base_url=self.ingress, timeout=30) as client:
-            client.post(
+            registered = client.post(
                 "/api/users/register",
                 json={"email": self.email, "password": self.password, "full_name": "Bench"},
-            ).raise_for_status()
+            )
+            registered.raise_for_status()
+            self.user_id = registered.json()["id"]
             created = client.post(
                 "/api/orders",
                 json={
@@ -156,7 +156,9 @@ class Platform:
         response = httpx.post(
             f"{self.ingress}/api/users/login",
             json={"email": self.email, "password": self.password},
-            timeout=30,
+            # A log-in is argon2, queued behind the requests of the run before (a 200-connection
+            # order creation) on a busy machine: it may take long, and must not fail the run.
+            timeout=120,
         )
         response.raise_for_status()
         return f"Bearer {response.json()['access_token']}"
@@ -169,6 +171,8 @@ class BareProcess:
     #: the platforms the bench starts first (they pick free ports of their own).
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    #: Over the bench's environment (a floor app's database).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -177,13 +181,14 @@ class BareProcess:
     def start(self, log: Path) -> float:
         """Start it; return its cold start (spawn to the first 200 of ``/readyz``)."""
         self.port = free_port()
-        self.process = subprocess.Popen(
-            self.server.command(self.port),
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        with log.open("ab") as output:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                self.server.command(self.port),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            )
         return wait_ready(f"{self.url}/readyz", self.process)
 
     def stop(self) -> None:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from polyframe_bench.servers import BASELINE_OF
+from polyframe_bench.servers import BASELINE_OF, FLOOR_OF
 
 SEED = {
     "users-fastapi": ("FastAPI", 12_000, 90, 300),
@@ -55,6 +55,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"{settings['seconds']:g} s per scenario after a {settings['warmup_seconds']:g} s "
         f"warm-up, {settings['workers']} workers per server, wrk on the same cores. "
         "Medians (min-max).",
+        "",
+    ]
+    lines += floors(results)
+    lines += [
+        "",
+        "Against the seed article:",
         "",
         "| framework (service) | req/s, cheapest authenticated read | p50 / p99 ms | "
         "memory (RSS, all processes) | cold start to /readyz | bare app req/s | "
@@ -115,14 +121,96 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {entry['median']:,.0f} | {entry['min']:,.0f} | {entry['max']:,.0f} |"
         )
-    lines += ["", "Goals (ratios measured in this run):", ""]
+    lines += ["", "Goals (issue 18; measured in this run):", ""]
     lines += ["| goal | service | measured | target | met |", "|---|---|---|---|---|"]
     for goal in results.get("goals", []):
+        errors = f", {goal['errors']} errors" if "errors" in goal else ""
         lines.append(
-            f"| {goal['goal']} | {goal['service']} | {goal['ratio']:g} | {goal['target']} | "
-            f"{'yes' if goal['met'] else '**no**'} |"
+            f"| {goal['goal']} | {goal['service']} | {goal['ratio']:g}{errors} | "
+            f"{goal['target']}{' with zero errors' if errors else ''} | "
+            f"{'met' if goal['met'] else '**not met**'} |"
         )
+    found = results.get("errors", {})
+    lines += [
+        "",
+        "Errors (non-2xx answers and socket errors; the run fails on any): "
+        + (", ".join(f"{name}: {count}" for name, count in found.items()) or "none")
+        + ".",
+    ]
+    postgres = results.get("postgres")
+    if postgres:
+        lines += [
+            "",
+            f"PostgreSQL: the run's databases held up to {postgres['peak_held_by_the_run']} "
+            f"connections (sampled after each load run) of the server's "
+            f"{postgres['max_connections']}; {postgres['free_at_start']} were free at the start.",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def floors(results: dict[str, Any]) -> list[str]:
+    """Per service: its costs against its floors, as ratios (and differences) of this run."""
+    cold = results.get("cold_start_ms", {})
+    memory = results.get("memory", {})
+    rows = []
+    for service in SEED:
+        read = f"{service} read direct instr-on"
+        floor = FLOOR_OF[service]
+        bare = BASELINE_OF[service]
+        cpu, floor_cpu = (
+            _median(results, read, "cpu_us_per_request"),
+            _median(results, f"{floor} read direct", "cpu_us_per_request"),
+        )
+        service_cold, floor_cold = (cold.get(service), cold.get(floor))
+        service_mb, bare_mb = memory.get(service), memory.get(bare)
+        on, off = (
+            _median(results, read, "rps"),
+            _median(results, read.replace("-on", "-off"), "rps"),
+        )
+        errors = sum(
+            entry["errors"]
+            for entry in results["summary"].values()
+            if entry.get("subject") == service
+        )
+        rows.append(
+            [
+                service,
+                f"{cpu or 0:,.0f} / {floor_cpu or 0:,.0f} = {_ratio(cpu, floor_cpu)}",
+                f"{service_cold['median'] if service_cold else 0:,.0f} / "
+                f"{floor_cold['median'] if floor_cold else 0:,.0f} = "
+                + _ratio(
+                    service_cold["median"] if service_cold else None,
+                    floor_cold["median"] if floor_cold else None,
+                ),
+                f"{service_mb['rss_per_worker_mb']:.0f} - {bare_mb['rss_per_worker_mb']:.0f} = "
+                f"+{service_mb['rss_per_worker_mb'] - bare_mb['rss_per_worker_mb']:.0f}"
+                if service_mb and bare_mb
+                else "-",
+                _ratio(on, off),
+                str(errors),
+            ]
+        )
+    lines = ["Each service against its floors (medians of this run):", ""]
+    lines += table(
+        [
+            "service",
+            "CPU µs per read: service / floor",
+            "cold start ms: service / readiness floor",
+            "MB per worker: service - bare app",
+            "observability tax (req/s on / off)",
+            "errors",
+        ],
+        rows,
+    )
+    order = results["summary"].get("legacy-flask create order (calls users) ingress c50 instr-on")
+    if order:
+        lines += [
+            "",
+            f"Order creation through Traefik, 50 connections: p99 {order['p99_ms']['median']:,.0f} "
+            f"ms ({order['p99_ms']['min']:,.0f}-{order['p99_ms']['max']:,.0f}), "
+            f"{order['rps']['median']:,.0f} req/s, {order['errors']} errors.",
+        ]
+    return lines
 
 
 def _mb(entry: dict[str, Any] | None) -> str:

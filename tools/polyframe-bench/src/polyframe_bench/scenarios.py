@@ -3,7 +3,8 @@
 Per service: its cheapest authenticated read (directly, through Traefik, and with
 instrumentation off) and one write; the order creation (an I/O-bound request
 that calls the users service) at 50 and 200 connections; the bare framework
-apps on the same server settings.
+apps on the same server settings, and each framework's floor answering the
+service's read (:mod:`polyframe_bench.floor`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,23 @@ def _basic(platform: Platform, service: str) -> str:
     return f"Basic {token}"
 
 
+#: Each service's read scenario: its path and its credentials on a platform.
+SERVICE_READS: dict[str, tuple[Callable[[Platform], str], Callable[[Platform], str]]] = {
+    "users-fastapi": (lambda p: "/api/users/me", lambda p: p.bearer()),
+    "legacy-flask": (lambda p: f"/api/orders/{p.order_id}", lambda p: p.bearer()),
+    "admin-django": (
+        lambda p: "/api/audit/events?limit=1",
+        lambda p: _basic(p, "legacy-flask"),
+    ),
+}
+#: The same read on the service's floor app (no credentials: the row is in the path).
+FLOOR_READS: dict[str, Callable[[Platform], str]] = {
+    "users-fastapi": lambda p: f"/users/{p.user_id}",
+    "legacy-flask": lambda p: f"/orders/{p.order_id}",
+    "admin-django": lambda p: "/audit/events?limit=1",
+}
+
+
 def service_scenarios(on: Platform, off: Platform, *, quick: bool) -> list[Scenario]:
     """The services' loads on the instrumented platform ``on`` and its twin ``off``."""
     scenarios: list[Scenario] = []
@@ -91,13 +109,8 @@ def service_scenarios(on: Platform, off: Platform, *, quick: bool) -> list[Scena
                     )
                 )
 
-    reads("users-fastapi", lambda p: "/api/users/me", lambda p: p.bearer())
-    reads("legacy-flask", lambda p: f"/api/orders/{p.order_id}", lambda p: p.bearer())
-    reads(
-        "admin-django",
-        lambda p: "/api/audit/events?limit=1",
-        lambda p: _basic(p, "legacy-flask"),
-    )
+    for service, (path, auth) in SERVICE_READS.items():
+        reads(service, path, auth)
     if quick:
         return [s for s in scenarios if s.via == "direct"]
 
@@ -182,6 +195,31 @@ def bare_scenarios(bare: list[BareProcess]) -> list[Scenario]:
                 f"{each.server.name} hello direct",
                 each.server.name,
                 "bare",
+                "direct",
+                False,
+                READ_CONNECTIONS,
+                build,
+            )
+        )
+    return scenarios
+
+
+def floor_scenarios(platform: Platform, floors: list[BareProcess]) -> list[Scenario]:
+    """Each floor answering its service's read: the row of ``platform``, whose database it reads."""
+    scenarios = []
+    for each in floors:
+        service = each.server.floor_of
+        assert service is not None
+
+        def build(each: BareProcess = each, service: str = service) -> Target:
+            assert each.process is not None
+            return Target(each.url + FLOOR_READS[service](platform), each.process.pid)
+
+        scenarios.append(
+            Scenario(
+                f"{each.server.name} read direct",
+                each.server.name,
+                "floor",
                 "direct",
                 False,
                 READ_CONNECTIONS,

@@ -4,7 +4,9 @@
 ``legacy-flask`` on gunicorn ``gthread`` with W workers x 8 threads;
 ``admin-django`` on gunicorn ``gthread`` with W workers x 4 threads. Each bare
 app gets exactly that, plus the issue's reference points: raw ASGI on one
-uvicorn worker, and Flask and Django on gunicorn's ``sync`` worker.
+uvicorn worker, and Flask and Django on gunicorn's ``sync`` worker. So does each
+framework's floor app (:mod:`polyframe_bench.floor`): the service's read with the raw
+driver on a pool, on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class BareServer:
     #: The service it is the baseline of (None: a reference point only).
     baseline_of: str | None
     argv: tuple[str, ...]
+    #: The service whose read it answers with the raw driver (a floor app; None: a bare app).
+    floor_of: str | None = None
 
     def command(self, port: int) -> list[str]:
         return [part.replace("{port}", str(port)) for part in self.argv]
@@ -114,4 +118,39 @@ BASELINE_OF = {
     "users-fastapi": "bare-fastapi",
     "legacy-flask": "bare-flask",
     "admin-django": "bare-django",
+}
+
+
+def floor_servers(workers: int) -> list[BareServer]:
+    """Each framework's floor app, on the same server and settings as its service."""
+    return [
+        BareServer(
+            "floor-fastapi",
+            "fastapi",
+            None,
+            _uvicorn("polyframe_bench.floor.fastapi_app:create_app", workers, factory=True),
+            "users-fastapi",
+        ),
+        BareServer(
+            "floor-flask",
+            "flask",
+            None,
+            _gunicorn("polyframe_bench.floor.flask_app:create_app()", workers, 8),
+            "legacy-flask",
+        ),
+        BareServer(
+            "floor-django",
+            "django",
+            None,
+            _gunicorn("polyframe_bench.floor.django_app:application", workers, 4),
+            "admin-django",
+        ),
+    ]
+
+
+#: Each service's floor: its read with the raw driver on a pool; its /readyz runs one query.
+FLOOR_OF = {
+    "users-fastapi": "floor-fastapi",
+    "legacy-flask": "floor-flask",
+    "admin-django": "floor-django",
 }

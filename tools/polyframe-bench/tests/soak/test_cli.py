@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from polyframe_bench import cli, report
-from polyframe_bench.platform import free_port
 from polyframe_bench.soak import Target
 from polyframe_bench.soak.memory import rss_report
 from polyframe_bench.soak.settings import Settings
 from polyframe_bench.soak.stats import Stats
 from polyframe_bench.soak.verify import failures
+from polyframe_dev.plan import free_port
 
 
 def _sample(mb: float) -> dict[str, int]:

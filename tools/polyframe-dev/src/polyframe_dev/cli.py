@@ -182,6 +182,14 @@ def parser() -> argparse.ArgumentParser:
         help="how often the local Prometheus scrapes and evaluates rules (default 5s)",
     )
     run.add_argument(
+        "--alert-for-max",
+        default=None,
+        metavar="DURATION",
+        help="drills and tests only: load copies of the alert rules with every `for:` cut to at "
+        "most DURATION (e.g. 5s), so an alert fires within seconds of its cause instead of "
+        "minutes; default: the shipped rules as they are",
+    )
+    run.add_argument(
         "--rate-limit",
         action="append",
         default=[],

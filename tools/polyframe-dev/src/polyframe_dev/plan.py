@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,8 @@ class Plan:
     #: Prometheus was wanted but is not installed (``up`` says how to install it).
     prometheus_missing: bool
     scrape_interval: str
+    #: Every alert's ``for:`` cut to at most this (``--alert-for-max``); None: as shipped.
+    alert_for_max: str | None
     #: Seconds each part may take to become ready.
     timeout: float
 
@@ -117,6 +120,14 @@ def make_plan(args: argparse.Namespace) -> Plan:
         rate_limit_storage=args.rate_limit_storage,
     )
     binary = None if args.no_prometheus else prometheus.find_binary()
+    if args.alert_for_max is not None:
+        try:
+            prometheus.seconds(args.alert_for_max)
+        except ValueError:
+            raise StartupError(
+                f"--alert-for-max {args.alert_for_max!r}: expected a Prometheus duration "
+                "such as 5s or 1m"
+            ) from None
     return Plan(
         routes=routes,
         names=names,
@@ -126,17 +137,25 @@ def make_plan(args: argparse.Namespace) -> Plan:
         ingress_port=ingress_port,
         internal_port=internal_port,
         otlp_endpoint=args.otlp_endpoint,
-        prometheus=None if binary is None else (binary, _prometheus_port(args)),
+        prometheus=None
+        if binary is None
+        else (binary, _prometheus_port(args, {ingress_port, internal_port, *ports.values()})),
         prometheus_missing=binary is None and not args.no_prometheus,
         scrape_interval=args.scrape_interval,
+        alert_for_max=args.alert_for_max,
         timeout=args.timeout,
     )
 
 
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
+    """A port nothing listens on now and not in ``avoid`` (the ports picked before it for the
+    same run: a probe closed at once may get the same number from the kernel twice)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 def check_port(host: str, port: int, what: str, hint: str) -> None:
@@ -165,20 +184,20 @@ def resolve_ports(
         overrides[name] = int(value)
     host = args.host
     ingress = args.port or free_port(host)
-    internal = args.internal_port or free_port("127.0.0.1")
+    internal = args.internal_port or free_port("127.0.0.1", avoid={ingress})
     check_port(host, ingress, "the ingress", "make up PORT=9080")
     check_port("127.0.0.1", internal, "Traefik's ping and metrics", "--internal-port")
     ports: dict[str, int] = {}
     for name in [*services, *workers]:
         port = overrides.get(name, DEFAULT_PORTS.get(name, 0) if not args.free_ports else 0)
-        port = port or free_port("127.0.0.1")
+        port = port or free_port("127.0.0.1", avoid={ingress, internal, *ports.values()})
         check_port("127.0.0.1", port, name, f"--service-port {name}=PORT")
         ports[name] = port
     return ingress, internal, ports
 
 
-def _prometheus_port(args: argparse.Namespace) -> int:
-    port = (0 if args.free_ports else args.prometheus_port) or free_port("127.0.0.1")
+def _prometheus_port(args: argparse.Namespace, taken: Collection[int]) -> int:
+    port = (0 if args.free_ports else args.prometheus_port) or free_port("127.0.0.1", taken)
     check_port("127.0.0.1", port, "Prometheus", "--prometheus-port")
     return int(port)
 

@@ -40,6 +40,15 @@ class Platform:
             return None
         return f"http://127.0.0.1:{self.plan.prometheus[1]}"
 
+    @property
+    def shortened_warning(self) -> str:
+        """Said at start and with the URLs: these alerts are not the shipped ones."""
+        return (
+            f"WARNING: --alert-for-max {self.plan.alert_for_max}: Prometheus runs copies of the "
+            f"alert rules with every `for:` cut to at most {self.plan.alert_for_max} (drills and "
+            "tests only); its alerts fire sooner than the shipped ones would"
+        )
+
     def run(self, started: float, ready_file: Path | None) -> None:
         """Everything ``up`` does until Ctrl-C; ``started``: when ``up`` began (monotonic)."""
         self.set_up()
@@ -100,8 +109,13 @@ class Platform:
             binary, port = plan.prometheus
             folder = plan.data_dir / "prometheus"
             config_file = prometheus.write_config(
-                folder, plan.scrape_targets(), interval=plan.scrape_interval
+                folder,
+                plan.scrape_targets(),
+                interval=plan.scrape_interval,
+                alert_for_max=plan.alert_for_max,
             )
+            if plan.alert_for_max is not None:
+                sup.say(ME, self.shortened_warning)
             argv = prometheus.argv(binary, config_file, folder / "data", port)
             self.prometheus = sup.start("prometheus", argv, {})
 
@@ -169,6 +183,8 @@ class Platform:
             self.sup.say(
                 ME, f"Prometheus: {self.prometheus_url} (rules and alerts from observability/)"
             )
+            if self.plan.alert_for_max is not None:
+                self.sup.say(ME, self.shortened_warning)
 
     def ready_document(self, cold_start: dict[str, float]) -> dict[str, Any]:
         """What the ready file says: URLs, files, cold starts and every process's pid."""
@@ -178,6 +194,7 @@ class Platform:
             "services": {name: plan.ctx.url(name) for name in plan.names},
             "metrics_targets": plan.scrape_targets(),
             "prometheus": self.prometheus_url,
+            "alert_for_max": self.plan.alert_for_max,
             "instrumentation": plan.ctx.instrumentation,
             "traefik_internal": plan.internal_url,
             "data_dir": str(plan.data_dir),

@@ -16,6 +16,33 @@ import yaml
 
 from polyframe_dev.routes import Route
 
+#: Seconds; equal to service_kit.metrics.DURATION_BUCKETS (tests/observability checks it).
+DURATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+#: How long Traefik keeps an idle connection to a service for reuse: under the servers' own
+#: keep-alive (gunicorn's ``keepalive`` and uvicorn's ``timeout_keep_alive``, 5 s both), so a
+#: connection is never reused just as the server closes it (a POST sent on it would be a 502:
+#: Traefik retries only idempotent requests). Traefik's default is 90 s. The same value in
+#: polyframe-release's Traefik and deploy/kind/traefik-values.yaml (tests/deploy checks).
+BACKEND_IDLE_TIMEOUT = "4s"
+
 
 def static_config(
     *,
@@ -44,9 +71,14 @@ def static_config(
                 "entryPoint": "internal",
                 "addRoutersLabels": True,
                 "addServicesLabels": True,
+                # The services' own duration buckets (service_kit.metrics.DURATION_BUCKETS):
+                # the latency SLO compares Traefik's view with the service's at 0.5 s, which
+                # Traefik's default buckets (0.1, 0.3, 1.2, 5) do not have.
+                "buckets": list(DURATION_BUCKETS),
             }
         },
         "providers": {"file": {"filename": str(dynamic_file), "watch": False}},
+        "serversTransport": {"forwardingTimeouts": {"idleConnTimeout": BACKEND_IDLE_TIMEOUT}},
         "log": {"level": "INFO", "format": "json"},
         "accessLog": {"format": "json"},
     }

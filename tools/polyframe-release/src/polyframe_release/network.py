@@ -275,6 +275,24 @@ def traefik_dynamic(
     return {"http": {"routers": routers, "services": balancers}}
 
 
+def static_config() -> dict[str, Any]:
+    """Traefik's static configuration in the release: the public entry point on port 80, ping
+    on 8080, the file provider the routes are written to."""
+    return {
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "entryPoints": {
+            "web": {"address": ":80", "transport": {"lifeCycle": {"graceTimeOut": "10s"}}},
+            "traefik": {"address": ":8080"},
+        },
+        "ping": {"entryPoint": "traefik"},
+        "providers": {"file": {"directory": "/etc/traefik/dynamic", "watch": True}},
+        # Under the servers' 5 s keep-alive, as in polyframe-dev's Traefik (its
+        # BACKEND_IDLE_TIMEOUT says why; tests/deploy checks they agree).
+        "serversTransport": {"forwardingTimeouts": {"idleConnTimeout": "4s"}},
+        "log": {"level": "INFO", "format": "json"},
+    }
+
+
 class Ingress:
     """Traefik on the release's network, its file provider fed with the routes."""
 
@@ -291,16 +309,7 @@ class Ingress:
 
     def start(self, image: str) -> None:
         (self.folder / "dynamic").mkdir(parents=True, exist_ok=True)
-        static = {
-            "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
-            "entryPoints": {
-                "web": {"address": ":80", "transport": {"lifeCycle": {"graceTimeOut": "10s"}}},
-                "traefik": {"address": ":8080"},
-            },
-            "ping": {"entryPoint": "traefik"},
-            "providers": {"file": {"directory": "/etc/traefik/dynamic", "watch": True}},
-            "log": {"level": "INFO", "format": "json"},
-        }
+        static = static_config()
         write_atomically(self.folder / "traefik.yaml", yaml.safe_dump(static, sort_keys=False))
         # Root in the container (an empty image has no other user), binding port 80 only.
         args = [

@@ -2,16 +2,22 @@
 
 At-least-once delivery (a row is marked after a 2xx), exactly-once recording (admin-django is
 idempotent by event id); the design is in docs/architecture.md, "The outbox".
+
+The loop is observed from outside two ways, because ``/metrics`` is served by a thread of its
+own and answers whether or not the loop runs: its gauges (the oldest pending event's time, the
+last successful round) are timestamps, whose age keeps growing when the loop stops refreshing
+them; and :class:`Liveness` tells ``/livez`` when the loop last completed a round.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentelemetry.trace import Span, SpanKind, StatusCode
@@ -19,14 +25,66 @@ from prometheus_client import Counter
 from sqlalchemy import Engine, Table, func, select, update
 
 from service_kit import metrics
-from service_kit.client import ServiceClient, ServiceUnavailableError
+from service_kit.client import ClientConfig, ServiceClient, ServiceUnavailableError
 from service_kit.outbox import schema
+from service_kit.sqla import SQLITE_BUSY_SECONDS
 from service_kit.telemetry import Telemetry
 from service_kit.tracecontext import start_span_in
 
 log = logging.getLogger("service_kit.outbox")
 
 AUDIT_EVENTS_PATH = "/api/audit/events"
+#: Seconds the loop waits for new rows after a round that found less than a full batch.
+POLL_SECONDS = 0.5
+
+
+#: The longest a round legitimately waits for its database: SQLite's busy timeout for its one
+#: write (WAL: reads do not wait); PostgreSQL's connect and pool waits are 5 s each.
+DATABASE_WAIT_SECONDS = float(SQLITE_BUSY_SECONDS)
+
+
+def stall_bound(*, poll_seconds: float, call_seconds: float) -> float:
+    """Seconds without a completed round after which the loop counts as stuck.
+
+    A round is at most one batch: the poll wait, the database's waits and one call to
+    admin-django (``call_seconds``: every attempt's timeout and the client's backoffs between
+    them). Failed rows wait for their backoff in the table, never in the loop, so the
+    dispatcher's own backoff does not lengthen a round. Three such rounds.
+    """
+    return 3 * (poll_seconds + DATABASE_WAIT_SECONDS + call_seconds)
+
+
+def default_stall_seconds(config: ClientConfig) -> float:
+    """The stall bound of a dispatcher polling every :data:`POLL_SECONDS` through ``config``."""
+    attempts = config.max_attempts
+    call = attempts * config.timeout_seconds + (attempts - 1) * config.backoff_max_seconds
+    return stall_bound(poll_seconds=POLL_SECONDS, call_seconds=call)
+
+
+class Liveness:
+    """When the loop last completed a round, successful or not (``/livez``).
+
+    A loop that runs but fails is alive: it counts its errors and the alerts see them. A loop
+    that completes no round within ``bound`` seconds is stuck (a statement waiting on a lock,
+    a call that never returns): only a restart helps, so ``/livez`` fails.
+    """
+
+    def __init__(self, bound: float) -> None:
+        if bound <= 0:
+            raise ValueError(f"the stall bound must be positive, not {bound}")
+        self.bound = bound
+        self._last = time.monotonic()
+
+    def beat(self) -> None:
+        self._last = time.monotonic()
+
+    def since_last_round(self) -> float:
+        """Seconds since the last completed round (or since the loop started)."""
+        return time.monotonic() - self._last
+
+    @property
+    def alive(self) -> bool:
+        return self.since_last_round() <= self.bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +110,7 @@ class OutboxDispatcher:
         batch_size: int = 100,
         max_backoff_seconds: float = 60,
         telemetry: Telemetry | None = None,
+        stall_seconds: float | None = None,
     ) -> None:
         self.engine = engine
         self.table = table
@@ -60,9 +119,16 @@ class OutboxDispatcher:
         self.batch_size = batch_size
         self.max_backoff = max_backoff_seconds
         self.telemetry = telemetry if telemetry is not None and telemetry.enabled else None
+        self.liveness = Liveness(stall_seconds or default_stall_seconds(client.config))
         if self.telemetry is not None:  # charted from 0, not from the first failure
-            for counter in (metrics.OUTBOX_DELIVERED, metrics.OUTBOX_FAILED):
+            for counter in (
+                metrics.OUTBOX_DELIVERED,
+                metrics.OUTBOX_FAILED,
+                metrics.OUTBOX_LOOP_ERRORS,
+            ):
                 counter.labels(*self.telemetry.labels)
+            # 0 until the first successful round: a dispatcher that never succeeds is stale.
+            metrics.OUTBOX_LAST_SUCCESS.labels(*self.telemetry.labels).set(0)
 
     def _event(self, row: Any) -> dict[str, Any]:
         return {
@@ -169,43 +235,88 @@ class OutboxDispatcher:
             return None
         return f"admin-django answered HTTP {response.status_code}: {response.text[:300]}"
 
-    def backlog(self) -> tuple[int, float]:
-        """Undelivered events, and the age in seconds of the oldest (0 without any)."""
+    def oldest_pending(self) -> tuple[int, datetime | None]:
+        """Undelivered events and the creation time of the oldest (``None`` without any).
+
+        A query of its own, outside any batch's transaction: it answers while deliveries fail.
+        """
         with self.engine.connect() as connection:
             count, oldest = connection.execute(
                 select(func.count(), func.min(self.table.c.occurred_at))
                 .select_from(self.table)
                 .where(self.table.c.delivered_at.is_(None))
             ).one()
-        if oldest is None:
-            return int(count), 0.0
-        if oldest.tzinfo is None:  # SQLite keeps naive UTC (see UTCDateTime)
+        if oldest is not None and oldest.tzinfo is None:  # SQLite keeps naive UTC (UTCDateTime)
             oldest = oldest.replace(tzinfo=UTC)
-        return int(count), max(0.0, (schema.utcnow() - oldest).total_seconds())
+        return int(count), oldest
+
+    def backlog(self) -> tuple[int, float]:
+        """Undelivered events, and the age in seconds of the oldest (0 without any)."""
+        count, oldest = self.oldest_pending()
+        if oldest is None:
+            return count, 0.0
+        return count, max(0.0, (schema.utcnow() - oldest).total_seconds())
 
     def _report_backlog(self) -> None:
         if self.telemetry is None:
             return
-        count, age = self.backlog()
-        metrics.OUTBOX_PENDING.labels(*self.telemetry.labels).set(count)
-        metrics.OUTBOX_OLDEST_PENDING_AGE.labels(*self.telemetry.labels).set(age)
+        count, oldest = self.oldest_pending()
+        labels = self.telemetry.labels
+        metrics.OUTBOX_PENDING.labels(*labels).set(count)
+        if oldest is None:
+            metrics.OUTBOX_OLDEST_PENDING_TIMESTAMP.labels(*labels).set(math.inf)
+            metrics.OUTBOX_OLDEST_PENDING_AGE.labels(*labels).set(0)
+            return
+        metrics.OUTBOX_OLDEST_PENDING_TIMESTAMP.labels(*labels).set(oldest.timestamp())
+        age = max(0.0, (schema.utcnow() - oldest).total_seconds())
+        metrics.OUTBOX_OLDEST_PENDING_AGE.labels(*labels).set(age)
 
     def run(
-        self, stop: threading.Event, *, idle_seconds: float = 0.5, report_seconds: float = 5.0
+        self,
+        stop: threading.Event,
+        *,
+        idle_seconds: float = POLL_SECONDS,
+        report_seconds: float = 5.0,
     ) -> None:
-        """Deliver until ``stop`` is set; a full batch is followed at once by the next."""
+        """Deliver until ``stop`` is set; a full batch is followed at once by the next.
+
+        Every round ends by refreshing the backlog gauges, whether or not it delivered; only
+        back-to-back full batches (a backlog draining) refresh at most every
+        ``report_seconds``, sparing the count of a large backlog after each batch.
+        """
         log.info("outbox dispatcher started", extra={"producer": self.producer})
+        self.liveness.beat()
         reported = 0.0
         while not stop.is_set():
+            failed = False
             try:
                 result = self.dispatch_once()
-                if time.monotonic() - reported >= report_seconds:
-                    self._report_backlog()
-                    reported = time.monotonic()
             except Exception:
                 # The producer's database may be briefly unavailable: keep going.
                 log.exception("outbox dispatch failed")
                 result = BatchResult(0, 1)
-            if result.delivered < self.batch_size:
+                failed = True
+            busy = result.delivered >= self.batch_size
+            if not busy or time.monotonic() - reported >= report_seconds:
+                try:
+                    self._report_backlog()
+                    reported = time.monotonic()
+                except Exception:
+                    log.exception("outbox backlog query failed")
+                    failed = True
+            self._finish_round(failed=failed)
+            if not busy:
                 stop.wait(idle_seconds)
         log.info("outbox dispatcher stopped", extra={"producer": self.producer})
+
+    def _finish_round(self, *, failed: bool) -> None:
+        """A round completed: a heartbeat if nothing in it raised; the loop is alive.
+
+        The heartbeat first, so it is never later than the liveness beat.
+        """
+        if self.telemetry is not None:
+            if failed:
+                metrics.OUTBOX_LOOP_ERRORS.labels(*self.telemetry.labels).inc()
+            else:
+                metrics.OUTBOX_LAST_SUCCESS.labels(*self.telemetry.labels).set(time.time())
+        self.liveness.beat()

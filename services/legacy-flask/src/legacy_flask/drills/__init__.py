@@ -20,7 +20,8 @@ bp = Blueprint("drills", __name__, url_prefix="/api/orders/_drills")
 @bp.post("/hold-thread")
 def hold_thread() -> dict[str, int]:
     raw = request.args.get("ms", "1000")
-    if not raw.isdigit() or not 1 <= int(raw) <= 30_000:
-        raise invalid_field("ms", "An integer from 1 to 30000", location="query")
+    # Up to two minutes: a request held over a minute is what PolyframeHungRequest is about.
+    if not raw.isdigit() or not 1 <= int(raw) <= 120_000:
+        raise invalid_field("ms", "An integer from 1 to 120000", location="query")
     time.sleep(int(raw) / 1000)
     return {"held_ms": int(raw)}

@@ -1,0 +1,1 @@
+"""Django's PostgreSQL backend, its connections counted (:mod:`service_kit.djangodb`)."""

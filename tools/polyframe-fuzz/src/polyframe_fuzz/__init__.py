@@ -1,0 +1,1 @@
+"""Coverage-guided in-process fuzzing of the three services (atheris): `make fuzz`."""
