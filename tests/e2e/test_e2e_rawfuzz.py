@@ -26,7 +26,10 @@ console form without a multipart boundary (a 500), and Traefik's intermittent 50
 connection to a gunicorn service (about 2 in 1,500 cases): gunicorn had answered a request
 whose body the app left unread with keep-alive, then closed the connection (it drains 64 KiB
 at most) under Traefik's next request, or reset it while Traefik still wrote the body — the
-kit now reads the rest before the response starts (``service_kit.unread``).
+kit now reads the rest before the response starts (``service_kit.unread``); and a 502 for a
+request uvicorn's parser refused (bytes ``\\xff\\xfe`` in a query, a 200 KB body behind it):
+uvicorn closed at once over the unread body, the reset beat its plain-text 400 to Traefik
+(``service_kit.uvicorn`` answers problem+json and lingers, as gunicorn's refusals do).
 ``E2E_RAWFUZZ_SEED`` replays a run; ``E2E_RAWFUZZ_CASES`` and ``E2E_RAWFUZZ_SECONDS`` bound
 it.
 """

@@ -298,6 +298,13 @@ class ExitNotingTmp:
 _serving = threading.local()
 
 
+def write_problem(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's ``util.write_error`` (its 414, 431 and 400 for what it cannot parse),
+    answering problem+json instead of an HTML page, then lingering (:mod:`service_kit.refusals`)."""
+    gunicorn_util.write_nonblock(sock, refusals.answer(status_int, reason, mesg))
+    refusals.linger(sock)
+
+
 class ThreadWorker(GThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker, reporting its thread pool into the metric catalogue,
     draining on SIGTERM (:mod:`service_kit.drain`), answering the requests gunicorn refuses
@@ -313,7 +320,7 @@ class ThreadWorker(GThreadWorker):  # type: ignore[misc]
     def init_process(self) -> None:
         # gunicorn's workers write their refusals through ``util.write_error``; this is a
         # worker process of ours, so every refusal it writes is a problem.
-        gunicorn_util.write_error = refusals.write_problem
+        gunicorn_util.write_error = write_problem
         try:
             super().init_process()
         except SystemExit as leaving:

@@ -1,0 +1,148 @@
+"""uvicorn's refusals, with the kit's protocols (``service_kit.uvicorn``), on a real uvicorn.
+
+A request uvicorn's parser rejects is answered before any app sees it. Stock uvicorn answers
+plain text and closes at once, leaving the body behind the refused line unread, so the
+kernel resets the connection: Traefik, still writing that body, then loses the answer and
+tells its client 502 (the raw fuzz's seed 3949370739, case 127: a request line with bytes
+``\\xff\\xfe`` in its query, a 200 KB body behind it). With the kit's protocols the answer is
+problem+json and the connection ends with a FIN after the whole request was read.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from polyframe_testing.ports import free_port
+from service_kit import refusals
+
+#: How long the tests wait for the server (never reached when it works; not a threshold).
+PATIENCE = 30.0
+
+APP = textwrap.dedent(
+    """
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+    """
+)
+
+BODY = b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+REFUSED = [
+    b"POST /register?user_id=\xff\xfe HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY),
+    b"POST /register HTTP/1.1\r\nHost: t\r\nBad Header\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(BODY), BODY),
+]
+
+
+def serve(tmp_path: Path, protocol: str) -> Iterator[int]:
+    (tmp_path / "tinyapp.py").write_text(APP)
+    port = free_port()
+    log = (tmp_path / "uvicorn.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tinyapp:app", "--host", "127.0.0.1",
+         "--port", str(port), "--http", protocol, "--no-access-log"],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail((tmp_path / "uvicorn.log").read_text(errors="replace"))
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(PATIENCE)
+        log.close()
+
+
+@pytest.fixture(params=["service_kit.uvicorn:HttpToolsProtocol", "service_kit.uvicorn:H11Protocol"])
+def port(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[int]:
+    yield from serve(tmp_path, request.param)
+
+
+def exchange(port: int, request_bytes: bytes) -> bytes:
+    """Send the whole request (from a thread: the server reads while it answers) and read the
+    answer to its end; a reset raises ``ConnectionResetError``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as connection:
+        sent: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                connection.sendall(request_bytes)
+            except OSError as exc:
+                sent.append(exc)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+        sender.join(PATIENCE)
+        assert not sent, f"the server stopped reading the request: {sent}"
+        return answer
+
+
+@pytest.mark.parametrize("request_bytes", REFUSED, ids=["bytes-in-query", "malformed-header"])
+def test_a_refused_request_is_a_problem_and_ends_without_a_reset(
+    port: int, request_bytes: bytes
+) -> None:
+    answer = exchange(port, request_bytes)
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (x.partition(":") for x in lines)}
+    assert status_line == "HTTP/1.1 400 Bad Request"
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["server"] == "uvicorn"  # uvicorn's own headers kept
+    assert int(headers["content-length"]) == len(body)
+    problem = json.loads(body)
+    assert (problem["status"], problem["title"], problem["instance"]) == (400, "Bad Request", None)
+    assert "malformed" in problem["detail"]
+
+
+def send_until_cut(port: int, head: bytes, most: int) -> int:
+    """Bytes sent after ``head`` before the server cut the connection (``most`` if never)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as connection:
+        connection.sendall(head)
+        sent = 0
+        try:
+            while sent < most:
+                sent += connection.send(b"x" * 65536)
+        except (ConnectionResetError, BrokenPipeError):
+            return sent
+        return most
+
+
+def test_the_linger_is_bounded_by_bytes(port: int) -> None:
+    """A peer that keeps sending past the bound is cut off (a reset then is its own doing)."""
+    head = REFUSED[1].split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+    most = 4 * refusals.LINGER_BYTES
+    assert send_until_cut(port, head, most) < most
+
+
+def test_the_stock_protocol_resets_the_connection(tmp_path: Path) -> None:
+    """What the kit's protocols fix, shown on stock uvicorn (if this starts failing, uvicorn
+    fixed it itself, and ``service_kit.uvicorn`` may go)."""
+    for port in serve(tmp_path, "httptools"):
+        with pytest.raises(ConnectionResetError):
+            exchange(port, REFUSED[0])
