@@ -120,6 +120,39 @@ def test_a_refused_request_is_a_problem_and_ends_without_a_reset(
     assert "malformed" in problem["detail"]
 
 
+UPGRADES = [
+    b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Content-Length: 5\r\n\r\nhello",
+]
+
+
+def read_chunked(connection: socket.socket) -> bytes:
+    """One response of the tiny app (chunked: it sends no length) off a kept connection."""
+    answer = b""
+    while not answer.endswith(b"0\r\n\r\n"):
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a whole response: {answer!r}")
+        answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("request_bytes", UPGRADES, ids=["handshake", "no-key", "post"])
+def test_an_upgrade_to_websocket_is_ignored(port: int, request_bytes: bytes) -> None:
+    """The app answers it as HTTP, and the connection serves the next request (stock uvicorn
+    switched the handshake to its WebSocket stack, answered a GET without a key with plain
+    text and left a POST hanging). httptools skips the body of a request that asks for an
+    upgrade (its parser ends the message at the headers): the route sees no body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as connection:
+        connection.sendall(request_bytes)
+        assert read_chunked(connection).startswith(b"HTTP/1.1 200 OK\r\n")
+        connection.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_chunked(connection).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
 def send_until_cut(port: int, head: bytes, most: int) -> int:
     """Bytes sent after ``head`` before the server cut the connection (``most`` if never)."""
     with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as connection:

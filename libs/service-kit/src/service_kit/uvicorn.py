@@ -11,6 +11,11 @@ half-close, and read and drop what the peer still sends until it closes, bounded
 gunicorn's refusals are (:data:`~service_kit.refusals.LINGER_SECONDS`,
 :data:`~service_kit.refusals.LINGER_BYTES`).
 
+They also never switch a connection to WebSocket: the services serve none, yet stock uvicorn
+hands any request carrying ``Upgrade: websocket`` to its WebSocket stack, where a handshake
+to an app without WebSocket routes is answered 500, a GET without a key a plain-text 400, and
+a POST hangs. Here the ``Upgrade`` is ignored and the request answered as HTTP.
+
 Serve with ``uvicorn --http service_kit.uvicorn:HttpToolsProtocol`` (or ``…:H11Protocol``).
 """
 
@@ -69,6 +74,18 @@ class _Refusing:
         super().connection_lost(exc)  # type: ignore[misc]
 
     # eof_received is uvicorn's (returns None): the transport closes once the peer has.
+
+    def _should_upgrade_to_ws(self) -> bool:
+        """Never: the services serve no WebSocket, so an ``Upgrade`` is ignored (RFC 9110,
+        7.8) and the request answered as HTTP. uvicorn would otherwise hand any request
+        carrying ``Upgrade: websocket`` to its WebSocket stack: a POST then hung (the
+        handshake never ends), a GET without a key got a plain-text 400."""
+        return False
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn's warning would advise installing a WebSocket library, wrongly here; an
+        # ignored Upgrade is the client's business, not an operator's.
+        pass
 
 
 class HttpToolsProtocol(_Refusing, _HttpToolsProtocol):
