@@ -120,6 +120,20 @@ def test_a_refused_request_is_a_problem_and_ends_without_a_reset(
     assert "malformed" in problem["detail"]
 
 
+def test_a_refusal_behind_a_pipelined_request_waits_for_its_answer(port: int) -> None:
+    """The request parsed before the broken one is answered whole first; no 400 is written
+    into the middle of that answer (stock httptools did). Then the connection closes: after
+    the 400 (h11 parses the next request only then) or without it (httptools has parsed it
+    while the first was still being answered)."""
+    answer = exchange(port, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\nGET /\xff HTTP/1.1\r\nBad\r\n\r\n")
+
+    first, end, rest = answer.partition(b"\r\n2\r\nok\r\n0\r\n\r\n")
+    assert end, answer
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    assert b"400" not in first
+    assert rest == b"" or rest.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+
+
 UPGRADES = [
     b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",

@@ -46,14 +46,21 @@ class _Refusing:
     _linger_timer: asyncio.TimerHandle | None = None
 
     def send_400_response(self, msg: str) -> None:
+        self._linger_left = refusals.LINGER_BYTES  # from here on, what arrives is dropped
+        if self.flow is not None:
+            self.flow.resume_reading()  # paused behind a pipelined request, perhaps
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None and not cycle.response_complete:
+            # Pipelined behind a request still being answered (stock uvicorn wrote its 400
+            # into the middle of that response): the requests already parsed are answered,
+            # then the connection closes, the refused one unanswered.
+            cycle.keep_alive = False
+            return
         own = [
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in self.server_state.default_headers
         ]
         self.transport.write(refusals.answer(400, "Bad Request", DETAIL, own))
-        self._linger_left = refusals.LINGER_BYTES
-        if self.flow is not None:
-            self.flow.resume_reading()  # paused behind a pipelined request, perhaps
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self._linger_timer = asyncio.get_running_loop().call_later(
