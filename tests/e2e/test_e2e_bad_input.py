@@ -425,3 +425,18 @@ def test_a_websocket_handshake_is_answered_as_http(client: httpx.Client, path: s
     assert 400 <= response.status_code < 500, response.text[:300]
     assert response.headers["content-type"] == PROBLEM
     assert response.json()["status"] == response.status_code
+
+
+@pytest.mark.parametrize("upgrade", ["websocket", "h2c"])
+def test_a_post_that_asks_for_an_upgrade_is_answered(client: httpx.Client, upgrade: str) -> None:
+    """A log-in that asks for an upgrade is answered with a 4xx problem, never served as two
+    requests and never left hanging. Traefik passes ``Upgrade: websocket`` on: the kit's
+    uvicorn protocol refuses it (400; stock uvicorn hung it). Traefik drops ``h2c``: the
+    log-in is served as any other (401, wrong password)."""
+    headers = {"Connection": "Upgrade", "Upgrade": upgrade}
+    credentials = {"email": "nobody@example.com", "password": "a long passphrase"}
+
+    response = client.post("/api/users/login", json=credentials, headers=headers)
+
+    assert 400 <= response.status_code < 500, response.text[:300]
+    assert response.headers["content-type"] == PROBLEM

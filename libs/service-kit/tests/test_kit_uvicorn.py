@@ -33,8 +33,15 @@ APP = textwrap.dedent(
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
+        await send({"type": "http.response.body", "body": b"got %d" % size})
     """
 )
 
@@ -78,15 +85,22 @@ def port(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[int]:
     yield from serve(tmp_path, request.param)
 
 
-def exchange(port: int, request_bytes: bytes) -> bytes:
-    """Send the whole request (from a thread: the server reads while it answers) and read the
-    answer to its end; a reset raises ``ConnectionResetError``."""
+def exchange(port: int, *parts: bytes, half_close: bool = False) -> bytes:
+    """Send the request's parts (from a thread: the server reads while it answers; a short
+    pause between parts, so that the server reads them apart) and read the answer to its
+    end; a reset raises ``ConnectionResetError``. ``half_close``: then say the request
+    ended (the server's linger ends when the peer closes)."""
     with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as connection:
         sent: list[BaseException] = []
 
         def send() -> None:
             try:
-                connection.sendall(request_bytes)
+                for index, part in enumerate(parts):
+                    if index:
+                        time.sleep(0.2)
+                    connection.sendall(part)
+                if half_close:
+                    connection.shutdown(socket.SHUT_WR)
             except OSError as exc:
                 sent.append(exc)
 
@@ -100,24 +114,39 @@ def exchange(port: int, request_bytes: bytes) -> bytes:
         return answer
 
 
+def problem_of(answer: bytes) -> tuple[str, dict[str, str], dict[str, object]]:
+    """The status line, headers and problem of an answer that is one problem+json."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (x.partition(":") for x in lines)}
+    assert headers["content-type"] == "application/problem+json", answer[:300]
+    assert int(headers["content-length"]) == len(body), answer[:300]
+    return status_line, headers, json.loads(body)
+
+
 @pytest.mark.parametrize("request_bytes", REFUSED, ids=["bytes-in-query", "malformed-header"])
 def test_a_refused_request_is_a_problem_and_ends_without_a_reset(
     port: int, request_bytes: bytes
 ) -> None:
-    answer = exchange(port, request_bytes)
+    status_line, headers, problem = problem_of(exchange(port, request_bytes, half_close=True))
 
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (x.partition(":") for x in lines)}
     assert status_line == "HTTP/1.1 400 Bad Request"
-    assert headers["content-type"] == "application/problem+json"
     assert headers["connection"] == "close"
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["server"] == "uvicorn"  # uvicorn's own headers kept
-    assert int(headers["content-length"]) == len(body)
-    problem = json.loads(body)
     assert (problem["status"], problem["title"], problem["instance"]) == (400, "Bad Request", None)
-    assert "malformed" in problem["detail"]
+    assert "malformed" in str(problem["detail"])
+
+
+def test_a_broken_chunk_in_the_body_being_read_is_refused(port: int) -> None:
+    """The app waits for the rest of the body; the broken chunk ends its wait (the client is
+    gone, for the app) and the client gets the refusal."""
+    head = b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+
+    status_line, _, problem = problem_of(exchange(port, head, b"zz\r\nmore\r\n"))
+
+    assert status_line == "HTTP/1.1 400 Bad Request"
+    assert problem["status"] == 400
 
 
 def test_a_refusal_behind_a_pipelined_request_waits_for_its_answer(port: int) -> None:
@@ -127,7 +156,7 @@ def test_a_refusal_behind_a_pipelined_request_waits_for_its_answer(port: int) ->
     while the first was still being answered)."""
     answer = exchange(port, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\nGET /\xff HTTP/1.1\r\nBad\r\n\r\n")
 
-    first, end, rest = answer.partition(b"\r\n2\r\nok\r\n0\r\n\r\n")
+    first, end, rest = answer.partition(b"\r\n5\r\ngot 0\r\n0\r\n\r\n")
     assert end, answer
     assert first.startswith(b"HTTP/1.1 200 OK\r\n"), answer
     assert b"400" not in first
@@ -138,8 +167,7 @@ UPGRADES = [
     b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    b"POST /x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-    b"Content-Length: 5\r\n\r\nhello",
+    b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
 ]
 
 
@@ -154,17 +182,44 @@ def read_chunked(connection: socket.socket) -> bytes:
     return answer
 
 
-@pytest.mark.parametrize("request_bytes", UPGRADES, ids=["handshake", "no-key", "post"])
-def test_an_upgrade_to_websocket_is_ignored(port: int, request_bytes: bytes) -> None:
+@pytest.mark.parametrize("request_bytes", UPGRADES, ids=["handshake", "no-key", "h2c"])
+def test_an_upgrade_is_ignored(port: int, request_bytes: bytes) -> None:
     """The app answers it as HTTP, and the connection serves the next request (stock uvicorn
-    switched the handshake to its WebSocket stack, answered a GET without a key with plain
-    text and left a POST hanging). httptools skips the body of a request that asks for an
-    upgrade (its parser ends the message at the headers): the route sees no body."""
+    switched the handshake to its WebSocket stack, and answered a GET without a key with
+    plain text)."""
     with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as connection:
         connection.sendall(request_bytes)
         assert read_chunked(connection).startswith(b"HTTP/1.1 200 OK\r\n")
         connection.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_chunked(connection).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+#: A body that is itself a request, behind a request that asks for an upgrade.
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+@pytest.mark.parametrize("upgrade", [b"websocket", b"h2c"])
+def test_an_upgrade_with_a_body_never_serves_the_body_as_a_request(
+    port: int, upgrade: bytes
+) -> None:
+    """httptools skips the body of a request that asks for an upgrade; stock uvicorn then
+    parsed the body as the next request and served it (a POST asking for the upgrade, on
+    websocket, hung instead). With httptools the kit refuses the request (400); h11 reads the
+    body as a body, and the app answers once, with its length."""
+    head = (
+        b"POST /x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, close\r\nUpgrade: %s\r\n"
+        b"Content-Length: %d\r\n\r\n" % (upgrade, len(SMUGGLED))
+    )
+
+    answer = exchange(port, head, SMUGGLED)
+
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    if answer.startswith(b"HTTP/1.1 400 "):
+        _, _, problem = problem_of(answer)
+        assert "Upgrade" in str(problem["detail"])
+    else:
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+        assert answer.endswith(b"got %d\r\n0\r\n\r\n" % len(SMUGGLED)), answer
 
 
 def send_until_cut(port: int, head: bytes, most: int) -> int:
