@@ -37,13 +37,13 @@ from service_kit import unread
 from service_kit.exposition import MULTIPROC_ENV
 from service_kit.gunicorn import (
     ThreadWorker,
-    child_exit,
     drain_setting,
     import_modules,
     post_worker_init,
     settings,
     worker_exit,
 )
+from service_kit.workerexits import child_exit
 
 SERVICE = "gunicorn-test"
 #: How long the tests wait for the server to do something (never reached when it works;

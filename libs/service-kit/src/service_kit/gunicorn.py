@@ -5,7 +5,6 @@ Design: docs/architecture.md, "Runtime signals", "The thread pool".
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import socket
@@ -28,6 +27,7 @@ from service_kit import (
     telemetry,
     tracing,
     unread,
+    workerexits,
 )
 from service_kit.cycle import ENQUEUED_ENVIRON
 from service_kit.logs import gunicorn_logconfig
@@ -103,7 +103,7 @@ def settings(
             (service, framework) if _instrumented(env, prefix) else None,
         ),
         "post_worker_init": post_worker_init,
-        "child_exit": _count_worker_exits(service, framework),
+        "child_exit": workerexits.counting_child_exit(service, framework),
         "worker_exit": worker_exit,
     }
 
@@ -162,7 +162,9 @@ def _serve_metrics_from_master(
     def when_ready(server: Any) -> None:
         if labels is not None and exposition.multiprocess_dir():
             runtime.set_master(os.getpid(), labels)
-            for reason in EXIT_REASONS:  # 0 from the start (after on_starting emptied the folder)
+            for reason in (
+                metrics.WORKER_EXIT_REASONS
+            ):  # 0 from the start (after on_starting emptied the folder)
                 metrics.WORKER_EXITS.labels(*labels, reason)
         if labels is not None:
             _check_readiness(server)
@@ -198,50 +200,6 @@ def post_worker_init(worker: Any) -> None:
         worker.instrument()
 
 
-def child_exit(_server: Any, worker: Any) -> None:
-    """Master side: a worker is gone; its live gauges (busy threads, memory) go with it."""
-    path = exposition.multiprocess_dir()
-    if path:
-        from prometheus_client.multiprocess import mark_process_dead
-
-        mark_process_dead(worker.pid, path)  # type: ignore[no-untyped-call]
-
-
-#: The values of ``polyframe_worker_exits_total``'s ``reason`` (see :func:`exit_reason`).
-EXIT_REASONS = ("timeout", "restart", "crash")
-
-
-def exit_reason(worker: Any) -> str:
-    """Why a worker the master has reaped is gone: ``timeout``, ``restart`` or ``crash``.
-
-    gunicorn gives ``child_exit`` the worker, not its exit status. ``timeout``: the master
-    itself aborted it (``worker.aborted``: its main loop had not notified for ``timeout``
-    seconds). ``restart``: it left its run loop on its own terms (a SIGTERM/SIGQUIT of the
-    master on reload, scale-down or stop; ``max_requests``), which :class:`ThreadWorker`
-    writes into its heartbeat file (:class:`ExitNotingTmp`) on the way out. ``crash``:
-    anything else (killed by a signal, e.g. the OOM killer's SIGKILL; an exception; an
-    ``os._exit``): it could not say.
-    """
-    if getattr(worker, "aborted", False):
-        return "timeout"
-    tmp = getattr(worker, "tmp", None)
-    if isinstance(tmp, ExitNotingTmp) and tmp.left_cleanly:
-        return "restart"
-    return "crash"
-
-
-def _count_worker_exits(service: str, framework: str) -> Callable[[Any, Any], None]:
-    """``child_exit``: :func:`child_exit`, and the exit counted by its reason (master side:
-    only the master sees a worker die; its samples reach ``/metrics`` through the
-    multiprocess folder, like the workers')."""
-
-    def count_and_clean_up(server: Any, worker: Any) -> None:
-        metrics.WORKER_EXITS.labels(service, framework, exit_reason(worker)).inc()
-        child_exit(server, worker)
-
-    return count_and_clean_up
-
-
 def worker_exit(_server: Any, _worker: Any) -> None:
     """Worker side, on its way out: send the spans still buffered."""
     tracing.flush()
@@ -254,44 +212,6 @@ BUSY_SLICE_SECONDS = 1.0
 #: Seconds a worker serves on after SIGTERM, ``/readyz`` failing (set by :func:`settings`
 #: in the master, inherited by the workers it forks).
 _drain_seconds = 2.0
-
-
-class ExitNotingTmp:
-    """gunicorn's heartbeat file of one worker (``worker.tmp``), also telling the master
-    whether the worker left cleanly.
-
-    The file is made by the master before the fork and shared with the worker: the worker
-    writes a mark into it as it leaves its run loop; the master reads the mark as it closes
-    the file after reaping the worker, just before ``child_exit`` (:func:`exit_reason`).
-    A worker killed by a signal never writes it.
-    """
-
-    _MARK = b"clean"
-
-    def __init__(self, tmp: Any) -> None:
-        self._tmp = tmp
-        #: Read by the master when it closes the file (None until then).
-        self.left_cleanly: bool | None = None
-
-    def notify(self) -> None:
-        self._tmp.notify()
-
-    def last_update(self) -> float:
-        return float(self._tmp.last_update())
-
-    def fileno(self) -> int:
-        return int(self._tmp.fileno())
-
-    def mark_clean_exit(self) -> None:
-        """Worker side, leaving on its own terms."""
-        with contextlib.suppress(OSError, ValueError):
-            os.pwrite(self.fileno(), self._MARK, 0)
-
-    def close(self) -> None:
-        if self.left_cleanly is None:
-            with contextlib.suppress(OSError, ValueError):  # closed already
-                self.left_cleanly = os.pread(self.fileno(), len(self._MARK), 0) == self._MARK
-        self._tmp.close()
 
 
 #: Thread-local of the pool threads: when the request a thread serves was queued.
@@ -311,11 +231,11 @@ class ThreadWorker(GThreadWorker):  # type: ignore[misc]
     itself as problem+json (:mod:`service_kit.refusals`), handing each request's queue time
     to the app (:data:`~service_kit.cycle.ENQUEUED_ENVIRON`), saying ``Connection: close``
     only when it cannot reuse the connection (:mod:`service_kit.unread`) and telling the
-    master how it exits (:class:`ExitNotingTmp`)."""
+    master how it exits (:class:`~service_kit.workerexits.ExitNotingTmp`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # in the master, before the fork
-        self.tmp: Any = ExitNotingTmp(self.tmp)
+        self.tmp: Any = workerexits.ExitNotingTmp(self.tmp)
 
     def init_process(self) -> None:
         # gunicorn's workers write their refusals through ``util.write_error``; this is a

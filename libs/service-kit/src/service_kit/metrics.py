@@ -245,7 +245,7 @@ WORKER_THREADS_BUSY_SECONDS = Counter(
     list(SERVICE),
     registry=REGISTRY,
 )
-#: Why the gunicorn master saw a worker go (see service_kit.gunicorn.exit_reason).
+#: Why the gunicorn master saw a worker go (see service_kit.workerexits.exit_reason).
 WORKER_EXIT_REASONS = ("timeout", "crash", "restart")
 WORKER_EXITS = Counter(
     "polyframe_worker_exits",
